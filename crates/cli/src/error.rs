@@ -1,0 +1,75 @@
+//! The CLI's error type and its exit codes.
+
+use std::fmt::Write as _;
+
+/// Exit status for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status for a runtime failure (token command, network, gateway).
+pub const EXIT_RUNTIME: u8 = 1;
+/// Exit status for an invalid config or usage.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Why a command failed. The first line shown is one sentence; detail follows.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad flags or arguments (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The config file is missing or invalid (exit 2).
+    #[error("invalid config: {0}")]
+    Config(#[from] provider_config::ConfigError),
+    /// Something failed at run time (exit 1).
+    #[error("{summary}")]
+    Runtime {
+        /// One sentence.
+        summary: String,
+        /// Further lines, if any.
+        detail: Option<String>,
+    },
+}
+
+impl CliError {
+    /// A runtime failure with one sentence.
+    pub fn runtime(summary: impl Into<String>) -> Self {
+        CliError::Runtime {
+            summary: summary.into(),
+            detail: None,
+        }
+    }
+
+    /// A runtime failure from an error value: its display is the sentence, its sources the detail.
+    pub fn from_error(context: &str, err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut detail = String::new();
+        let mut source = err.source();
+        while let Some(s) = source {
+            let _ = writeln!(detail, "  caused by: {s}");
+            source = s.source();
+        }
+        CliError::Runtime {
+            summary: format!("{context}: {err}"),
+            detail: (!detail.is_empty()).then(|| detail.trim_end().to_owned()),
+        }
+    }
+
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) => EXIT_USAGE,
+            CliError::Runtime { .. } => EXIT_RUNTIME,
+        }
+    }
+
+    /// The text printed on stderr.
+    pub fn render(&self) -> String {
+        let mut out = format!("error: {self}");
+        if let CliError::Runtime {
+            detail: Some(detail),
+            ..
+        } = self
+        {
+            out.push('\n');
+            out.push_str(detail);
+        }
+        out
+    }
+}

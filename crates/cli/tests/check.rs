@@ -1,0 +1,178 @@
+//! `modelauth check` and `modelauth schema`, run as a user would.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn modelauth(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_modelauth"))
+        .args(args)
+        .env_remove("MODELAUTH_CONFIG")
+        .env("XDG_CONFIG_HOME", "/nonexistent-modelauth-test")
+        .output()
+        .unwrap()
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every ```toml block of the README.
+fn readme_examples() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, "```toml") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_readme_example_passes_check() {
+    let examples = readme_examples();
+    assert!(
+        examples.len() >= 3,
+        "README has {} toml examples",
+        examples.len()
+    );
+    for text in examples {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), &text);
+        let out = modelauth(&["--config", &config, "check"]);
+        assert!(
+            out.status.success(),
+            "check failed on\n{text}\n{}",
+            stderr(&out)
+        );
+        assert!(!out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn check_prints_one_line_per_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\nauth = { command = \"gcloud\" }\n",
+    );
+    let out = modelauth(&["--config", &config, "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["corp", "command", "https://gw.example.com/v1"]);
+    assert_eq!(lines[1], ["ollama", "none", "http://localhost:11434/v1"]);
+    assert_eq!(lines[2], ["openai", "env_key", "https://api.openai.com/v1"]);
+    assert_eq!(lines.len(), 3);
+}
+
+#[test]
+fn auth_with_env_key_exits_2_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\nenv_key = \"CORP_KEY\"\n[model_providers.corp.auth]\ncommand = \"gcloud\"\n",
+    );
+    let out = modelauth(&["--config", &config, "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("model_providers.corp: provider auth cannot be combined with env_key"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked") && !err.contains("Error {"), "{err}");
+}
+
+#[test]
+fn typo_in_auth_exits_2_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\n\n[model_providers.corp.auth]\ncommand = \"gcloud\"\nrefresh_interval = 60\n",
+    );
+    let out = modelauth(&["--config", &config, "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{config}:7:1")), "{err}");
+    assert!(
+        err.contains("model_providers.corp.auth.refresh_interval"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn schema_prints_exactly_the_committed_file() {
+    let out = modelauth(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let committed = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema/config.schema.json"),
+    )
+    .unwrap();
+    assert!(
+        out.stdout == committed,
+        "modelauth schema differs from schema/config.schema.json"
+    );
+}
+
+#[test]
+fn missing_named_config_exits_2() {
+    let out = modelauth(&["--config", "/nonexistent/config.toml", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/config.toml"));
+}
+
+#[test]
+fn config_is_found_through_env_and_xdg() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[model_providers.envcorp]\nname = \"E\"\nbase_url = \"https://e.example.com/v1\"\n";
+    let config = write_config(dir.path(), text);
+    let out = Command::new(env!("CARGO_BIN_EXE_modelauth"))
+        .arg("check")
+        .env("MODELAUTH_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("envcorp"));
+
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(xdg.path().join("modelauth")).unwrap();
+    std::fs::write(
+        xdg.path().join("modelauth/config.toml"),
+        text.replace("envcorp", "xdgcorp"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_modelauth"))
+        .arg("check")
+        .env_remove("MODELAUTH_CONFIG")
+        .env("XDG_CONFIG_HOME", xdg.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("xdgcorp"));
+}
+
+#[test]
+fn unknown_subcommand_exits_2() {
+    assert_eq!(modelauth(&["frobnicate"]).status.code(), Some(2));
+}

@@ -1,0 +1,25 @@
+//! Configuration of OpenAI-compatible model providers.
+//!
+//! This crate owns the TOML format of `modelauth`: the types, their defaults,
+//! loading with file/line/key-path errors, the cross-field rules, and the JSON schema
+//! generated from the same types so that the schema and the parser cannot drift apart.
+//!
+//! Loading never reads the process environment and never consults the current directory:
+//! a relative `auth.cwd` is resolved against the folder of the file it was read from.
+
+mod error;
+mod load;
+mod schema;
+mod types;
+mod validate;
+
+pub use error::ConfigError;
+pub use load::{Config, load_config_file, parse_config_str};
+pub use schema::{SCHEMA_PATH_IN_REPO, config_schema, config_schema_json};
+pub use types::{
+    AuthKind, ConfigToml, DEFAULT_REFRESH_INTERVAL_MS, DEFAULT_REQUEST_MAX_RETRIES,
+    DEFAULT_STREAM_IDLE_TIMEOUT_MS, DEFAULT_STREAM_MAX_RETRIES, DEFAULT_TIMEOUT_MS,
+    DEFAULT_WEBSOCKET_CONNECT_TIMEOUT_MS, MAX_RETRIES, MAX_TIMEOUT_MS, ModelProviderAuthInfo,
+    ModelProviderInfo, OLLAMA_PROVIDER_ID, OPENAI_PROVIDER_ID, TokenFormat, WireApi,
+    built_in_providers,
+};

@@ -1,0 +1,205 @@
+//! Loading: TOML text -> validated [`Config`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::{
+    ConfigError, ConfigToml, ModelProviderInfo, OPENAI_PROVIDER_ID, built_in_providers,
+};
+
+/// A loaded, validated configuration: the file's providers plus the built-in ones.
+#[derive(Debug, Clone)]
+pub struct Config {
+    path: Option<PathBuf>,
+    toml: ConfigToml,
+    providers: BTreeMap<String, ModelProviderInfo>,
+}
+
+impl Config {
+    /// A configuration with only the built-in providers (no file).
+    pub fn built_ins_only() -> Self {
+        Self {
+            path: None,
+            toml: ConfigToml::default(),
+            providers: built_in_providers(),
+        }
+    }
+
+    /// The file this configuration was read from, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The configuration as written (without built-ins).
+    pub fn toml(&self) -> &ConfigToml {
+        &self.toml
+    }
+
+    /// The provider used when none is named: `model_provider`, else `openai`.
+    pub fn default_provider_id(&self) -> &str {
+        self.toml
+            .model_provider
+            .as_deref()
+            .unwrap_or(OPENAI_PROVIDER_ID)
+    }
+
+    /// A provider by id, defined or built-in.
+    pub fn provider(&self, id: &str) -> Option<&ModelProviderInfo> {
+        self.providers.get(id)
+    }
+
+    /// Every provider, defined and built-in, by id.
+    pub fn providers(&self) -> &BTreeMap<String, ModelProviderInfo> {
+        &self.providers
+    }
+
+    /// Whether `id` is one of the file's own providers (not a built-in).
+    pub fn is_defined_in_file(&self, id: &str) -> bool {
+        self.toml.model_providers.contains_key(id)
+    }
+}
+
+/// Reads and validates a config file. A relative `auth.cwd` is resolved against the
+/// file's folder.
+pub fn load_config_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let base_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut config = parse_config_str(&text, path, Some(&base_dir))?;
+    config.path = Some(path.to_path_buf());
+    Ok(config)
+}
+
+/// Parses and validates config text. `origin` names the text in errors (a path or a label
+/// such as `<string>`); `base_dir`, when given, is where a relative `auth.cwd` points.
+pub fn parse_config_str(
+    text: &str,
+    origin: &Path,
+    base_dir: Option<&Path>,
+) -> Result<Config, ConfigError> {
+    let mut toml = deserialize(text, origin)?;
+    check_cross_field_rules(&toml, origin)?;
+    if let Some(base) = base_dir {
+        for provider in toml.model_providers.values_mut() {
+            if let Some(auth) = provider.auth.as_mut()
+                && auth.cwd.is_relative()
+            {
+                auth.cwd = base.join(&auth.cwd);
+            }
+        }
+    }
+    let mut providers = built_in_providers();
+    providers.extend(toml.model_providers.clone());
+    Ok(Config {
+        path: None,
+        toml,
+        providers,
+    })
+}
+
+fn deserialize(text: &str, origin: &Path) -> Result<ConfigToml, ConfigError> {
+    let toml_error = |err: &toml::de::Error, key_path: String, message: String| {
+        let (line, column) = err
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((1, 1));
+        ConfigError::Toml {
+            file: origin.to_path_buf(),
+            line,
+            column,
+            key_path,
+            message,
+        }
+    };
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| toml_error(&e, String::new(), e.message().to_owned()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let key_path = if path == "." { String::new() } else { path };
+        let inner = e.inner();
+        toml_error(inner, key_path, inner.message().to_owned())
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+fn check_cross_field_rules(toml: &ConfigToml, origin: &Path) -> Result<(), ConfigError> {
+    let invalid = |key_path: String, message: String| ConfigError::Invalid {
+        file: origin.to_path_buf(),
+        key_path,
+        message,
+    };
+    let built_ins = built_in_providers();
+    for (id, provider) in &toml.model_providers {
+        let key_path = format!("model_providers.{id}");
+        if built_ins.contains_key(id) {
+            return Err(invalid(
+                key_path,
+                format!("`{id}` is a built-in provider id and cannot be redefined; choose another id"),
+            ));
+        }
+        if provider.auth.is_some() {
+            let mut clashes = Vec::new();
+            if provider.env_key.is_some() {
+                clashes.push("env_key");
+            }
+            if provider.experimental_bearer_token.is_some() {
+                clashes.push("experimental_bearer_token");
+            }
+            if provider.requires_openai_auth {
+                clashes.push("requires_openai_auth");
+            }
+            if !clashes.is_empty() {
+                return Err(invalid(
+                    key_path,
+                    format!(
+                        "provider auth cannot be combined with {}",
+                        clashes.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(id) = &toml.model_provider
+        && !toml.model_providers.contains_key(id)
+        && !built_ins.contains_key(id)
+    {
+        let mut known: Vec<&str> = toml.model_providers.keys().map(String::as_str).collect();
+        known.extend(built_ins.keys().map(String::as_str));
+        return Err(invalid(
+            "model_provider".to_owned(),
+            format!(
+                "`{id}` is not a defined or built-in provider (known: {})",
+                known.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_column_counts_characters_from_one() {
+        let text = "a = 1\nbé = 2\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        assert_eq!(line_column(text, 10), (2, 4));
+        assert_eq!(line_column(text, 999), (3, 1));
+    }
+}

@@ -1,0 +1,363 @@
+//! The configuration types, their defaults and accessors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::validate;
+
+/// Default `auth.timeout_ms`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// Largest accepted `auth.timeout_ms` (10 minutes).
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+/// Default `auth.refresh_interval_ms` (5 minutes).
+pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 300_000;
+/// Default `request_max_retries`.
+pub const DEFAULT_REQUEST_MAX_RETRIES: u64 = 4;
+/// Default `stream_max_retries`.
+pub const DEFAULT_STREAM_MAX_RETRIES: u64 = 5;
+/// Largest accepted `request_max_retries` and `stream_max_retries`.
+pub const MAX_RETRIES: u64 = 100;
+/// Default `stream_idle_timeout_ms` (5 minutes).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// Default `websocket_connect_timeout_ms`.
+pub const DEFAULT_WEBSOCKET_CONNECT_TIMEOUT_MS: u64 = 15_000;
+/// Id of the built-in OpenAI provider.
+pub const OPENAI_PROVIDER_ID: &str = "openai";
+/// Id of the built-in Ollama provider.
+pub const OLLAMA_PROVIDER_ID: &str = "ollama";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "modelauth configuration")]
+pub struct ConfigToml {
+    /// Id of the provider used when none is named (`-p`). Must name a provider defined
+    /// under `model_providers` or a built-in one (`openai`, `ollama`). Defaults to `openai`.
+    #[serde(default)]
+    pub model_provider: Option<String>,
+    /// Providers by id. The ids `openai` and `ollama` are reserved for the built-ins.
+    #[serde(default)]
+    pub model_providers: BTreeMap<String, ModelProviderInfo>,
+}
+
+/// Which OpenAI-compatible API a provider speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum WireApi {
+    /// `POST /responses` (the default).
+    #[default]
+    Responses,
+    /// `POST /chat/completions`.
+    Chat,
+}
+
+/// How the token command prints its token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum TokenFormat {
+    /// The trimmed standard output is the token.
+    #[default]
+    Text,
+    /// One JSON object: an OAuth2 token response, `{token, expires_at}` or a Kubernetes
+    /// `ExecCredential`.
+    Json,
+}
+
+/// One model provider.
+#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ModelProviderInfo {
+    /// Display name. Required, not blank.
+    #[serde(deserialize_with = "validate::non_blank")]
+    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    pub name: String,
+    /// Base URL of the OpenAI-compatible API, e.g. `https://gateway.example.com/openai/v1`.
+    /// Required: credentials are never sent to a host the config did not name.
+    #[serde(deserialize_with = "validate::base_url")]
+    #[schemars(regex(pattern = validate::BASE_URL_PATTERN))]
+    pub base_url: String,
+    /// Environment variable holding a static API key.
+    #[serde(default, deserialize_with = "validate::env_name")]
+    #[schemars(regex(pattern = validate::ENV_NAME_PATTERN))]
+    pub env_key: Option<String>,
+    /// Text shown when `env_key` is not set, telling the user how to get a key.
+    #[serde(default)]
+    pub env_key_instructions: Option<String>,
+    /// A static bearer token written in the config. Prefer `env_key` or `auth`.
+    #[serde(default, deserialize_with = "validate::bearer_token")]
+    #[schemars(regex(pattern = validate::BEARER_TOKEN_PATTERN))]
+    pub experimental_bearer_token: Option<String>,
+    /// The API this provider speaks.
+    #[serde(default)]
+    pub wire_api: WireApi,
+    /// Query parameters added to every request (e.g. `api-version`).
+    #[serde(default)]
+    pub query_params: BTreeMap<String, String>,
+    /// Extra HTTP headers sent with every request.
+    #[serde(default, deserialize_with = "validate::header_map")]
+    #[schemars(schema_with = "validate::header_map_schema")]
+    pub http_headers: BTreeMap<String, String>,
+    /// Extra HTTP headers whose values come from environment variables (header name ->
+    /// variable name). A variable that is not set skips its header.
+    #[serde(default, deserialize_with = "validate::env_header_map")]
+    #[schemars(schema_with = "validate::env_header_map_schema")]
+    pub env_http_headers: BTreeMap<String, String>,
+    /// How often a failed request (429, 5xx, connection error) is retried.
+    #[serde(
+        default = "default_request_max_retries",
+        deserialize_with = "validate::retries"
+    )]
+    #[schemars(range(max = MAX_RETRIES))]
+    pub request_max_retries: u64,
+    /// How often a stream that failed before its first event is retried.
+    #[serde(
+        default = "default_stream_max_retries",
+        deserialize_with = "validate::retries"
+    )]
+    #[schemars(range(max = MAX_RETRIES))]
+    pub stream_max_retries: u64,
+    /// Longest silence inside a stream before it is abandoned, in milliseconds.
+    #[serde(
+        default = "default_stream_idle_timeout_ms",
+        deserialize_with = "validate::positive_ms"
+    )]
+    #[schemars(range(min = 1))]
+    pub stream_idle_timeout_ms: u64,
+    /// Longest websocket connect and handshake, in milliseconds.
+    #[serde(
+        default = "default_websocket_connect_timeout_ms",
+        deserialize_with = "validate::positive_ms"
+    )]
+    #[schemars(range(min = 1))]
+    pub websocket_connect_timeout_ms: u64,
+    /// Use the application's base session credentials (for the CLI: `OPENAI_API_KEY`).
+    /// Cannot be `true` together with `auth`.
+    #[serde(default)]
+    pub requires_openai_auth: bool,
+    /// Obtain bearer tokens by running a command.
+    #[serde(default)]
+    pub auth: Option<ModelProviderAuthInfo>,
+}
+
+/// How a provider obtains its bearer token from a command.
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ModelProviderAuthInfo {
+    /// The program: a bare name is looked up on `PATH`, a name with a `/` is resolved
+    /// against `cwd`. It is run directly, never through a shell.
+    #[serde(deserialize_with = "validate::non_blank")]
+    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    pub command: String,
+    /// Arguments passed to the program.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// How long the command may run, in milliseconds (1..=600000).
+    #[serde(default = "default_timeout_ms", deserialize_with = "validate::timeout_ms")]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
+    pub timeout_ms: u64,
+    /// How long a token is used before the command is run again, in milliseconds; shortened
+    /// when the token states its own expiry. `0` reruns only after a 401.
+    #[serde(default = "default_refresh_interval_ms")]
+    pub refresh_interval_ms: u64,
+    /// Working directory of the command; relative to the config file's folder.
+    #[serde(default = "default_cwd")]
+    #[schemars(with = "String")]
+    pub cwd: PathBuf,
+    /// Extra environment for the command, on top of the inherited one.
+    #[serde(default, deserialize_with = "validate::env_map")]
+    #[schemars(schema_with = "validate::env_map_schema")]
+    pub env: BTreeMap<String, String>,
+    /// How the command prints its token.
+    #[serde(default)]
+    pub format: TokenFormat,
+}
+
+fn default_request_max_retries() -> u64 {
+    DEFAULT_REQUEST_MAX_RETRIES
+}
+fn default_stream_max_retries() -> u64 {
+    DEFAULT_STREAM_MAX_RETRIES
+}
+fn default_stream_idle_timeout_ms() -> u64 {
+    DEFAULT_STREAM_IDLE_TIMEOUT_MS
+}
+fn default_websocket_connect_timeout_ms() -> u64 {
+    DEFAULT_WEBSOCKET_CONNECT_TIMEOUT_MS
+}
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+fn default_refresh_interval_ms() -> u64 {
+    DEFAULT_REFRESH_INTERVAL_MS
+}
+fn default_cwd() -> PathBuf {
+    PathBuf::from(".")
+}
+
+/// The kind of credential a provider uses, in the order the auth manager picks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthKind {
+    /// A token command (`auth`).
+    Command,
+    /// `experimental_bearer_token`.
+    BearerToken,
+    /// `env_key`.
+    EnvKey,
+    /// The application's base session (`requires_openai_auth = true`).
+    BaseSession,
+    /// No credentials.
+    None,
+}
+
+impl fmt::Display for AuthKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthKind::Command => "command",
+            AuthKind::BearerToken => "bearer_token",
+            AuthKind::EnvKey => "env_key",
+            AuthKind::BaseSession => "openai_auth",
+            AuthKind::None => "none",
+        })
+    }
+}
+
+impl ModelProviderInfo {
+    /// A provider with the given name and base URL and every other field at its default.
+    pub fn new(name: impl Into<String>, base_url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            base_url: base_url.into(),
+            env_key: None,
+            env_key_instructions: None,
+            experimental_bearer_token: None,
+            wire_api: WireApi::default(),
+            query_params: BTreeMap::new(),
+            http_headers: BTreeMap::new(),
+            env_http_headers: BTreeMap::new(),
+            request_max_retries: DEFAULT_REQUEST_MAX_RETRIES,
+            stream_max_retries: DEFAULT_STREAM_MAX_RETRIES,
+            stream_idle_timeout_ms: DEFAULT_STREAM_IDLE_TIMEOUT_MS,
+            websocket_connect_timeout_ms: DEFAULT_WEBSOCKET_CONNECT_TIMEOUT_MS,
+            requires_openai_auth: false,
+            auth: None,
+        }
+    }
+
+    /// The credential kind, in the order auth managers use: `auth`, then
+    /// `experimental_bearer_token`, then `env_key`, then the base session.
+    pub fn auth_kind(&self) -> AuthKind {
+        if self.auth.is_some() {
+            AuthKind::Command
+        } else if self.experimental_bearer_token.is_some() {
+            AuthKind::BearerToken
+        } else if self.env_key.is_some() {
+            AuthKind::EnvKey
+        } else if self.requires_openai_auth {
+            AuthKind::BaseSession
+        } else {
+            AuthKind::None
+        }
+    }
+
+    /// `stream_idle_timeout_ms` as a duration.
+    pub fn stream_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.stream_idle_timeout_ms)
+    }
+
+    /// `websocket_connect_timeout_ms` as a duration.
+    pub fn websocket_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.websocket_connect_timeout_ms)
+    }
+}
+
+impl ModelProviderAuthInfo {
+    /// Command auth running `command` with every other field at its default.
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            args: Vec::new(),
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            refresh_interval_ms: DEFAULT_REFRESH_INTERVAL_MS,
+            cwd: default_cwd(),
+            env: BTreeMap::new(),
+            format: TokenFormat::default(),
+        }
+    }
+
+    /// How long the command may run.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// How long a token is used before the command is run again; `None` when
+    /// `refresh_interval_ms = 0` (rerun only after a 401).
+    pub fn refresh_interval(&self) -> Option<Duration> {
+        (self.refresh_interval_ms > 0).then(|| Duration::from_millis(self.refresh_interval_ms))
+    }
+}
+
+/// Secrets (the static bearer token, header values) are never printed.
+impl fmt::Debug for ModelProviderInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelProviderInfo")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("env_key", &self.env_key)
+            .field(
+                "experimental_bearer_token",
+                &self.experimental_bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("wire_api", &self.wire_api)
+            .field("query_params", &self.query_params.keys())
+            .field("http_headers", &self.http_headers.keys())
+            .field("env_http_headers", &self.env_http_headers)
+            .field("request_max_retries", &self.request_max_retries)
+            .field("stream_max_retries", &self.stream_max_retries)
+            .field("stream_idle_timeout_ms", &self.stream_idle_timeout_ms)
+            .field(
+                "websocket_connect_timeout_ms",
+                &self.websocket_connect_timeout_ms,
+            )
+            .field("requires_openai_auth", &self.requires_openai_auth)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// Values of `env` may be secrets (client secrets for an OAuth2 call): only names are printed.
+impl fmt::Debug for ModelProviderAuthInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelProviderAuthInfo")
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("refresh_interval_ms", &self.refresh_interval_ms)
+            .field("cwd", &self.cwd)
+            .field("env", &self.env.keys())
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+/// The built-in providers, by id: `openai` (`OPENAI_API_KEY`) and `ollama` (no auth).
+pub fn built_in_providers() -> BTreeMap<String, ModelProviderInfo> {
+    let mut openai = ModelProviderInfo::new("OpenAI", "https://api.openai.com/v1");
+    openai.env_key = Some("OPENAI_API_KEY".to_owned());
+    openai.env_key_instructions =
+        Some("Create an API key at https://platform.openai.com/api-keys".to_owned());
+    let ollama = ModelProviderInfo::new("Ollama", "http://localhost:11434/v1");
+    BTreeMap::from([
+        (OPENAI_PROVIDER_ID.to_owned(), openai),
+        (OLLAMA_PROVIDER_ID.to_owned(), ollama),
+    ])
+}

@@ -1,0 +1,215 @@
+//! Value-level rules, each written once and used by the deserializer; the matching
+//! JSON-schema fragments sit next to them so the two stay in step.
+
+use std::collections::BTreeMap;
+
+use schemars::{Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, de::Error as _};
+
+/// Pattern for strings that must contain a non-whitespace character.
+pub(crate) const NON_BLANK_PATTERN: &str = r"\S";
+/// Pattern for `base_url`: an http(s) URL with a host.
+pub(crate) const BASE_URL_PATTERN: &str = r"^https?://[^\s/?#]+[^\s]*$";
+/// Pattern for an HTTP header name (RFC 9110 token).
+pub(crate) const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+/// Pattern for an HTTP header value: no control characters but tab.
+pub(crate) const HEADER_VALUE_PATTERN: &str = r"^[^\u0000-\u0008\u000A-\u001F\u007F]*$";
+/// Pattern for an environment variable name.
+pub(crate) const ENV_NAME_PATTERN: &str = r"^[^=\u0000]+$";
+/// Pattern for an environment variable value.
+pub(crate) const ENV_VALUE_PATTERN: &str = r"^[^\u0000]*$";
+/// Pattern for a static bearer token: visible ASCII, no spaces.
+pub(crate) const BEARER_TOKEN_PATTERN: &str = r"^[!-~]+$";
+
+pub(crate) fn is_non_blank(s: &str) -> bool {
+    !s.trim().is_empty()
+}
+
+pub(crate) fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b))
+}
+
+pub(crate) fn is_header_value(s: &str) -> bool {
+    s.chars()
+        .all(|c| c == '\t' || !(c < '\u{20}' || c == '\u{7f}'))
+}
+
+pub(crate) fn is_env_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['=', '\0'])
+}
+
+pub(crate) fn is_env_value(s: &str) -> bool {
+    !s.contains('\0')
+}
+
+pub(crate) fn is_bearer_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (b'!'..=b'~').contains(&b))
+}
+
+pub(crate) fn check_base_url(s: &str) -> Result<(), String> {
+    let scheme_ok = s.starts_with("http://") || s.starts_with("https://");
+    let no_space = !s.chars().any(char::is_whitespace);
+    if !scheme_ok || !no_space {
+        return Err(format!(
+            "`{s}` is not an http:// or https:// URL without spaces"
+        ));
+    }
+    match url::Url::parse(s) {
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(_) => Err(format!("`{s}` has no host")),
+        Err(e) => Err(format!("`{s}` is not a valid URL: {e}")),
+    }
+}
+
+// ---- deserializers -------------------------------------------------------------------
+
+pub(crate) fn non_blank<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if is_non_blank(&s) {
+        Ok(s)
+    } else {
+        Err(D::Error::custom("must not be empty or blank"))
+    }
+}
+
+pub(crate) fn base_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check_base_url(&s).map_err(D::Error::custom)?;
+    Ok(s)
+}
+
+pub(crate) fn env_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if is_env_name(&s) {
+        Ok(Some(s))
+    } else {
+        Err(D::Error::custom(
+            "must be an environment variable name (not empty, no `=`)",
+        ))
+    }
+}
+
+pub(crate) fn bearer_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if is_bearer_token(&s) {
+        Ok(Some(s))
+    } else {
+        // The value itself is a secret: never echo it.
+        Err(D::Error::custom(
+            "must be a non-empty token of visible ASCII characters without spaces",
+        ))
+    }
+}
+
+pub(crate) fn timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ranged(d, 1, crate::MAX_TIMEOUT_MS)
+}
+
+pub(crate) fn retries<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ranged(d, 0, crate::MAX_RETRIES)
+}
+
+pub(crate) fn positive_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ranged(d, 1, u64::MAX)
+}
+
+fn ranged<'de, D: Deserializer<'de>>(d: D, min: u64, max: u64) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if (min..=max).contains(&v) {
+        Ok(v)
+    } else if max == u64::MAX {
+        Err(D::Error::custom(format!("must be at least {min}, got {v}")))
+    } else {
+        Err(D::Error::custom(format!(
+            "must be between {min} and {max}, got {v}"
+        )))
+    }
+}
+
+pub(crate) fn header_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = BTreeMap::<String, String>::deserialize(d)?;
+    for (name, value) in &map {
+        if !is_header_name(name) {
+            return Err(D::Error::custom(format!(
+                "`{name}` is not a valid HTTP header name"
+            )));
+        }
+        if !is_header_value(value) {
+            return Err(D::Error::custom(format!(
+                "the value of header `{name}` contains control characters"
+            )));
+        }
+    }
+    Ok(map)
+}
+
+pub(crate) fn env_header_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = BTreeMap::<String, String>::deserialize(d)?;
+    for (name, var) in &map {
+        if !is_header_name(name) {
+            return Err(D::Error::custom(format!(
+                "`{name}` is not a valid HTTP header name"
+            )));
+        }
+        if !is_env_name(var) {
+            return Err(D::Error::custom(format!(
+                "header `{name}` must name an environment variable (not empty, no `=`)"
+            )));
+        }
+    }
+    Ok(map)
+}
+
+pub(crate) fn env_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = BTreeMap::<String, String>::deserialize(d)?;
+    for (name, value) in &map {
+        if !is_env_name(name) {
+            return Err(D::Error::custom(format!(
+                "`{name}` is not a valid environment variable name (empty or contains `=`)"
+            )));
+        }
+        if !is_env_value(value) {
+            return Err(D::Error::custom(format!(
+                "the value of `{name}` contains a NUL character"
+            )));
+        }
+    }
+    Ok(map)
+}
+
+// ---- schema fragments -----------------------------------------------------------------
+
+pub(crate) fn header_map_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": HEADER_NAME_PATTERN },
+        "additionalProperties": { "type": "string", "pattern": HEADER_VALUE_PATTERN },
+        "default": {}
+    })
+}
+
+pub(crate) fn env_header_map_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": HEADER_NAME_PATTERN },
+        "additionalProperties": { "type": "string", "pattern": ENV_NAME_PATTERN },
+        "default": {}
+    })
+}
+
+pub(crate) fn env_map_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": ENV_NAME_PATTERN },
+        "additionalProperties": { "type": "string", "pattern": ENV_VALUE_PATTERN },
+        "default": {}
+    })
+}
