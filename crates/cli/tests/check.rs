@@ -102,7 +102,10 @@ fn auth_with_env_key_exits_2_naming_both() {
         err.contains("model_providers.corp: provider auth cannot be combined with env_key"),
         "{err}"
     );
-    assert!(!err.contains("panicked") && !err.contains("Error {"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Error {"),
+        "{err}"
+    );
 }
 
 #[test]

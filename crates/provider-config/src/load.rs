@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::{
-    ConfigError, ConfigToml, ModelProviderInfo, OPENAI_PROVIDER_ID, built_in_providers,
-};
+use crate::{ConfigError, ConfigToml, ModelProviderInfo, OPENAI_PROVIDER_ID, built_in_providers};
 
 /// A loaded, validated configuration: the file's providers plus the built-in ones.
 #[derive(Debug, Clone)]
@@ -148,7 +146,9 @@ fn check_cross_field_rules(toml: &ConfigToml, origin: &Path) -> Result<(), Confi
         if built_ins.contains_key(id) {
             return Err(invalid(
                 key_path,
-                format!("`{id}` is a built-in provider id and cannot be redefined; choose another id"),
+                format!(
+                    "`{id}` is a built-in provider id and cannot be redefined; choose another id"
+                ),
             ));
         }
         if provider.auth.is_some() {

@@ -161,7 +161,10 @@ pub struct ModelProviderAuthInfo {
     #[serde(default)]
     pub args: Vec<String>,
     /// How long the command may run, in milliseconds (1..=600000).
-    #[serde(default = "default_timeout_ms", deserialize_with = "validate::timeout_ms")]
+    #[serde(
+        default = "default_timeout_ms",
+        deserialize_with = "validate::timeout_ms"
+    )]
     #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
     pub timeout_ms: u64,
     /// How long a token is used before the command is run again, in milliseconds; shortened
@@ -315,7 +318,10 @@ impl fmt::Debug for ModelProviderInfo {
             .field("env_key", &self.env_key)
             .field(
                 "experimental_bearer_token",
-                &self.experimental_bearer_token.as_ref().map(|_| "<redacted>"),
+                &self
+                    .experimental_bearer_token
+                    .as_ref()
+                    .map(|_| "<redacted>"),
             )
             .field("wire_api", &self.wire_api)
             .field("query_params", &self.query_params.keys())

@@ -17,11 +17,15 @@ fn error(text: &str) -> String {
     parse(text).unwrap_err().to_string()
 }
 
-const CORP: &str = "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\n";
+const CORP: &str =
+    "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\n";
 
 #[test]
 fn defaults_are_applied() {
-    let config = parse(&format!("{CORP}[model_providers.corp.auth]\ncommand = \"gcloud\"\n")).unwrap();
+    let config = parse(&format!(
+        "{CORP}[model_providers.corp.auth]\ncommand = \"gcloud\"\n"
+    ))
+    .unwrap();
     let corp = config.provider("corp").unwrap();
     let auth = corp.auth.as_ref().unwrap();
     assert_eq!(auth.timeout_ms, DEFAULT_TIMEOUT_MS);
@@ -50,7 +54,9 @@ fn refresh_interval_zero_means_only_after_401() {
 
 #[test]
 fn unknown_auth_key_names_key_path_and_line() {
-    let text = format!("{CORP}\n[model_providers.corp.auth]\ncommand = \"gcloud\"\nrefresh_interval = 60\n");
+    let text = format!(
+        "{CORP}\n[model_providers.corp.auth]\ncommand = \"gcloud\"\nrefresh_interval = 60\n"
+    );
     let err = parse(&text).unwrap_err();
     let ConfigError::Toml {
         line,
@@ -71,18 +77,26 @@ fn unknown_auth_key_names_key_path_and_line() {
 #[test]
 fn unknown_top_level_key_is_an_error() {
     let err = error("model_provder = \"corp\"\n");
-    assert!(err.contains("model_provder") && err.contains("config.toml:1:"), "{err}");
+    assert!(
+        err.contains("model_provder") && err.contains("config.toml:1:"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_provider_key_is_an_error() {
     let err = error(&format!("{CORP}base_uri = \"x\"\n"));
-    assert!(err.contains("base_uri") && err.contains("config.toml:4:"), "{err}");
+    assert!(
+        err.contains("base_uri") && err.contains("config.toml:4:"),
+        "{err}"
+    );
 }
 
 #[test]
 fn auth_with_env_key_is_rejected_naming_the_field() {
-    let err = error(&format!("{CORP}env_key = \"K\"\nauth = {{ command = \"x\" }}\n"));
+    let err = error(&format!(
+        "{CORP}env_key = \"K\"\nauth = {{ command = \"x\" }}\n"
+    ));
     assert!(
         err.ends_with("model_providers.corp: provider auth cannot be combined with env_key"),
         "{err}"
@@ -110,14 +124,22 @@ fn explicit_requires_openai_auth_false_is_allowed_with_auth() {
 #[test]
 fn blank_command_is_rejected() {
     let err = error(&format!("{CORP}auth = {{ command = \" \" }}\n"));
-    assert!(err.contains("model_providers.corp.auth.command") && err.contains("blank"), "{err}");
+    assert!(
+        err.contains("model_providers.corp.auth.command") && err.contains("blank"),
+        "{err}"
+    );
 }
 
 #[test]
 fn timeout_out_of_range_is_rejected_with_key_path() {
     for bad in ["0", "600001"] {
-        let err = error(&format!("{CORP}[model_providers.corp.auth]\ncommand = \"x\"\ntimeout_ms = {bad}\n"));
-        assert!(err.contains("model_providers.corp.auth.timeout_ms"), "{err}");
+        let err = error(&format!(
+            "{CORP}[model_providers.corp.auth]\ncommand = \"x\"\ntimeout_ms = {bad}\n"
+        ));
+        assert!(
+            err.contains("model_providers.corp.auth.timeout_ms"),
+            "{err}"
+        );
         assert!(err.contains("between 1 and 600000"), "{err}");
         assert!(err.starts_with("config.toml:6:"), "{err}");
     }
@@ -126,14 +148,20 @@ fn timeout_out_of_range_is_rejected_with_key_path() {
 #[test]
 fn model_provider_must_exist() {
     let err = error("model_provider = \"corp\"\n");
-    assert!(err.contains("model_provider") && err.contains("`corp`"), "{err}");
+    assert!(
+        err.contains("model_provider") && err.contains("`corp`"),
+        "{err}"
+    );
     assert!(parse("model_provider = \"ollama\"\n").is_ok());
 }
 
 #[test]
 fn built_in_ids_are_reserved() {
     let err = error("[model_providers.ollama]\nname = \"x\"\nbase_url = \"http://h/v1\"\n");
-    assert!(err.contains("model_providers.ollama") && err.contains("built-in"), "{err}");
+    assert!(
+        err.contains("model_providers.ollama") && err.contains("built-in"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -144,7 +172,9 @@ fn syntax_error_has_line_and_column() {
 
 #[test]
 fn bad_bearer_token_error_does_not_echo_it() {
-    let err = error(&format!("{CORP}experimental_bearer_token = \"sk secret\"\n"));
+    let err = error(&format!(
+        "{CORP}experimental_bearer_token = \"sk secret\"\n"
+    ));
     assert!(!err.contains("sk secret"), "{err}");
 }
 
@@ -155,7 +185,10 @@ fn debug_redacts_bearer_token_and_env_values() {
     ))
     .unwrap();
     let shown = format!("{config:?}");
-    assert!(!shown.contains("sk-supersecret") && !shown.contains("hunter2"), "{shown}");
+    assert!(
+        !shown.contains("sk-supersecret") && !shown.contains("hunter2"),
+        "{shown}"
+    );
     assert!(shown.contains("CLIENT_SECRET"));
 }
 
@@ -179,7 +212,11 @@ fn relative_cwd_resolves_against_config_folder() {
 #[test]
 fn missing_file_names_it() {
     let err = load_config_file(Path::new("/nonexistent/modelauth.toml")).unwrap_err();
-    assert!(err.to_string().starts_with("/nonexistent/modelauth.toml: cannot read"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/modelauth.toml: cannot read"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -188,14 +225,22 @@ fn built_ins_are_present() {
     let openai = config.provider("openai").unwrap();
     assert_eq!(openai.base_url, "https://api.openai.com/v1");
     assert_eq!(openai.env_key.as_deref(), Some("OPENAI_API_KEY"));
-    assert_eq!(config.provider("ollama").unwrap().auth_kind(), AuthKind::None);
+    assert_eq!(
+        config.provider("ollama").unwrap().auth_kind(),
+        AuthKind::None
+    );
 }
 
 #[test]
 fn garbage_input_never_panics() {
     let inputs = [
-        "\u{0}", "[[[", "model_providers = 3", "[model_providers]\ncorp = 1",
-        "[model_providers.corp]\nauth = []", "a = \"\\uD800\"", "[model_providers.\"\"]\nname=\"x\"\nbase_url=\"http://[::1\"",
+        "\u{0}",
+        "[[[",
+        "model_providers = 3",
+        "[model_providers]\ncorp = 1",
+        "[model_providers.corp]\nauth = []",
+        "a = \"\\uD800\"",
+        "[model_providers.\"\"]\nname=\"x\"\nbase_url=\"http://[::1\"",
         "[model_providers.c]\nname=\"x\"\nbase_url=\"https://h/v1\"\nrequest_max_retries = 18446744073709551615",
         "[model_providers.c]\nname=\"x\"\nbase_url=\"https://h/v1\"\nstream_idle_timeout_ms = 1e3",
     ];
@@ -203,4 +248,3 @@ fn garbage_input_never_panics() {
         assert!(parse(input).is_err(), "accepted {input:?}");
     }
 }
-

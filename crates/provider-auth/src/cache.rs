@@ -1,0 +1,392 @@
+//! The token cache: one per distinct auth config per process, single flight, refresh ahead,
+//! failure backoff and generation-aware 401 invalidation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared, WeakShared};
+use provider_config::ModelProviderAuthInfo;
+
+use crate::command::CommandRefresher;
+use crate::error::AuthError;
+use crate::refresher::{ExternalAuthRefresher, RefreshReason};
+use crate::token::{Credential, FreshToken};
+
+/// Target of this crate's tracing events.
+pub const TRACING_TARGET: &str = "provider_auth";
+
+/// When and how a cache refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CachePolicy {
+    /// How long a token is used; `None` keeps it until a 401 (or its own expiry).
+    pub refresh_interval: Option<Duration>,
+    /// Refresh in the background once 80% of the lifetime has passed (default on).
+    pub refresh_ahead: bool,
+    /// First wait after a failure with no usable token (default 1 s).
+    pub initial_backoff: Duration,
+    /// Longest wait after repeated failures (default 30 s).
+    pub max_backoff: Duration,
+}
+
+impl CachePolicy {
+    /// The default policy for a refresh interval.
+    pub fn new(refresh_interval: Option<Duration>) -> Self {
+        Self {
+            refresh_interval,
+            refresh_ahead: true,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+
+    /// The same policy with refresh ahead switched on or off.
+    pub fn with_refresh_ahead(mut self, on: bool) -> Self {
+        self.refresh_ahead = on;
+        self
+    }
+}
+
+/// Counters of one cache, readable by the application.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Times the token source ran (the command was spawned).
+    pub command_runs: u64,
+    /// Runs that failed.
+    pub failures: u64,
+    /// Runs started by a 401 report.
+    pub refreshes_after_401: u64,
+    /// Calls answered from the cache without waiting.
+    pub cache_hits: u64,
+}
+
+/// The cached token's place in its lifetime, without the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenStatus {
+    /// Which run produced it (1 for the first).
+    pub generation: u64,
+    /// Time left before it is no longer used; `None` = kept until a 401.
+    pub expires_in: Option<Duration>,
+    /// Time left before a background refresh starts; `None` = never.
+    pub refresh_in: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Counters {
+    runs: AtomicU64,
+    failures: AtomicU64,
+    after_401: AtomicU64,
+    hits: AtomicU64,
+}
+
+type Flight = Shared<BoxFuture<'static, Result<Credential, AuthError>>>;
+
+struct Cached {
+    credential: Credential,
+    /// When a background refresh should start (80% of the lifetime).
+    refresh_at: Option<Instant>,
+    /// End of the lifetime: from here a caller waits for a new token, unless a refresh is
+    /// already running (then the old token is served until that run ends or `hard_expiry`).
+    expires_at: Option<Instant>,
+    /// When the token itself says it expires, if it says so.
+    hard_expiry: Option<Instant>,
+}
+
+impl Cached {
+    fn fresh(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|t| now < t)
+    }
+
+    /// Still accepted by the gateway as far as we know: served while a refresh runs.
+    fn usable_while_refreshing(&self, now: Instant) -> bool {
+        self.hard_expiry.is_none_or(|t| now < t)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<Cached>,
+    /// The run in progress, if any. Weak: when every waiter has gone away the run is
+    /// dropped, which kills the command.
+    flight: Option<WeakShared<BoxFuture<'static, Result<Credential, AuthError>>>>,
+    flight_id: u64,
+    generation: u64,
+    last_error: Option<AuthError>,
+    retry_not_before: Option<Instant>,
+    backoff: Option<Duration>,
+}
+
+impl State {
+    fn running_flight(&self) -> Option<Flight> {
+        self.flight.as_ref().and_then(WeakShared::upgrade)
+    }
+
+    fn in_backoff(&self, now: Instant) -> bool {
+        self.retry_not_before.is_some_and(|t| now < t)
+    }
+}
+
+/// A token cache around one token source. Cheap to share (`Arc`); see the crate docs for
+/// the guarantees.
+pub struct TokenCache {
+    refresher: Arc<dyn ExternalAuthRefresher>,
+    policy: CachePolicy,
+    state: Mutex<State>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("source", &self.refresher.describe())
+            .field("policy", &self.policy)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+static SHARED_CACHES: LazyLock<Mutex<HashMap<ModelProviderAuthInfo, Arc<TokenCache>>>> =
+    LazyLock::new(Default::default);
+
+impl TokenCache {
+    /// A new, unshared cache. Most applications want [`TokenCache::shared_for_command`].
+    pub fn new(refresher: Arc<dyn ExternalAuthRefresher>, policy: CachePolicy) -> Arc<Self> {
+        Arc::new(Self {
+            refresher,
+            policy,
+            state: Mutex::new(State::default()),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The process-wide cache for this auth config, created on first use: every manager and
+    /// client built for the same config shares it, so a new client never reruns the command.
+    pub fn shared_for_command(provider_id: &str, auth: &ModelProviderAuthInfo) -> Arc<Self> {
+        let mut caches = lock(&SHARED_CACHES);
+        caches
+            .entry(auth.clone())
+            .or_insert_with(|| {
+                TokenCache::new(
+                    Arc::new(CommandRefresher::new(provider_id, auth.clone())),
+                    CachePolicy::new(auth.refresh_interval()),
+                )
+            })
+            .clone()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            command_runs: self.counters.runs.load(Ordering::Relaxed),
+            failures: self.counters.failures.load(Ordering::Relaxed),
+            refreshes_after_401: self.counters.after_401.load(Ordering::Relaxed),
+            cache_hits: self.counters.hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Where the cached token stands, if there is a usable one.
+    pub fn token_status(&self) -> Option<TokenStatus> {
+        let state = lock(&self.state);
+        let now = Instant::now();
+        let cached = state.current.as_ref()?;
+        if !cached.fresh(now) {
+            return None;
+        }
+        Some(TokenStatus {
+            generation: cached.credential.generation,
+            expires_in: cached.expires_at.map(|t| t.saturating_duration_since(now)),
+            refresh_in: cached.refresh_at.map(|t| t.saturating_duration_since(now)),
+        })
+    }
+
+    /// The current credential: cached if usable (starting a background refresh once 80% of
+    /// its lifetime has passed), else from the one run in progress or a new one.
+    pub async fn credential(self: &Arc<Self>) -> Result<Credential, AuthError> {
+        let flight = {
+            let mut state = lock(&self.state);
+            let now = Instant::now();
+            let running = state.running_flight();
+            if let Some(cached) = &state.current {
+                if !cached.fresh(now) && running.is_some() && cached.usable_while_refreshing(now) {
+                    // Past its lifetime but a refresh is on its way: no one waits for it.
+                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(cached.credential.clone());
+                }
+                if cached.fresh(now) {
+                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    let credential = cached.credential.clone();
+                    let due = cached.refresh_at.is_some_and(|t| now >= t);
+                    if due
+                        && self.policy.refresh_ahead
+                        && running.is_none()
+                        && !state.in_backoff(now)
+                    {
+                        let flight = self.start_flight(&mut state, RefreshReason::RefreshAhead);
+                        tokio::spawn(flight);
+                    }
+                    return Ok(credential);
+                }
+            }
+            match running {
+                Some(flight) => flight,
+                None => {
+                    if state.in_backoff(now)
+                        && let Some(err) = &state.last_error
+                    {
+                        return Err(err.clone());
+                    }
+                    let reason = if state.current.take().is_some() {
+                        RefreshReason::Expired
+                    } else {
+                        RefreshReason::Initial
+                    };
+                    self.start_flight(&mut state, reason)
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// Reports that the gateway answered 401 to `sent`. If a newer token exists it is
+    /// returned at once; otherwise the token is invalidated and one run starts (or the run
+    /// in progress is joined).
+    pub async fn unauthorized(
+        self: &Arc<Self>,
+        sent: &Credential,
+    ) -> Result<Credential, AuthError> {
+        let flight = {
+            let mut state = lock(&self.state);
+            let now = Instant::now();
+            if let Some(cached) = &state.current
+                && cached.credential.generation > sent.generation
+                && cached.fresh(now)
+            {
+                return Ok(cached.credential.clone());
+            }
+            match state.running_flight() {
+                Some(flight) => flight,
+                None => {
+                    if state
+                        .current
+                        .as_ref()
+                        .is_some_and(|c| c.credential.generation <= sent.generation)
+                    {
+                        state.current = None;
+                    }
+                    self.counters.after_401.fetch_add(1, Ordering::Relaxed);
+                    self.start_flight(&mut state, RefreshReason::Unauthorized)
+                }
+            }
+        };
+        flight.await
+    }
+
+    fn start_flight(self: &Arc<Self>, state: &mut State, reason: RefreshReason) -> Flight {
+        state.flight_id += 1;
+        let id = state.flight_id;
+        let cache = Arc::clone(self);
+        let flight = async move { cache.run(id, reason).await }.boxed().shared();
+        state.flight = flight.downgrade();
+        flight
+    }
+
+    async fn run(self: Arc<Self>, id: u64, reason: RefreshReason) -> Result<Credential, AuthError> {
+        self.counters.runs.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = self.refresher.refresh(reason).await;
+        let elapsed_ms = started.elapsed().as_millis();
+        let mut state = lock(&self.state);
+        if state.flight_id == id {
+            state.flight = None;
+        }
+        match result {
+            Ok(fresh) => {
+                state.generation += 1;
+                let generation = state.generation;
+                let cached = self.install(fresh, generation);
+                tracing::info!(
+                    target: TRACING_TARGET,
+                    source = %self.refresher.describe(),
+                    reason = reason.as_str(),
+                    elapsed_ms,
+                    generation,
+                    lifetime_ms = cached.expires_at.map(|t| t.saturating_duration_since(Instant::now()).as_millis()),
+                    outcome = "ok",
+                    "token refreshed"
+                );
+                let credential = cached.credential.clone();
+                state.current = Some(cached);
+                state.last_error = None;
+                state.retry_not_before = None;
+                state.backoff = None;
+                Ok(credential)
+            }
+            Err(err) => {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                let backoff = state.backoff.map_or(self.policy.initial_backoff, |b| {
+                    (b * 2).min(self.policy.max_backoff)
+                });
+                state.backoff = Some(backoff);
+                state.retry_not_before = Instant::now().checked_add(backoff);
+                state.last_error = Some(err.clone());
+                tracing::warn!(
+                    target: TRACING_TARGET,
+                    source = %self.refresher.describe(),
+                    reason = reason.as_str(),
+                    elapsed_ms,
+                    backoff_ms = backoff.as_millis(),
+                    outcome = "error",
+                    error = %err,
+                    "token refresh failed"
+                );
+                Err(err)
+            }
+        }
+    }
+
+    /// Lifetime = refresh interval, shortened to (expiry - skew) when the token states an
+    /// expiry, with skew = min(60 s, 10% of the time left).
+    fn install(&self, fresh: FreshToken, generation: u64) -> Cached {
+        let now = Instant::now();
+        let mut lifetime = self.policy.refresh_interval;
+        let mut hard_expiry = None;
+        if let Some(expires_at) = fresh.expires_at {
+            let left = expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            hard_expiry = now.checked_add(left);
+            let skew = (left / 10).min(Duration::from_secs(60));
+            let usable = left - skew;
+            if usable.is_zero() {
+                tracing::warn!(
+                    target: TRACING_TARGET,
+                    source = %self.refresher.describe(),
+                    "the token source returned a token that has already expired"
+                );
+            }
+            lifetime = Some(lifetime.map_or(usable, |l| l.min(usable)));
+        }
+        Cached {
+            credential: Credential {
+                token: fresh.token,
+                generation,
+            },
+            refresh_at: lifetime.and_then(|l| now.checked_add(l.mul_f64(0.8))),
+            expires_at: lifetime.and_then(|l| now.checked_add(l)),
+            hard_expiry,
+        }
+    }
+}
+
+/// Locks a mutex, recovering from poisoning (the state stays consistent: every critical
+/// section is a handful of assignments).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

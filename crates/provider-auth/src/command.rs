@@ -1,0 +1,364 @@
+//! Running the token command: no shell, own process group, bounded output, always reaped.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use provider_config::ModelProviderAuthInfo;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::process::{Child, Command};
+
+use crate::error::{AuthError, CommandFailure};
+use crate::format::{clean, parse_output};
+use crate::refresher::{ExternalAuthRefresher, RefreshReason};
+use crate::token::FreshToken;
+
+/// Largest stdout accepted from a token command.
+pub const MAX_STDOUT_BYTES: usize = 64 * 1024;
+/// How much of the end of stderr is kept for error messages.
+pub const MAX_STDERR_EXCERPT_BYTES: usize = 2 * 1024;
+/// After the command exits, how long output still in flight may take to arrive (a
+/// background grandchild may hold the pipe open; what the command wrote is already there).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(250);
+
+/// Obtains tokens by running the configured command.
+#[derive(Debug, Clone)]
+pub struct CommandRefresher {
+    provider: Arc<str>,
+    auth: ModelProviderAuthInfo,
+}
+
+impl CommandRefresher {
+    /// A refresher for `auth`; `provider` names it in errors.
+    pub fn new(provider: impl Into<Arc<str>>, auth: ModelProviderAuthInfo) -> Self {
+        Self {
+            provider: provider.into(),
+            auth,
+        }
+    }
+}
+
+#[async_trait]
+impl ExternalAuthRefresher for CommandRefresher {
+    async fn refresh(&self, _reason: RefreshReason) -> Result<FreshToken, AuthError> {
+        run_token_command(&self.auth)
+            .await
+            .map_err(|failure| AuthError::Command {
+                provider: self.provider.clone(),
+                program: self.auth.command.as_str().into(),
+                failure,
+            })
+    }
+
+    fn describe(&self) -> String {
+        format!("command `{}`", self.auth.command)
+    }
+}
+
+/// Runs the command once and reads its token.
+pub async fn run_token_command(auth: &ModelProviderAuthInfo) -> Result<FreshToken, CommandFailure> {
+    let stdout = run_capturing(auth).await?;
+    let text = String::from_utf8(stdout).map_err(|_| CommandFailure::NotUtf8)?;
+    parse_output(&text, auth.format, SystemTime::now())
+}
+
+/// Kills the command's process group unless disarmed, and makes sure the child is reaped.
+struct GroupGuard {
+    child: Option<Child>,
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    fn kill_group(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // ESRCH (the group is already gone) is fine.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // Reached with `pgid` set only when the run was abandoned (timeout, cancellation,
+        // oversized output): kill every process of the group, then reap the leader.
+        self.kill_group();
+        if let Some(mut child) = self.child.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn(async move {
+                        let _ = child.wait().await;
+                    });
+                }
+                // No runtime left: tokio's kill_on_drop plus its orphan queue reap it.
+                Err(_) => drop(child),
+            }
+        }
+    }
+}
+
+async fn run_capturing(auth: &ModelProviderAuthInfo) -> Result<Vec<u8>, CommandFailure> {
+    let cwd = auth.cwd.as_path();
+    if !cwd.is_dir() {
+        return Err(CommandFailure::CwdMissing {
+            cwd: cwd.display().to_string(),
+        });
+    }
+    let program = resolve_program(&auth.command, cwd, auth.env.get("PATH").map(String::as_str))?;
+
+    let mut command = Command::new(&program);
+    command
+        .args(&auth.args)
+        .current_dir(cwd)
+        .envs(&auth.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = spawn_retrying_busy(&mut command)
+        .await
+        .map_err(|e| spawn_failure(&e, &program))?;
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let mut guard = GroupGuard {
+        child: Some(child),
+        pgid,
+    };
+
+    let outcome = tokio::time::timeout(auth.timeout(), async {
+        let Some(child) = guard.child.as_mut() else {
+            return Err(CommandFailure::Spawn {
+                reason: "lost the child process".to_owned(),
+            });
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut stdout_task = Box::pin(read_capped(stdout, &mut out));
+        let mut stderr_task = Box::pin(read_tail(stderr, &mut err));
+        // Wait for exit while reading both pipes (a full pipe would block the command).
+        let (mut stdout_done, mut stderr_done) = (false, false);
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                r = &mut stdout_task, if !stdout_done => { r?; stdout_done = true; }
+                () = &mut stderr_task, if !stderr_done => stderr_done = true,
+            }
+        }
+        .map_err(|e| CommandFailure::Io {
+            reason: e.to_string(),
+        })?;
+        // The command has exited: collect what is still in the pipes. A background
+        // grandchild may hold them open, so this wait is bounded; what was read is kept.
+        let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
+            if !stdout_done {
+                (&mut stdout_task).await?;
+            }
+            if !stderr_done {
+                (&mut stderr_task).await;
+            }
+            Ok::<(), CommandFailure>(())
+        })
+        .await;
+        drop((stdout_task, stderr_task));
+        if let Ok(Err(failure)) = drained {
+            return Err(failure);
+        }
+        Ok((status, out, err))
+    })
+    .await;
+
+    match outcome {
+        // Timed out: dropping the guard kills the group and reaps the leader.
+        Err(_elapsed) => Err(CommandFailure::TimedOut {
+            timeout_ms: auth.timeout_ms,
+        }),
+        // Oversized output or a read error: likewise.
+        Ok(Err(failure)) => Err(failure),
+        Ok(Ok((status, stdout, stderr))) => {
+            // Exited and reaped: nothing is left to kill.
+            guard.pgid = None;
+            guard.child = None;
+            if status.success() {
+                Ok(stdout)
+            } else {
+                Err(CommandFailure::Exited {
+                    status: describe_status(status),
+                    stderr: stderr_excerpt(&stderr),
+                })
+            }
+        }
+    }
+}
+
+/// Spawns, retrying briefly on ETXTBSY: a script that was just written (by an updater,
+/// or by another thread while this process forked) is "busy" for a moment.
+async fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
+    let mut delay = Duration::from_millis(5);
+    for _ in 0..6 {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    command.spawn()
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("status {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "an unknown status".to_owned(),
+    }
+}
+
+/// Reads stdout up to [`MAX_STDOUT_BYTES`]; more is an error.
+async fn read_capped(
+    pipe: Option<impl AsyncRead + Unpin>,
+    buf: &mut Vec<u8>,
+) -> Result<(), CommandFailure> {
+    let Some(mut pipe) = pipe else {
+        return Ok(());
+    };
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = pipe
+            .read(&mut chunk)
+            .await
+            .map_err(|e| CommandFailure::Io {
+                reason: e.to_string(),
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        if buf.len() + n > MAX_STDOUT_BYTES {
+            return Err(CommandFailure::OutputTooLarge {
+                limit: MAX_STDOUT_BYTES,
+            });
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+}
+
+/// Reads stderr to the end, keeping only its last [`MAX_STDERR_EXCERPT_BYTES`].
+async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, buf: &mut Vec<u8>) {
+    let Some(mut pipe) = pipe else {
+        return;
+    };
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        if buf.len() > 2 * MAX_STDERR_EXCERPT_BYTES {
+            buf.drain(..buf.len() - MAX_STDERR_EXCERPT_BYTES);
+        }
+    }
+}
+
+/// The last 2 KiB of stderr as one line: control characters removed, whitespace folded.
+fn stderr_excerpt(stderr: &[u8]) -> String {
+    let tail = stderr
+        .len()
+        .checked_sub(MAX_STDERR_EXCERPT_BYTES)
+        .and_then(|start| stderr.get(start..))
+        .unwrap_or(stderr);
+    let text = String::from_utf8_lossy(tail);
+    let spaced: String = text
+        .chars()
+        .map(|c| {
+            if c == '\n' || c == '\t' || c == '\r' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    clean(&spaced, MAX_STDERR_EXCERPT_BYTES)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A name with a `/` is resolved against `cwd`; a bare name is looked up on `PATH` (the
+/// command's own `PATH` from `env` if set, else the inherited one).
+fn resolve_program(
+    command: &str,
+    cwd: &Path,
+    path_override: Option<&str>,
+) -> Result<PathBuf, CommandFailure> {
+    if command.contains('/') {
+        let path = cwd.join(command);
+        return match std::fs::metadata(&path) {
+            Err(_) => Err(CommandFailure::NotFound {
+                looked_in: format!("no file at {}", path.display()),
+            }),
+            Ok(meta) if meta.is_dir() || meta.permissions().mode() & 0o111 == 0 => {
+                Err(CommandFailure::NotExecutable {
+                    path: path.display().to_string(),
+                })
+            }
+            Ok(_) => Ok(path),
+        };
+    }
+    let search = path_override
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    let mut not_executable = None;
+    for dir in std::env::split_paths(&search) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let candidate = dir.join(command);
+        if let Ok(meta) = std::fs::metadata(&candidate)
+            && meta.is_file()
+        {
+            if meta.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+            not_executable.get_or_insert(candidate);
+        }
+    }
+    match not_executable {
+        Some(path) => Err(CommandFailure::NotExecutable {
+            path: path.display().to_string(),
+        }),
+        None => Err(CommandFailure::NotFound {
+            looked_in: "not on PATH".to_owned(),
+        }),
+    }
+}
+
+fn spawn_failure(e: &std::io::Error, program: &Path) -> CommandFailure {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => CommandFailure::NotFound {
+            looked_in: format!("{} (or its interpreter) does not exist", program.display()),
+        },
+        std::io::ErrorKind::PermissionDenied => CommandFailure::NotExecutable {
+            path: program.display().to_string(),
+        },
+        _ if e.raw_os_error() == Some(nix::libc::ENOEXEC) => CommandFailure::Spawn {
+            reason: format!(
+                "{} is not a program the system can run (a script needs a #! line)",
+                program.display()
+            ),
+        },
+        _ => CommandFailure::Spawn {
+            reason: e.to_string(),
+        },
+    }
+}

@@ -1,0 +1,175 @@
+//! The one error type of this crate.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Why a token could not be had. Never contains the token nor the command's stdout.
+///
+/// Cloneable: one failed command run is shared by every caller that waited for it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The token command failed.
+    #[error("provider `{provider}`: token command `{program}` {failure}")]
+    Command {
+        /// Provider id.
+        provider: Arc<str>,
+        /// The program as configured.
+        program: Arc<str>,
+        /// What went wrong.
+        failure: CommandFailure,
+    },
+    /// The provider's `env_key` variable is not set.
+    #[error("provider `{provider}`: environment variable `{var}` is not set or empty{}", instructions_suffix(.instructions))]
+    MissingEnvKey {
+        /// Provider id.
+        provider: Arc<str>,
+        /// The variable.
+        var: String,
+        /// `env_key_instructions`, if configured.
+        instructions: Option<String>,
+    },
+    /// A static credential cannot be sent as a header (e.g. an env var with a newline).
+    #[error("provider `{provider}`: {what} is not a valid bearer token ({reason})")]
+    InvalidStaticToken {
+        /// Provider id.
+        provider: Arc<str>,
+        /// Where it came from, e.g. "environment variable `X`".
+        what: String,
+        /// Why (never the value).
+        reason: &'static str,
+    },
+    /// The provider wants the application's base session, and none was given.
+    #[error(
+        "provider `{provider}`: requires_openai_auth is set but the application has no base session credentials"
+    )]
+    NoBaseSession {
+        /// Provider id.
+        provider: Arc<str>,
+    },
+    /// A custom [`crate::ExternalAuthRefresher`] failed.
+    #[error("provider `{provider}`: token source failed: {message}")]
+    Source {
+        /// Provider id.
+        provider: Arc<str>,
+        /// Its message (must not contain the token).
+        message: String,
+    },
+}
+
+fn instructions_suffix(instructions: &Option<String>) -> String {
+    instructions
+        .as_ref()
+        .map(|i| format!(". {i}"))
+        .unwrap_or_default()
+}
+
+impl AuthError {
+    /// The same error, naming `provider` (a cache shared by several providers reports the
+    /// provider of whoever asked).
+    pub fn for_provider(mut self, id: &Arc<str>) -> Self {
+        match &mut self {
+            AuthError::Command { provider, .. }
+            | AuthError::MissingEnvKey { provider, .. }
+            | AuthError::InvalidStaticToken { provider, .. }
+            | AuthError::NoBaseSession { provider }
+            | AuthError::Source { provider, .. } => *provider = id.clone(),
+        }
+        self
+    }
+}
+
+/// Why a token command failed, each cause with what the user needs to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommandFailure {
+    /// No such program on `PATH` or at the resolved path.
+    NotFound {
+        /// Where it was looked for.
+        looked_in: String,
+    },
+    /// The file exists but cannot be executed.
+    NotExecutable {
+        /// The resolved path.
+        path: String,
+    },
+    /// The working directory does not exist.
+    CwdMissing {
+        /// The directory.
+        cwd: String,
+    },
+    /// Spawning failed for another reason.
+    Spawn {
+        /// The OS error.
+        reason: String,
+    },
+    /// It ran longer than `timeout_ms`; its process group was killed.
+    TimedOut {
+        /// The limit.
+        timeout_ms: u64,
+    },
+    /// It exited with a non-zero status or was killed by a signal.
+    Exited {
+        /// e.g. "status 3" or "signal 9".
+        status: String,
+        /// The last 2 KiB of stderr, control characters removed.
+        stderr: String,
+    },
+    /// It printed more than 64 KiB on stdout.
+    OutputTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Its output is not UTF-8.
+    NotUtf8,
+    /// Its output is not a usable token (empty, whitespace inside, control characters).
+    InvalidToken {
+        /// Why.
+        reason: &'static str,
+    },
+    /// `format = "json"` and the output is not one of the accepted shapes.
+    BadJson {
+        /// Why (never the output itself).
+        reason: String,
+    },
+    /// Reading its output failed.
+    Io {
+        /// The OS error.
+        reason: String,
+    },
+}
+
+impl fmt::Display for CommandFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandFailure::NotFound { looked_in } => write!(f, "was not found ({looked_in})"),
+            CommandFailure::NotExecutable { path } => {
+                write!(f, "is not executable ({path}: permission denied)")
+            }
+            CommandFailure::CwdMissing { cwd } => {
+                write!(f, "cannot run: its working directory {cwd} does not exist")
+            }
+            CommandFailure::Spawn { reason } => write!(f, "could not be started: {reason}"),
+            CommandFailure::TimedOut { timeout_ms } => {
+                write!(f, "timed out after {timeout_ms} ms and was killed")
+            }
+            CommandFailure::Exited { status, stderr } => {
+                write!(f, "exited with {status}")?;
+                if stderr.is_empty() {
+                    write!(f, " and printed nothing on stderr")
+                } else {
+                    write!(f, "; stderr: {stderr}")
+                }
+            }
+            CommandFailure::OutputTooLarge { limit } => write!(
+                f,
+                "printed more than {} KiB on stdout; the output was discarded",
+                limit / 1024
+            ),
+            CommandFailure::NotUtf8 => write!(f, "printed output that is not UTF-8"),
+            CommandFailure::InvalidToken { reason } => write!(f, "{reason}"),
+            CommandFailure::BadJson { reason } => write!(f, "printed unusable JSON: {reason}"),
+            CommandFailure::Io { reason } => write!(f, "could not be read from: {reason}"),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Reading a token out of a command's stdout: `text` and `json` formats.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use provider_config::TokenFormat;
+use serde_json::Value;
+
+use crate::error::CommandFailure;
+use crate::token::{AuthToken, FreshToken};
+
+const ACCEPTED_SHAPES: &str = "expected one JSON object of these shapes: an OAuth2 token response \
+{\"access_token\": \"...\", \"expires_in\": 3600}, {\"token\": \"...\", \"expires_at\": \"RFC 3339 time\"}, \
+or a Kubernetes ExecCredential {\"kind\": \"ExecCredential\", \"status\": {\"token\": \"...\", \"expirationTimestamp\": \"...\"}}";
+
+/// Parses a command's (UTF-8) stdout in the configured format. `now` is when it finished.
+pub(crate) fn parse_output(
+    stdout: &str,
+    format: TokenFormat,
+    now: SystemTime,
+) -> Result<FreshToken, CommandFailure> {
+    match format {
+        TokenFormat::Json => parse_json(stdout, now),
+        _ => parse_text(stdout),
+    }
+}
+
+fn parse_text(stdout: &str) -> Result<FreshToken, CommandFailure> {
+    let token = AuthToken::parse(stdout.trim())
+        .map_err(|reason| CommandFailure::InvalidToken { reason })?;
+    let expires_at = jwt_expiry(token.expose_secret());
+    Ok(FreshToken { token, expires_at })
+}
+
+fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailure> {
+    let bad = |reason: String| CommandFailure::BadJson { reason };
+    let value: Value = serde_json::from_str(stdout.trim()).map_err(|e| {
+        // Only the position: serde's messages can quote the input, which may hold the token.
+        bad(format!(
+            "not valid JSON (line {}, column {}); {ACCEPTED_SHAPES}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Value::Object(obj) = &value else {
+        return Err(bad(format!("not a JSON object; {ACCEPTED_SHAPES}")));
+    };
+    let (token, expires_at) = if let Some(t) = obj.get("access_token") {
+        let expires_at = match obj.get("expires_in") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                seconds(v)
+                    .and_then(|s| now.checked_add(Duration::from_secs_f64(s)))
+                    .ok_or_else(|| {
+                        bad("`expires_in` is not a non-negative number of seconds".to_owned())
+                    })?,
+            ),
+        };
+        (string_field(t, "access_token")?, expires_at)
+    } else if obj.get("kind").and_then(Value::as_str) == Some("ExecCredential") {
+        let status = obj
+            .get("status")
+            .and_then(Value::as_object)
+            .ok_or_else(
+                || bad("ExecCredential has no `status` object with a `token`".to_owned()),
+            )?;
+        let t = status.get("token").ok_or_else(|| {
+            bad(
+                "ExecCredential `status` has no `token` (client certificates are not supported)"
+                    .to_owned(),
+            )
+        })?;
+        let expires_at = match status.get("expirationTimestamp") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(timestamp(v, "status.expirationTimestamp")?),
+        };
+        (string_field(t, "status.token")?, expires_at)
+    } else if let Some(t) = obj.get("token") {
+        let expires_at = match obj.get("expires_at") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(timestamp(v, "expires_at")?),
+        };
+        (string_field(t, "token")?, expires_at)
+    } else {
+        let mut reason = String::new();
+        if let Some(err) = obj.get("error").and_then(Value::as_str) {
+            reason.push_str(&format!(
+                "the token endpoint answered error `{}`",
+                clean(err, 100)
+            ));
+            if let Some(desc) = obj.get("error_description").and_then(Value::as_str) {
+                reason.push_str(&format!(" ({})", clean(desc, 200)));
+            }
+            reason.push_str("; ");
+        }
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.truncate(10);
+        reason.push_str(&format!(
+            "found keys [{}]; {ACCEPTED_SHAPES}",
+            keys.join(", ")
+        ));
+        return Err(bad(reason));
+    };
+    let token =
+        AuthToken::parse(token).map_err(|reason| CommandFailure::InvalidToken { reason })?;
+    let expires_at = expires_at.or_else(|| jwt_expiry(token.expose_secret()));
+    Ok(FreshToken { token, expires_at })
+}
+
+fn string_field<'a>(v: &'a Value, name: &str) -> Result<&'a str, CommandFailure> {
+    v.as_str().ok_or_else(|| CommandFailure::BadJson {
+        reason: format!("`{name}` is not a string"),
+    })
+}
+
+fn seconds(v: &Value) -> Option<f64> {
+    let s = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (s.is_finite() && s >= 0.0 && s < 1e12).then_some(s)
+}
+
+fn timestamp(v: &Value, name: &str) -> Result<SystemTime, CommandFailure> {
+    let parsed = match v {
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s.trim())
+            .ok()
+            .and_then(|t| u64::try_from(t.timestamp()).ok()),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    };
+    parsed
+        .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+        .ok_or_else(|| CommandFailure::BadJson {
+            reason: format!("`{name}` is not an RFC 3339 time (e.g. 2026-11-28T10:00:00Z)"),
+        })
+}
+
+/// The `exp` claim of a JWT, if `token` is one. Nothing else is read from it.
+pub(crate) fn jwt_expiry(token: &str) -> Option<SystemTime> {
+    let mut parts = token.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    if !(exp.is_finite() && exp > 0.0 && exp < 1e12) {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs_f64(exp))
+}
+
+/// At most `max` characters with control characters removed, for messages.
+pub(crate) fn clean(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(exp: u64) -> String {
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!(
+            "{}.{}.{}",
+            enc(r#"{"alg":"none"}"#),
+            enc(&format!(r#"{{"sub":"x","exp":{exp}}}"#)),
+            enc("sig")
+        )
+    }
+
+    #[test]
+    fn text_is_trimmed() {
+        let t = parse_output("  abc.def\n\n", TokenFormat::Text, SystemTime::now()).unwrap();
+        assert_eq!(t.token.expose_secret(), "abc.def");
+        assert_eq!(t.expires_at, None);
+    }
+
+    #[test]
+    fn text_rejects_interior_whitespace_and_empty() {
+        for bad in ["a b", "a\nb", "", "  \n", "a\u{7}b"] {
+            assert!(
+                parse_output(bad, TokenFormat::Text, SystemTime::now()).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn jwt_exp_is_an_expiry_hint() {
+        let t = parse_output(&jwt(2_000_000_000), TokenFormat::Text, SystemTime::now()).unwrap();
+        assert_eq!(
+            t.expires_at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000))
+        );
+    }
+
+    #[test]
+    fn oauth_expires_in_is_relative_to_now() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let t = parse_output(
+            r#"{"access_token":"tok","token_type":"Bearer","expires_in":3599}"#,
+            TokenFormat::Json,
+            now,
+        )
+        .unwrap();
+        assert_eq!(t.token.expose_secret(), "tok");
+        assert_eq!(t.expires_at, Some(now + Duration::from_secs(3599)));
+    }
+
+    #[test]
+    fn token_and_expires_at() {
+        let t = parse_output(
+            r#"{"token":"tok","expires_at":"2026-11-28T10:00:00Z"}"#,
+            TokenFormat::Json,
+            SystemTime::now(),
+        )
+        .unwrap();
+        let want = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z").unwrap();
+        assert_eq!(
+            t.expires_at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(want.timestamp() as u64))
+        );
+    }
+
+    #[test]
+    fn exec_credential() {
+        let t = parse_output(
+            r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"k8s","expirationTimestamp":"2030-01-01T00:00:00+01:00"}}"#,
+            TokenFormat::Json,
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(t.token.expose_secret(), "k8s");
+        assert!(t.expires_at.is_some());
+    }
+
+    #[test]
+    fn other_json_lists_the_accepted_shapes_without_the_output() {
+        let err = parse_output(
+            r#"{"error":"invalid_client","error_description":"bad secret","secretish":"s3cr3t"}"#,
+            TokenFormat::Json,
+            SystemTime::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("invalid_client") && err.contains("ExecCredential"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t"), "{err}");
+        let err = parse_output("s3cr3t-not-json", TokenFormat::Json, SystemTime::now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("s3cr3t") && err.contains("not valid JSON"),
+            "{err}"
+        );
+    }
+}

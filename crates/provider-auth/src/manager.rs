@@ -1,0 +1,316 @@
+//! The scoped auth-manager trait shared by the HTTP and realtime clients, and its
+//! implementations.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::HeaderValue;
+use provider_config::{AuthKind, ModelProviderInfo};
+
+use crate::cache::{CacheStats, TokenCache, TokenStatus};
+use crate::error::AuthError;
+use crate::token::{AuthToken, Credential};
+
+/// What to do after a 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// A newer token is available: send the request once more.
+    Retry,
+    /// Nothing would change (a static key): return the 401.
+    NotRecoverable,
+}
+
+/// Credentials for one provider's requests, shared by every client built for it.
+///
+/// Protocol: take [`AuthManager::credential`] before each request; after a 401, report the
+/// credential that was sent to [`AuthManager::unauthorized`]. [`RequestAuth`] does both and
+/// allows one recovery per logical request.
+#[async_trait]
+pub trait AuthManager: Send + Sync + fmt::Debug {
+    /// The provider this manager is scoped to.
+    fn provider_id(&self) -> &str;
+
+    /// The credential for the next request; `None` when the provider takes no credentials.
+    /// Never `Ok(None)` for a provider that needs one (fail closed).
+    async fn credential(&self) -> Result<Option<Credential>, AuthError>;
+
+    /// The gateway answered 401 to `sent`.
+    async fn unauthorized(&self, sent: &Credential) -> Result<Recovery, AuthError>;
+
+    /// Cache counters, for managers backed by a cache.
+    fn stats(&self) -> Option<CacheStats> {
+        None
+    }
+
+    /// Where the cached token stands, for managers backed by a cache.
+    fn token_status(&self) -> Option<TokenStatus> {
+        None
+    }
+}
+
+/// A manager over a [`TokenCache`] (command auth, or any [`crate::ExternalAuthRefresher`]).
+#[derive(Debug, Clone)]
+pub struct CachedAuthManager {
+    provider: Arc<str>,
+    cache: Arc<TokenCache>,
+}
+
+impl CachedAuthManager {
+    /// A manager for `provider` over `cache`.
+    pub fn new(provider: impl Into<Arc<str>>, cache: Arc<TokenCache>) -> Self {
+        Self {
+            provider: provider.into(),
+            cache,
+        }
+    }
+
+    /// The cache behind this manager.
+    pub fn cache(&self) -> &Arc<TokenCache> {
+        &self.cache
+    }
+}
+
+#[async_trait]
+impl AuthManager for CachedAuthManager {
+    fn provider_id(&self) -> &str {
+        &self.provider
+    }
+
+    async fn credential(&self) -> Result<Option<Credential>, AuthError> {
+        self.cache
+            .credential()
+            .await
+            .map(Some)
+            .map_err(|e| e.for_provider(&self.provider))
+    }
+
+    async fn unauthorized(&self, sent: &Credential) -> Result<Recovery, AuthError> {
+        self.cache
+            .unauthorized(sent)
+            .await
+            .map(|_| Recovery::Retry)
+            .map_err(|e| e.for_provider(&self.provider))
+    }
+
+    fn stats(&self) -> Option<CacheStats> {
+        Some(self.cache.stats())
+    }
+
+    fn token_status(&self) -> Option<TokenStatus> {
+        self.cache.token_status()
+    }
+}
+
+/// A fixed token (`env_key`, `experimental_bearer_token`): a 401 is final.
+#[derive(Debug, Clone)]
+pub struct StaticAuthManager {
+    provider: Arc<str>,
+    credential: Credential,
+}
+
+impl StaticAuthManager {
+    /// A manager for `provider` always sending `token`.
+    pub fn new(provider: impl Into<Arc<str>>, token: AuthToken) -> Self {
+        Self {
+            provider: provider.into(),
+            credential: Credential {
+                token,
+                generation: 0,
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl AuthManager for StaticAuthManager {
+    fn provider_id(&self) -> &str {
+        &self.provider
+    }
+
+    async fn credential(&self) -> Result<Option<Credential>, AuthError> {
+        Ok(Some(self.credential.clone()))
+    }
+
+    async fn unauthorized(&self, _sent: &Credential) -> Result<Recovery, AuthError> {
+        Ok(Recovery::NotRecoverable)
+    }
+}
+
+/// A provider that takes no credentials (e.g. a local Ollama).
+#[derive(Debug, Clone)]
+pub struct NoAuthManager {
+    provider: Arc<str>,
+}
+
+impl NoAuthManager {
+    /// A manager for `provider` sending no `Authorization` header.
+    pub fn new(provider: impl Into<Arc<str>>) -> Self {
+        Self {
+            provider: provider.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl AuthManager for NoAuthManager {
+    fn provider_id(&self) -> &str {
+        &self.provider
+    }
+
+    async fn credential(&self) -> Result<Option<Credential>, AuthError> {
+        Ok(None)
+    }
+
+    async fn unauthorized(&self, _sent: &Credential) -> Result<Recovery, AuthError> {
+        Ok(Recovery::NotRecoverable)
+    }
+}
+
+/// A provider using the application's base session (`requires_openai_auth = true`): it
+/// borrows the base session's credential but never invalidates it.
+#[derive(Debug, Clone)]
+struct BaseSessionManager {
+    provider: Arc<str>,
+    base: Arc<dyn AuthManager>,
+}
+
+#[async_trait]
+impl AuthManager for BaseSessionManager {
+    fn provider_id(&self) -> &str {
+        &self.provider
+    }
+
+    async fn credential(&self) -> Result<Option<Credential>, AuthError> {
+        match self.base.credential().await? {
+            Some(c) => Ok(Some(c)),
+            None => Err(AuthError::NoBaseSession {
+                provider: self.provider.clone(),
+            }),
+        }
+    }
+
+    async fn unauthorized(&self, _sent: &Credential) -> Result<Recovery, AuthError> {
+        Ok(Recovery::NotRecoverable)
+    }
+}
+
+/// The manager for a configured provider: command auth (sharing the process-wide cache of
+/// its auth config), a bearer token, an `env_key` (read now), the base session, or none.
+pub fn auth_manager_for_provider(
+    provider_id: &str,
+    info: &ModelProviderInfo,
+    base_session: Option<Arc<dyn AuthManager>>,
+) -> Result<Arc<dyn AuthManager>, AuthError> {
+    let provider: Arc<str> = provider_id.into();
+    let parse_static = |secret: &str, what: String| {
+        AuthToken::parse(secret).map_err(|reason| AuthError::InvalidStaticToken {
+            provider: provider.clone(),
+            what,
+            reason,
+        })
+    };
+    Ok(match (info.auth_kind(), &info.auth) {
+        (AuthKind::Command, Some(auth)) => Arc::new(CachedAuthManager::new(
+            provider.clone(),
+            TokenCache::shared_for_command(provider_id, auth),
+        )),
+        (AuthKind::BearerToken, _) => {
+            let secret = info
+                .experimental_bearer_token
+                .as_deref()
+                .unwrap_or_default();
+            let token = parse_static(secret, "experimental_bearer_token".to_owned())?;
+            Arc::new(StaticAuthManager::new(provider.clone(), token))
+        }
+        (AuthKind::EnvKey, _) => {
+            let var = info.env_key.clone().unwrap_or_default();
+            let value = std::env::var(&var).unwrap_or_default();
+            if value.trim().is_empty() {
+                return Err(AuthError::MissingEnvKey {
+                    provider,
+                    var,
+                    instructions: info.env_key_instructions.clone(),
+                });
+            }
+            let token = parse_static(value.trim(), format!("environment variable `{var}`"))?;
+            Arc::new(StaticAuthManager::new(provider.clone(), token))
+        }
+        (AuthKind::BaseSession, _) => match base_session {
+            Some(base) => Arc::new(BaseSessionManager {
+                provider: provider.clone(),
+                base,
+            }),
+            None => return Err(AuthError::NoBaseSession { provider }),
+        },
+        _ => Arc::new(NoAuthManager::new(provider.clone())),
+    })
+}
+
+/// What a client should do after a 401, per logical request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthRetry {
+    /// Send the request once more (with [`RequestAuth::authorization`] again).
+    Retry,
+    /// Return the 401. `after_fresh_token` is true when the request was already retried
+    /// with a newer token: the gateway rejected a freshly minted token.
+    GiveUp {
+        /// Whether the rejected token was the one obtained after a first 401.
+        after_fresh_token: bool,
+    },
+}
+
+/// The auth side of one logical request: hands out the `Authorization` header, remembers
+/// what was sent, and allows one recovery after a 401. Both clients use it, so the rule
+/// lives in one place.
+#[derive(Debug)]
+pub struct RequestAuth {
+    manager: Arc<dyn AuthManager>,
+    sent: Option<Credential>,
+    recovered: bool,
+}
+
+impl RequestAuth {
+    /// Starts a logical request.
+    pub fn new(manager: Arc<dyn AuthManager>) -> Self {
+        Self {
+            manager,
+            sent: None,
+            recovered: false,
+        }
+    }
+
+    /// The `Authorization` header for the next attempt (`None` for providers without
+    /// credentials). An error means no request may be sent.
+    pub async fn authorization(&mut self) -> Result<Option<HeaderValue>, AuthError> {
+        let credential = self.manager.credential().await?;
+        let header = credential.as_ref().and_then(Credential::header_value);
+        self.sent = credential;
+        Ok(header)
+    }
+
+    /// The attempt got a 401: decide whether to retry.
+    pub async fn on_unauthorized(&mut self) -> Result<AuthRetry, AuthError> {
+        let Some(sent) = &self.sent else {
+            return Ok(AuthRetry::GiveUp {
+                after_fresh_token: false,
+            });
+        };
+        if self.recovered {
+            return Ok(AuthRetry::GiveUp {
+                after_fresh_token: true,
+            });
+        }
+        match self.manager.unauthorized(sent).await? {
+            Recovery::Retry => {
+                self.recovered = true;
+                Ok(AuthRetry::Retry)
+            }
+            _ => Ok(AuthRetry::GiveUp {
+                after_fresh_token: false,
+            }),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The secret token type and what travels with it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::HeaderValue;
+use zeroize::Zeroizing;
+
+/// A bearer token. Cheap to clone (shared), wiped from memory when the last clone is dropped.
+///
+/// It has no `Display` and no `Serialize`, and its `Debug` is redacted: the only way to see
+/// the secret is [`AuthToken::expose_secret`] or the sensitive header from
+/// [`AuthToken::bearer_header`].
+#[derive(Clone)]
+pub struct AuthToken(Arc<Zeroizing<String>>);
+
+impl AuthToken {
+    /// Wraps a token. Use [`AuthToken::parse`] for untrusted text.
+    pub fn new(secret: String) -> Self {
+        AuthToken(Arc::new(Zeroizing::new(secret)))
+    }
+
+    /// Checks that `secret` can be sent as a bearer token (not empty, no whitespace or
+    /// control characters) and wraps it. The reason on failure never contains the secret.
+    pub fn parse(secret: &str) -> Result<Self, &'static str> {
+        if secret.is_empty() {
+            return Err("printed an empty token");
+        }
+        if secret.chars().any(char::is_whitespace) {
+            return Err("printed a token with interior whitespace, not a valid HTTP header value");
+        }
+        if secret.chars().any(char::is_control) {
+            return Err("printed a token with control characters, not a valid HTTP header value");
+        }
+        if !secret.is_ascii() {
+            return Err("printed a token with non-ASCII characters, not a valid HTTP header value");
+        }
+        Ok(Self::new(secret.to_owned()))
+    }
+
+    /// The secret itself. Do not log it.
+    pub fn expose_secret(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// `Bearer <token>` as a header value marked sensitive (HTTP/2 never indexes it, and
+    /// `Debug` of the header prints `Sensitive`).
+    pub fn bearer_header(&self) -> Option<HeaderValue> {
+        let value = Zeroizing::new(format!("Bearer {}", self.expose_secret()));
+        let mut header = HeaderValue::from_str(&value).ok()?;
+        header.set_sensitive(true);
+        Some(header)
+    }
+
+    /// Number of characters, for redacted summaries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the token is empty (never true for a parsed token).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether two tokens are the same secret, without exposing either.
+    pub fn same_secret(&self, other: &AuthToken) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.expose_secret() == other.expose_secret()
+    }
+}
+
+impl fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthToken(<redacted>)")
+    }
+}
+
+/// A token as a source produced it, with the expiry it stated, if any.
+#[derive(Debug, Clone)]
+pub struct FreshToken {
+    /// The token.
+    pub token: AuthToken,
+    /// When the token says it expires (`expires_in`, `expires_at`, a JWT's `exp`...).
+    pub expires_at: Option<SystemTime>,
+}
+
+impl FreshToken {
+    /// A token with no stated expiry.
+    pub fn new(token: AuthToken) -> Self {
+        Self {
+            token,
+            expires_at: None,
+        }
+    }
+}
+
+/// The credential handed out for one request: the token and the cache generation it came
+/// from. Report it back unchanged with [`crate::AuthManager::unauthorized`] after a 401, so
+/// the cache can tell a stale token from the current one.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// The token to send.
+    pub token: AuthToken,
+    /// Which cache generation minted it (0 for static credentials).
+    pub generation: u64,
+}
+
+impl Credential {
+    /// The `Authorization` header value (`Bearer ...`, marked sensitive).
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        self.token.bearer_header()
+    }
+}

@@ -1,0 +1,270 @@
+//! The shared token cache with real token commands: caching, single flight, refresh
+//! ahead, backoff and 401 invalidation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use provider_auth::{CachePolicy, CommandRefresher, Credential, TokenCache};
+use provider_config::{ModelProviderAuthInfo, TokenFormat};
+use support::Script;
+
+fn cache(auth: &ModelProviderAuthInfo, refresh_ahead: bool) -> Arc<TokenCache> {
+    TokenCache::new(
+        Arc::new(CommandRefresher::new("corp", auth.clone())),
+        CachePolicy::new(auth.refresh_interval()).with_refresh_ahead(refresh_ahead),
+    )
+}
+
+async fn secret(cache: &Arc<TokenCache>) -> String {
+    cache
+        .credential()
+        .await
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn hundred_sequential_calls_within_the_interval_run_once() {
+    let script = Script::new("echo tok-$N");
+    let cache = cache(&script.auth(300_000), true);
+    for _ in 0..100 {
+        assert_eq!(secret(&cache).await, "tok-1");
+    }
+    assert_eq!(script.runs(), 1);
+    let stats = cache.stats();
+    assert_eq!((stats.command_runs, stats.cache_hits), (1, 99));
+}
+
+#[tokio::test]
+async fn command_reruns_after_the_interval() {
+    let script = Script::new("echo tok-$N");
+    let cache = cache(&script.auth(300), false);
+    assert_eq!(secret(&cache).await, "tok-1");
+    let status = cache.token_status().unwrap();
+    assert!(status.expires_in.unwrap() <= Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        cache.token_status().is_none(),
+        "token outlived its interval"
+    );
+    assert_eq!(secret(&cache).await, "tok-2");
+    assert_eq!(script.runs(), 2);
+}
+
+#[tokio::test]
+async fn refresh_interval_zero_reruns_only_after_401() {
+    let script = Script::new("echo tok-$N");
+    let cache = cache(&script.auth(0), true);
+    let first = cache.credential().await.unwrap();
+    for _ in 0..50 {
+        assert_eq!(secret(&cache).await, "tok-1");
+    }
+    assert_eq!(cache.token_status().unwrap().expires_in, None);
+    assert_eq!(script.runs(), 1);
+    let fresh = cache.unauthorized(&first).await.unwrap();
+    assert_eq!(fresh.token.expose_secret(), "tok-2");
+    assert_eq!(secret(&cache).await, "tok-2");
+    assert_eq!(script.runs(), 2);
+    assert_eq!(cache.stats().refreshes_after_401, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_cold_callers_run_the_command_once() {
+    let script = Script::new("sleep 0.3\necho tok-$N");
+    let cache = cache(&script.auth(300_000), true);
+    let callers: Vec<_> = (0..1000)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.credential().await.map(|c| c.generation) })
+        })
+        .collect();
+    for caller in callers {
+        assert_eq!(caller.await.unwrap().unwrap(), 1);
+    }
+    assert_eq!(script.runs(), 1);
+    assert_eq!(cache.stats().command_runs, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_401s_on_one_credential_run_the_command_once() {
+    let script = Script::new("sleep 0.2\necho tok-$N");
+    let cache = cache(&script.auth(300_000), true);
+    let sent = cache.credential().await.unwrap();
+    let reports: Vec<_> = (0..1000)
+        .map(|_| {
+            let cache = cache.clone();
+            let sent = sent.clone();
+            tokio::spawn(async move { cache.unauthorized(&sent).await.map(|c| c.generation) })
+        })
+        .collect();
+    for report in reports {
+        assert_eq!(report.await.unwrap().unwrap(), 2);
+    }
+    assert_eq!(script.runs(), 2);
+    assert_eq!(cache.stats().refreshes_after_401, 1);
+    assert_eq!(secret(&cache).await, "tok-2");
+}
+
+#[tokio::test]
+async fn a_401_for_an_older_credential_does_not_rerun() {
+    let script = Script::new("echo tok-$N");
+    let cache = cache(&script.auth(0), true);
+    let old: Credential = cache.credential().await.unwrap();
+    let newer = cache.unauthorized(&old).await.unwrap();
+    assert_eq!(script.runs(), 2);
+    // A late 401 for the first token: the newer one is handed out, nothing runs.
+    let again = cache.unauthorized(&old).await.unwrap();
+    assert_eq!(again.generation, newer.generation);
+    assert_eq!(again.token.expose_secret(), "tok-2");
+    assert_eq!(script.runs(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_never_wait_during_a_slow_background_refresh() {
+    // Lifetime 1 s; the command takes 500 ms after its first run.
+    let script = Script::new("[ \"$N\" -gt 1 ] && sleep 0.5\necho tok-$N");
+    let cache = cache(&script.auth(1000), true);
+    assert_eq!(secret(&cache).await, "tok-1");
+    let refresh_in = cache.token_status().unwrap().refresh_in.unwrap();
+    tokio::time::sleep(refresh_in + Duration::from_millis(20)).await;
+    // From here on a background refresh runs for 500 ms; nobody may wait for it.
+    let mut saw_old = 0;
+    let deadline = Instant::now() + Duration::from_millis(900);
+    while Instant::now() < deadline {
+        let got = tokio::time::timeout(Duration::from_millis(200), secret(&cache))
+            .await
+            .expect("a caller waited for the background refresh");
+        if got == "tok-1" {
+            saw_old += 1;
+        } else {
+            assert_eq!(got, "tok-2");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saw_old > 0);
+    assert_eq!(secret(&cache).await, "tok-2");
+    assert_eq!(script.runs(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_background_refresh_keeps_the_old_token_until_its_lifetime_ends() {
+    let script =
+        Script::new("[ \"$N\" -gt 1 ] && { echo 'backend down' >&2; exit 7; }\necho tok-$N");
+    let cache = cache(&script.auth(600), true);
+    assert_eq!(secret(&cache).await, "tok-1");
+    let status = cache.token_status().unwrap();
+    tokio::time::sleep(status.refresh_in.unwrap() + Duration::from_millis(20)).await;
+    // Triggers the background refresh, which fails.
+    assert_eq!(secret(&cache).await, "tok-1");
+    support::wait_until(Duration::from_secs(5), || {
+        (cache.stats().failures == 1).then_some(())
+    })
+    .expect("the background refresh never failed");
+    assert_eq!(secret(&cache).await, "tok-1");
+    tokio::time::sleep(
+        cache.token_status().unwrap().expires_in.unwrap() + Duration::from_millis(20),
+    )
+    .await;
+    // Lifetime over, inside the backoff window: the failure is returned without a run.
+    let err = cache.credential().await.unwrap_err().to_string();
+    assert!(
+        err.contains("exited with status 7") && err.contains("backend down"),
+        "{err}"
+    );
+    assert_eq!(script.runs(), 2);
+}
+
+#[tokio::test]
+async fn failing_command_is_not_rerun_inside_the_backoff_window() {
+    let script = Script::new("echo nope >&2\nexit 1");
+    let cache = cache(&script.auth(300_000), true);
+    for _ in 0..50 {
+        let err = cache.credential().await.unwrap_err();
+        assert!(err.to_string().contains("nope"));
+    }
+    assert_eq!(script.runs(), 1);
+    assert_eq!(cache.stats().failures, 1);
+}
+
+#[tokio::test]
+async fn backoff_ends_and_success_resets_it() {
+    let script = Script::new("[ \"$N\" -eq 1 ] && exit 1\necho tok-$N");
+    let auth = script.auth(300_000);
+    let mut policy = CachePolicy::new(auth.refresh_interval());
+    policy.initial_backoff = Duration::from_millis(200);
+    let cache = TokenCache::new(Arc::new(CommandRefresher::new("corp", auth)), policy);
+    assert!(cache.credential().await.is_err());
+    assert!(cache.credential().await.is_err());
+    assert_eq!(script.runs(), 1);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(secret(&cache).await, "tok-2");
+}
+
+async fn lifetime_of(body: &str, format: TokenFormat) -> Duration {
+    let script = Script::new(body);
+    let mut auth = script.auth(300_000);
+    auth.format = format;
+    let cache = cache(&auth, true);
+    cache.credential().await.unwrap();
+    cache.token_status().unwrap().expires_in.unwrap()
+}
+
+#[tokio::test]
+async fn oauth_expires_in_shortens_the_lifetime() {
+    // 100 s left, skew 10 s: about 90 s.
+    let left = lifetime_of(
+        "echo '{\"access_token\":\"a\",\"expires_in\":100}'",
+        TokenFormat::Json,
+    )
+    .await;
+    assert!(
+        left > Duration::from_secs(88) && left <= Duration::from_secs(90),
+        "{left:?}"
+    );
+}
+
+#[tokio::test]
+async fn expires_at_shortens_the_lifetime() {
+    let left = lifetime_of(
+        "echo \"{\\\"token\\\":\\\"a\\\",\\\"expires_at\\\":\\\"$(date -u -d '+200 seconds' +%Y-%m-%dT%H:%M:%SZ)\\\"}\"",
+        TokenFormat::Json,
+    )
+    .await;
+    // 200 s left (to the second), skew 20 s.
+    assert!(
+        left > Duration::from_secs(176) && left <= Duration::from_secs(180),
+        "{left:?}"
+    );
+}
+
+#[tokio::test]
+async fn exec_credential_expiry_is_honoured_with_skew_capped_at_60s() {
+    let left = lifetime_of(
+        "echo \"{\\\"apiVersion\\\":\\\"client.authentication.k8s.io/v1\\\",\\\"kind\\\":\\\"ExecCredential\\\",\\\"status\\\":{\\\"token\\\":\\\"k\\\",\\\"expirationTimestamp\\\":\\\"$(date -u -d '+1200 seconds' +%Y-%m-%dT%H:%M:%SZ)\\\"}}\"",
+        TokenFormat::Json,
+    )
+    .await;
+    // Interval 300 s is shorter than 1200 - 60 s.
+    assert!(
+        left > Duration::from_secs(298) && left <= Duration::from_secs(300),
+        "{left:?}"
+    );
+}
+
+#[tokio::test]
+async fn jwt_exp_is_honoured() {
+    // header {"alg":"none"}, payload {"exp": now + 50}
+    let body = r#"exp=$(( $(date +%s) + 50 ))
+payload=$(printf '{"sub":"u","exp":%s}' "$exp" | base64 -w0 | tr '+/' '-_' | tr -d '=')
+printf 'eyJhbGciOiJub25lIn0.%s.c2ln\n' "$payload""#;
+    let left = lifetime_of(body, TokenFormat::Text).await;
+    assert!(
+        left > Duration::from_secs(43) && left <= Duration::from_secs(45),
+        "{left:?}"
+    );
+}
