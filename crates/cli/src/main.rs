@@ -1,5 +1,6 @@
 //! `modelauth`: check a provider config, obtain tokens, talk to a gateway, run the demo.
 
+mod auth;
 mod commands;
 mod config_file;
 mod error;
@@ -32,6 +33,15 @@ enum Command {
     Check,
     /// Print the JSON schema of the config file.
     Schema,
+    /// Obtain a token; print a redacted summary, or only the token with --show.
+    Token {
+        /// Provider id (default: the config's model_provider).
+        #[arg(short, long = "provider", value_name = "ID")]
+        provider: Option<String>,
+        /// Print only the token, for piping into another tool.
+        #[arg(long)]
+        show: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,13 +63,52 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    if cli.verbose {
+        init_logging();
+    }
     match cli.command {
         Command::Check => {
             let config = config_file::load(cli.config.as_deref())?;
             print(&commands::check::check(&config))
         }
         Command::Schema => print(&commands::check::schema()),
+        Command::Token { provider, show } => {
+            let config = config_file::load(cli.config.as_deref())?;
+            let (id, info) = config_file::provider(&config, provider.as_deref())?;
+            let manager = auth::manager_for(id, info)?;
+            let out =
+                runtime()?.block_on(commands::token::token(id, info, manager.as_ref(), show))?;
+            print(&out)
+        }
     }
+}
+
+/// The async runtime for commands that talk to a token command or a gateway.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+/// `-v`: token-command runs, retries and connections on stderr. Tokens are never logged.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let ours = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::WARN)
+        .with_target(provider_auth::TRACING_TARGET, tracing::Level::DEBUG)
+        .with_target("model_client", tracing::Level::DEBUG)
+        .with_target("realtime", tracing::Level::DEBUG)
+        .with_target("dev_gateway", tracing::Level::DEBUG);
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(ours)
+        .try_init();
 }
 
 /// Writes to stdout; a closed pipe is not an error worth a panic.

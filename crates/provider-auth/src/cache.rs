@@ -210,27 +210,29 @@ impl TokenCache {
         let flight = {
             let mut state = lock(&self.state);
             let now = Instant::now();
+            // Hot path: a fresh token. Nothing but the clock and one counter.
+            if let Some(cached) = &state.current
+                && cached.fresh(now)
+            {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                let credential = cached.credential.clone();
+                if self.policy.refresh_ahead
+                    && cached.refresh_at.is_some_and(|t| now >= t)
+                    && !state.in_backoff(now)
+                    && state.running_flight().is_none()
+                {
+                    let flight = self.start_flight(&mut state, RefreshReason::RefreshAhead);
+                    tokio::spawn(flight);
+                }
+                return Ok(credential);
+            }
             let running = state.running_flight();
-            if let Some(cached) = &state.current {
-                if !cached.fresh(now) && running.is_some() && cached.usable_while_refreshing(now) {
-                    // Past its lifetime but a refresh is on its way: no one waits for it.
-                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(cached.credential.clone());
-                }
-                if cached.fresh(now) {
-                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    let credential = cached.credential.clone();
-                    let due = cached.refresh_at.is_some_and(|t| now >= t);
-                    if due
-                        && self.policy.refresh_ahead
-                        && running.is_none()
-                        && !state.in_backoff(now)
-                    {
-                        let flight = self.start_flight(&mut state, RefreshReason::RefreshAhead);
-                        tokio::spawn(flight);
-                    }
-                    return Ok(credential);
-                }
+            if let (Some(_), Some(cached)) = (&running, &state.current)
+                && cached.usable_while_refreshing(now)
+            {
+                // Past its lifetime but a refresh is on its way: no one waits for it.
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(cached.credential.clone());
             }
             match running {
                 Some(flight) => flight,

@@ -119,7 +119,7 @@ fn seconds(v: &Value) -> Option<f64> {
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
-    (s.is_finite() && s >= 0.0 && s < 1e12).then_some(s)
+    (s.is_finite() && (0.0..1e12).contains(&s)).then_some(s)
 }
 
 fn timestamp(v: &Value, name: &str) -> Result<SystemTime, CommandFailure> {

@@ -1,0 +1,101 @@
+//! `modelauth token`, run as a user would, with real token scripts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn script(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let config = dir.join("config.toml");
+    Command::new(env!("CARGO_BIN_EXE_modelauth"))
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    script(
+        dir.path(),
+        "good.sh",
+        "echo 'minting' >&2\necho tok-SECRET-123",
+    );
+    script(
+        dir.path(),
+        "bad.sh",
+        "echo 'ERROR: Reauthentication required. Run: gcloud auth login' >&2\nexit 1",
+    );
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "model_provider = \"corp\"\n\
+         [model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./good.sh\" }\n\
+         [model_providers.bad]\nname = \"Bad\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./bad.sh\" }\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn token_prints_a_redacted_summary() {
+    let dir = setup();
+    let out = run(dir.path(), &["token", "-p", "corp"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.contains("SECRET"), "{stdout}");
+    assert!(
+        stdout.starts_with("corp: token from command `./good.sh` (14 chars"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("command runs: 1"), "{stdout}");
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn token_show_prints_only_the_token() {
+    let dir = setup();
+    let out = run(dir.path(), &["token", "--show"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"tok-SECRET-123\n");
+}
+
+#[test]
+fn failing_command_exits_1_with_its_stderr_excerpt() {
+    let dir = setup();
+    let out = run(dir.path(), &["token", "-p", "bad"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        "error: could not obtain a token: provider `bad`: token command `./bad.sh` exited with status 1; \
+         stderr: ERROR: Reauthentication required. Run: gcloud auth login\n"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn verbose_logs_the_run_but_never_the_token() {
+    let dir = setup();
+    let out = run(dir.path(), &["-v", "token", "--show"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("provider_auth") && stderr.contains("token refreshed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("SECRET"), "{stderr}");
+}
+
+#[test]
+fn unknown_provider_is_a_usage_error() {
+    let dir = setup();
+    let out = run(dir.path(), &["token", "-p", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}
