@@ -1,0 +1,373 @@
+//! HTTP and websocket handlers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+
+use crate::state::{Fault, Refusal, Route, Shared};
+
+type AppState = Arc<Shared>;
+
+pub(crate) fn router(shared: AppState) -> Router {
+    Router::new()
+        .route("/oauth/token", post(token))
+        .route("/v1/models", get(models))
+        .route("/v1/responses", post(responses))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/realtime", get(realtime))
+        .route("/admin/rotate", post(rotate))
+        .route("/admin/counters", get(counters))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, message: &str, code: &str) -> Response {
+    let body =
+        json!({"error": {"message": message, "type": "invalid_request_error", "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn unauthorized(refusal: &Refusal) -> Response {
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        refusal.message(),
+        "invalid_api_key",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"dev-gateway\""),
+    );
+    response
+}
+
+/// Counts the request, applies faults and checks the token. `Ok` carries a streaming fault
+/// (slow stream, close) for the handler to apply.
+fn admit(shared: &Shared, route: Route, headers: &HeaderMap) -> Result<Option<Fault>, Response> {
+    let fault = shared.take_fault(route);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if fault == Some(Fault::Unauthorized) {
+        let _ = shared.check(route, None);
+        return Err(unauthorized(&Refusal::Unknown));
+    }
+    shared
+        .check(route, authorization)
+        .map_err(|r| unauthorized(&r))?;
+    match fault {
+        Some(Fault::TooManyRequests { retry_after_secs }) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow down",
+                "rate_limit_exceeded",
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Err(response)
+        }
+        Some(Fault::ServerError) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the dev gateway was told to fail",
+            "server_error",
+        )),
+        other => Ok(other),
+    }
+}
+
+async fn token(State(shared): State<AppState>) -> Response {
+    let minted = shared.mint();
+    axum::Json(json!({
+        "access_token": minted.access_token,
+        "token_type": "Bearer",
+        "expires_in": minted.expires_in,
+    }))
+    .into_response()
+}
+
+async fn rotate(State(shared): State<AppState>) -> Response {
+    shared.rotate();
+    axum::Json(json!({"rotated": true})).into_response()
+}
+
+async fn counters(State(shared): State<AppState>) -> Response {
+    axum::Json(shared.counters()).into_response()
+}
+
+async fn models(State(shared): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(response) = admit(&shared, Route::Models, &headers) {
+        return response;
+    }
+    let data: Vec<Value> = shared
+        .config
+        .models
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "owned_by": "dev-gateway"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, Response> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "the body is not a JSON object",
+                "invalid_json",
+            )
+        })
+}
+
+/// The canned answer: a greeting that echoes the prompt, as word-sized deltas.
+fn reply_words(prompt: &str) -> Vec<String> {
+    let prompt: String = prompt.chars().take(200).collect();
+    let text = if prompt.trim().is_empty() {
+        "Hello from the dev gateway.".to_owned()
+    } else {
+        format!("Hello from the dev gateway. You said: {}", prompt.trim())
+    };
+    let words: Vec<&str> = text.split(' ').collect();
+    let last = words.len().saturating_sub(1);
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i == last {
+                (*w).to_owned()
+            } else {
+                format!("{w} ")
+            }
+        })
+        .collect()
+}
+
+/// The text of a Responses `input` (a string, or messages with text content).
+fn input_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(input_text).collect::<Vec<_>>().join(" "),
+        Value::Object(o) => o
+            .get("content")
+            .or_else(|| o.get("text"))
+            .map(input_text)
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn sse(events: Vec<Event>, delay: Duration) -> Response {
+    let stream = futures::stream::iter(events).then(move |event| async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Ok::<_, Infallible>(event)
+    });
+    Sse::new(stream).into_response()
+}
+
+fn stream_delay(fault: Option<Fault>) -> Duration {
+    match fault {
+        Some(Fault::SlowStream { delay }) => delay,
+        _ => Duration::ZERO,
+    }
+}
+
+async fn responses(State(shared): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let fault = match admit(&shared, Route::Responses, &headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let request = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("dev-small")
+        .to_owned();
+    let words = reply_words(&input_text(request.get("input").unwrap_or(&Value::Null)));
+    let text: String = words.concat();
+    let id = format!("resp_{:08x}", fastrand::u32(..));
+    if request.get("stream").and_then(Value::as_bool) != Some(true) {
+        return axum::Json(json!({
+            "id": id, "object": "response", "status": "completed", "model": model,
+            "output": [{"type": "message", "role": "assistant",
+                        "content": [{"type": "output_text", "text": text}]}],
+        }))
+        .into_response();
+    }
+    let mut events = vec![sse_event(
+        "response.created",
+        json!({"type": "response.created", "response": {"id": id, "status": "in_progress", "model": model}}),
+    )];
+    for w in &words {
+        events.push(sse_event(
+            "response.output_text.delta",
+            json!({"type": "response.output_text.delta", "delta": w}),
+        ));
+    }
+    events.push(sse_event(
+        "response.completed",
+        json!({"type": "response.completed", "response": {"id": id, "status": "completed", "model": model}}),
+    ));
+    sse(events, stream_delay(fault))
+}
+
+fn sse_event(name: &str, data: Value) -> Event {
+    Event::default().event(name).data(data.to_string())
+}
+
+async fn chat(State(shared): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let fault = match admit(&shared, Route::ChatCompletions, &headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let request = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("dev-small")
+        .to_owned();
+    let prompt = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .map(input_text)
+        .unwrap_or_default();
+    let words = reply_words(&prompt);
+    let id = format!("chatcmpl-{:08x}", fastrand::u32(..));
+    if request.get("stream").and_then(Value::as_bool) != Some(true) {
+        return axum::Json(json!({
+            "id": id, "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": words.concat()}}],
+        }))
+        .into_response();
+    }
+    let chunk = |delta: Value, finish: Value| {
+        Event::default().data(
+            json!({"id": id, "object": "chat.completion.chunk", "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            .to_string(),
+        )
+    };
+    let mut events = vec![chunk(json!({"role": "assistant"}), Value::Null)];
+    for w in &words {
+        events.push(chunk(json!({"content": w}), Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    events.push(Event::default().data("[DONE]"));
+    sse(events, stream_delay(fault))
+}
+
+#[derive(serde::Deserialize)]
+struct RealtimeQuery {
+    model: Option<String>,
+}
+
+async fn realtime(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<RealtimeQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let fault = match admit(&shared, Route::Realtime, &headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let model = query.model.unwrap_or_else(|| "dev-small".to_owned());
+    shared.session_opened();
+    ws.max_message_size(1 << 20)
+        .on_upgrade(move |socket| session(socket, model, fault))
+}
+
+async fn session(mut socket: WebSocket, model: String, fault: Option<Fault>) {
+    let id = format!("sess_{:08x}", fastrand::u32(..));
+    let greeting = json!({"type": "session.created", "session": {"id": id, "model": model}});
+    if send(&mut socket, &greeting).await.is_err() {
+        return;
+    }
+    if fault == Some(Fault::CloseAfterGreeting) {
+        let _ = socket
+            .send(Message::Close(Some(CloseFrame {
+                code: 1011,
+                reason: "the dev gateway was told to close".into(),
+            })))
+            .await;
+        return;
+    }
+    let delay = stream_delay(fault);
+    while let Some(Ok(message)) = socket.recv().await {
+        let text = match message {
+            Message::Text(t) => t.to_string(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let replies = realtime_replies(&text, &model);
+        for reply in replies {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if send(&mut socket, &reply).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn realtime_replies(text: &str, model: &str) -> Vec<Value> {
+    let Ok(event) = serde_json::from_str::<Value>(text) else {
+        return vec![json!({"type": "error", "error": {"message": "the event is not JSON"}})];
+    };
+    match event.get("type").and_then(Value::as_str) {
+        Some("response.create") => {
+            let id = format!("resp_{:08x}", fastrand::u32(..));
+            let prompt = event
+                .pointer("/response/instructions")
+                .map(input_text)
+                .unwrap_or_default();
+            let mut out = vec![
+                json!({"type": "response.created", "response": {"id": id, "status": "in_progress", "model": model}}),
+            ];
+            for w in reply_words(&prompt) {
+                out.push(
+                    json!({"type": "response.output_text.delta", "response_id": id, "delta": w}),
+                );
+            }
+            out.push(
+                json!({"type": "response.done", "response": {"id": id, "status": "completed"}}),
+            );
+            out
+        }
+        Some("session.update") => vec![
+            json!({"type": "session.updated", "session": event.get("session").cloned().unwrap_or(json!({}))}),
+        ],
+        Some("conversation.item.create") => vec![
+            json!({"type": "conversation.item.created", "item": event.get("item").cloned().unwrap_or(json!({}))}),
+        ],
+        Some(other) => vec![
+            json!({"type": "error", "error": {"message": format!("unknown event type `{other}`")}}),
+        ],
+        None => vec![json!({"type": "error", "error": {"message": "the event has no `type`"}})],
+    }
+}
+
+async fn send(socket: &mut WebSocket, event: &Value) -> Result<(), axum::Error> {
+    socket.send(Message::Text(event.to_string().into())).await
+}
