@@ -291,6 +291,17 @@ impl RequestAuth {
         Ok(header)
     }
 
+    /// `text` (say, an error body) with the token sent for this request replaced by
+    /// `<redacted>`, in case a gateway echoes it.
+    pub fn redact(&self, text: &str) -> String {
+        match &self.sent {
+            Some(c) if !c.token.is_empty() && text.contains(c.token.expose_secret()) => {
+                text.replace(c.token.expose_secret(), "<redacted>")
+            }
+            _ => text.to_owned(),
+        }
+    }
+
     /// The attempt got a 401: decide whether to retry.
     pub async fn on_unauthorized(&mut self) -> Result<AuthRetry, AuthError> {
         let Some(sent) = &self.sent else {

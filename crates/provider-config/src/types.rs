@@ -272,6 +272,42 @@ impl ModelProviderInfo {
         }
     }
 
+    /// The URL of an endpoint below `base_url` (e.g. `models`), with `query_params` added.
+    pub fn endpoint_url(&self, path: &str) -> Result<url::Url, String> {
+        let joined = format!(
+            "{}/{}",
+            self.base_url.trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        let mut url = url::Url::parse(&joined).map_err(|e| {
+            format!(
+                "base_url `{}` does not make a valid URL: {e}",
+                self.base_url
+            )
+        })?;
+        if !self.query_params.is_empty() {
+            url.query_pairs_mut().extend_pairs(&self.query_params);
+        }
+        Ok(url)
+    }
+
+    /// The extra headers of every request: `http_headers`, then `env_http_headers` whose
+    /// variable `env` knows (a missing or empty variable skips its header). `env` is the
+    /// caller's choice, usually `|name| std::env::var(name).ok()`.
+    pub fn extra_headers(&self, env: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = self
+            .http_headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, var) in &self.env_http_headers {
+            if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+                headers.push((name.clone(), value));
+            }
+        }
+        headers
+    }
+
     /// `stream_idle_timeout_ms` as a duration.
     pub fn stream_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.stream_idle_timeout_ms)

@@ -1,0 +1,98 @@
+//! The one error type of this crate.
+
+use std::sync::Arc;
+
+use provider_auth::AuthError;
+
+/// Why a request failed. Never contains the token or the `Authorization` header.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No credential could be had: no request was sent.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    /// The gateway answered with an error status (after any retries).
+    #[error("provider `{provider}`: {}", status_message(*.status, *.auth_after_fresh_token, .body))]
+    Status {
+        /// Provider id.
+        provider: Arc<str>,
+        /// HTTP status.
+        status: u16,
+        /// The start of the response body, control characters removed, tokens redacted.
+        body: String,
+        /// A 401 to a token minted after a first 401: the gateway rejected a fresh token.
+        auth_after_fresh_token: bool,
+    },
+    /// The gateway could not be reached (after any retries).
+    #[error("provider `{provider}`: cannot reach {host}: {message}")]
+    Transport {
+        /// Provider id.
+        provider: Arc<str>,
+        /// Host and port of the base URL.
+        host: String,
+        /// What failed.
+        message: String,
+    },
+    /// A stream was silent for longer than `stream_idle_timeout_ms`.
+    #[error("provider `{provider}`: the stream was idle for {idle_ms} ms (stream_idle_timeout_ms)")]
+    StreamIdle {
+        /// Provider id.
+        provider: Arc<str>,
+        /// The limit.
+        idle_ms: u64,
+    },
+    /// The response could not be understood.
+    #[error("provider `{provider}`: unexpected response: {detail}")]
+    Decode {
+        /// Provider id.
+        provider: Arc<str>,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The provider config cannot be used to build requests.
+    #[error("provider `{provider}`: {detail}")]
+    Config {
+        /// Provider id.
+        provider: Arc<str>,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status, for status errors.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the gateway rejected a token minted after a first 401.
+    pub fn is_auth_failure_after_fresh_token(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Status {
+                auth_after_fresh_token: true,
+                ..
+            }
+        )
+    }
+}
+
+fn status_message(status: u16, after_fresh: bool, body: &str) -> String {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut msg = if after_fresh {
+        format!("the gateway rejected a freshly minted token (HTTP {status} {reason} twice)")
+    } else {
+        format!("the gateway answered HTTP {status} {reason}")
+    };
+    if !body.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(body);
+    }
+    msg
+}
