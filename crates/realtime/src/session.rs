@@ -1,0 +1,318 @@
+//! Connecting, and the session: JSON events in and out.
+
+use std::sync::Arc;
+
+use futures::{SinkExt as _, StreamExt as _};
+use http::{HeaderName, HeaderValue, header};
+use provider_auth::{AuthManager, AuthRetry, RequestAuth};
+use provider_config::ModelProviderInfo;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use url::Url;
+
+use crate::error::RealtimeError;
+
+/// Largest message accepted from the server.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A realtime event: its `type` and every other field, kept as they came.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RealtimeEvent {
+    /// The event type, e.g. `session.created`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The other fields.
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+impl RealtimeEvent {
+    /// An event of type `kind` with no other fields.
+    pub fn new(kind: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            fields: Map::new(),
+        }
+    }
+}
+
+/// Connects realtime sessions for one provider.
+#[derive(Debug, Clone)]
+pub struct RealtimeClient {
+    provider: Arc<str>,
+    info: ModelProviderInfo,
+    auth: Arc<dyn AuthManager>,
+    host: String,
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// An open realtime session.
+#[derive(Debug)]
+pub struct RealtimeSession {
+    client: RealtimeClient,
+    model: String,
+    socket: Socket,
+}
+
+impl RealtimeClient {
+    /// A client for `provider_id` using `auth` (the same manager the HTTP client uses).
+    pub fn new(provider_id: &str, info: ModelProviderInfo, auth: Arc<dyn AuthManager>) -> Self {
+        let host = Url::parse(&info.base_url)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.to_owned();
+                Some(match u.port_or_known_default() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                })
+            })
+            .unwrap_or_else(|| info.base_url.clone());
+        Self {
+            provider: provider_id.into(),
+            info,
+            auth,
+            host,
+        }
+    }
+
+    /// Opens a session for `model`: `RealtimeClient::new(...).connect(model)` in one call.
+    pub async fn connect(
+        provider_id: &str,
+        info: ModelProviderInfo,
+        auth: Arc<dyn AuthManager>,
+        model: &str,
+    ) -> Result<RealtimeSession, RealtimeError> {
+        Self::new(provider_id, info, auth).open(model).await
+    }
+
+    /// Opens a session for `model`.
+    pub async fn open(&self, model: &str) -> Result<RealtimeSession, RealtimeError> {
+        let socket = self.handshake(model).await?;
+        Ok(RealtimeSession {
+            client: self.clone(),
+            model: model.to_owned(),
+            socket,
+        })
+    }
+
+    /// The websocket URL: base_url's host and path + `/realtime?model=M`, ws or wss.
+    pub fn url(&self, model: &str) -> Result<Url, RealtimeError> {
+        let mut url = self
+            .info
+            .endpoint_url("realtime")
+            .map_err(|detail| self.config_error(detail))?;
+        url.query_pairs_mut().append_pair("model", model);
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme).map_err(|()| {
+            self.config_error(format!(
+                "cannot make a websocket URL from `{}`",
+                self.info.base_url
+            ))
+        })?;
+        Ok(url)
+    }
+
+    fn config_error(&self, detail: String) -> RealtimeError {
+        RealtimeError::Config {
+            provider: self.provider.clone(),
+            detail,
+        }
+    }
+
+    async fn handshake(&self, model: &str) -> Result<Socket, RealtimeError> {
+        let url = self.url(model)?;
+        let mut auth = RequestAuth::new(self.auth.clone());
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES))
+            .max_write_buffer_size(MAX_MESSAGE_BYTES);
+        loop {
+            let mut request = url
+                .as_str()
+                .into_client_request()
+                .map_err(|e| self.config_error(format!("invalid websocket request: {e}")))?;
+            let headers = request.headers_mut();
+            headers.insert(
+                header::USER_AGENT,
+                HeaderValue::from_static(concat!("modelauth/", env!("CARGO_PKG_VERSION"))),
+            );
+            for (name, value) in self.info.extra_headers(|var| std::env::var(var).ok()) {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(&value),
+                ) {
+                    headers.insert(name, value);
+                }
+            }
+            if let Some(value) = auth.authorization().await? {
+                headers.insert(header::AUTHORIZATION, value);
+            }
+            let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+            let result =
+                match tokio::time::timeout(self.info.websocket_connect_timeout(), connect).await {
+                    Err(_) => {
+                        return Err(RealtimeError::ConnectTimeout {
+                            provider: self.provider.clone(),
+                            host: self.host.clone(),
+                            timeout_ms: self.info.websocket_connect_timeout_ms,
+                        });
+                    }
+                    Ok(result) => result,
+                };
+            match result {
+                Ok((socket, _response)) => {
+                    tracing::debug!(target: "realtime", provider = %self.provider, model, "realtime session opened");
+                    return Ok(socket);
+                }
+                Err(tungstenite::Error::Http(response)) => {
+                    let status = response.status().as_u16();
+                    let body = response
+                        .body()
+                        .as_deref()
+                        .map(|b| excerpt(&auth.redact(&String::from_utf8_lossy(b))))
+                        .unwrap_or_default();
+                    if status == 401 {
+                        match auth.on_unauthorized().await? {
+                            AuthRetry::Retry => {
+                                tracing::debug!(target: "realtime", provider = %self.provider, "handshake 401: reconnecting with a newer token");
+                                continue;
+                            }
+                            AuthRetry::GiveUp { after_fresh_token } => {
+                                return Err(self.handshake_error(status, body, after_fresh_token));
+                            }
+                            _ => return Err(self.handshake_error(status, body, false)),
+                        }
+                    }
+                    return Err(self.handshake_error(status, body, false));
+                }
+                Err(e) => return Err(self.connection_error(&e)),
+            }
+        }
+    }
+
+    fn handshake_error(
+        &self,
+        status: u16,
+        body: String,
+        auth_after_fresh_token: bool,
+    ) -> RealtimeError {
+        RealtimeError::Handshake {
+            provider: self.provider.clone(),
+            status,
+            body,
+            auth_after_fresh_token,
+        }
+    }
+
+    fn connection_error(&self, e: &tungstenite::Error) -> RealtimeError {
+        RealtimeError::Connection {
+            provider: self.provider.clone(),
+            host: self.host.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl RealtimeSession {
+    /// The model of this session.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Sends an event.
+    pub async fn send(&mut self, event: &RealtimeEvent) -> Result<(), RealtimeError> {
+        let text = serde_json::to_string(event).map_err(|e| self.protocol_error(e.to_string()))?;
+        self.socket
+            .send(Message::text(text))
+            .await
+            .map_err(|e| self.client.connection_error(&e))
+    }
+
+    /// Sends a JSON object as an event; it must have a string `type`.
+    pub async fn send_json(&mut self, event: Value) -> Result<(), RealtimeError> {
+        let event: RealtimeEvent = serde_json::from_value(event).map_err(|_| {
+            self.protocol_error("an event must be a JSON object with a string `type`".to_owned())
+        })?;
+        self.send(&event).await
+    }
+
+    /// The next server event. `None` after a clean close that this side started; a close
+    /// by the server or a broken connection is an error. Pings are answered.
+    pub async fn next_event(&mut self) -> Option<Result<RealtimeEvent, RealtimeError>> {
+        loop {
+            let message = match self.socket.next().await? {
+                Ok(m) => m,
+                Err(tungstenite::Error::ConnectionClosed) => return None,
+                Err(e) => return Some(Err(self.client.connection_error(&e))),
+            };
+            match message {
+                Message::Text(text) => {
+                    return Some(serde_json::from_str::<RealtimeEvent>(&text).map_err(|_| {
+                        self.protocol_error(format!(
+                            "not a JSON event with a string `type`: {}",
+                            excerpt(&text)
+                        ))
+                    }));
+                }
+                Message::Binary(_) => {
+                    return Some(Err(self.protocol_error("a binary message".to_owned())));
+                }
+                Message::Close(frame) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    return Some(Err(RealtimeError::Closed {
+                        provider: self.client.provider.clone(),
+                        code,
+                        reason,
+                    }));
+                }
+                // Pings are answered by the protocol layer on the next read or write.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    }
+
+    /// Closes the session cleanly (close frame, then the server's answer).
+    pub async fn close(mut self) -> Result<(), RealtimeError> {
+        match self.socket.close(None).await {
+            Ok(()) | Err(tungstenite::Error::ConnectionClosed) => {}
+            Err(e) => return Err(self.client.connection_error(&e)),
+        }
+        // Drain until the server acknowledges the close.
+        while let Some(Ok(_)) = self.socket.next().await {}
+        Ok(())
+    }
+
+    /// Replaces the connection with a new one using the current token (for example after
+    /// the server closed it, or before a long-lived session's token expires).
+    pub async fn reconnect(&mut self) -> Result<(), RealtimeError> {
+        let socket = self.client.handshake(&self.model).await?;
+        let old = std::mem::replace(&mut self.socket, socket);
+        drop(old);
+        Ok(())
+    }
+
+    fn protocol_error(&self, detail: String) -> RealtimeError {
+        RealtimeError::Protocol {
+            provider: self.client.provider.clone(),
+            detail,
+        }
+    }
+}

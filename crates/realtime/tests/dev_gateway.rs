@@ -1,0 +1,236 @@
+//! The realtime client against the dev gateway on loopback, with real token scripts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dev_gateway::{DevGateway, Fault, GatewayConfig, Route};
+use model_client::ModelClient;
+use provider_auth::{AuthManager, auth_manager_for_provider};
+use provider_config::{ModelProviderAuthInfo, ModelProviderInfo};
+use realtime::{RealtimeClient, RealtimeError, RealtimeEvent};
+
+/// A token script printing, on its N-th run, the token the test wrote to `token-N`.
+struct TokenFiles {
+    dir: tempfile::TempDir,
+}
+
+impl TokenFiles {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.sh");
+        std::fs::write(
+            &path,
+            "#!/bin/sh\nD=\"$(dirname \"$0\")\"\necho run >> \"$D/runs\"\nN=$(wc -l < \"$D/runs\" | tr -d ' ')\ncat \"$D/token-$N\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self { dir }
+    }
+
+    fn put(&self, n: usize, gw: &DevGateway) {
+        std::fs::write(
+            self.dir.path().join(format!("token-{n}")),
+            gw.mint_token().access_token,
+        )
+        .unwrap();
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("runs"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn provider(&self, base_url: &str) -> ModelProviderInfo {
+        let mut info = ModelProviderInfo::new("Dev", base_url);
+        let mut auth =
+            ModelProviderAuthInfo::new(self.dir.path().join("token.sh").to_str().unwrap());
+        auth.cwd = self.dir.path().to_path_buf();
+        info.auth = Some(auth);
+        info
+    }
+}
+
+async fn setup() -> (
+    DevGateway,
+    TokenFiles,
+    ModelProviderInfo,
+    Arc<dyn AuthManager>,
+) {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let tokens = TokenFiles::new();
+    tokens.put(1, &gw);
+    tokens.put(2, &gw);
+    let info = tokens.provider(&gw.base_url());
+    let auth = auth_manager_for_provider("dev", &info, None).unwrap();
+    (gw, tokens, info, auth)
+}
+
+#[tokio::test]
+async fn handshake_carries_the_command_token_and_a_session_runs() {
+    let (gw, tokens, info, auth) = setup().await;
+    let mut session = RealtimeClient::connect("dev", info, auth, "dev-small")
+        .await
+        .unwrap();
+    let greeting = session.next_event().await.unwrap().unwrap();
+    assert_eq!(greeting.kind, "session.created");
+    assert_eq!(greeting.fields["session"]["model"], "dev-small");
+    session
+        .send_json(
+            serde_json::json!({"type": "response.create", "response": {"instructions": "ping"}}),
+        )
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    let mut text = String::new();
+    loop {
+        let event = session.next_event().await.unwrap().unwrap();
+        if let Some(d) = event.fields.get("delta").and_then(|d| d.as_str()) {
+            text.push_str(d);
+        }
+        kinds.push(event.kind.clone());
+        if event.kind == "response.done" {
+            break;
+        }
+    }
+    assert_eq!(kinds.first().map(String::as_str), Some("response.created"));
+    assert_eq!(text, "Hello from the dev gateway. You said: ping");
+    session.close().await.unwrap();
+    assert_eq!(tokens.runs(), 1);
+    assert_eq!(gw.counters().realtime_sessions, 1);
+}
+
+#[tokio::test]
+async fn rotated_token_on_handshake_costs_one_extra_run() {
+    let (gw, tokens, info, auth) = setup().await;
+    let client = RealtimeClient::new("dev", info, auth);
+    let mut session = client.open("dev-small").await.unwrap();
+    assert_eq!(
+        session.next_event().await.unwrap().unwrap().kind,
+        "session.created"
+    );
+    gw.rotate();
+    tokens.put(2, &gw);
+    session.reconnect().await.unwrap();
+    assert_eq!(
+        session.next_event().await.unwrap().unwrap().kind,
+        "session.created"
+    );
+    assert_eq!(tokens.runs(), 2);
+    let counters = gw.counters();
+    assert_eq!(counters.requests(Route::Realtime), 3);
+    assert_eq!(counters.unauthorized(Route::Realtime), 1);
+}
+
+#[tokio::test]
+async fn always_401_handshake_fails_after_exactly_two_handshakes() {
+    let (gw, tokens, info, auth) = setup().await;
+    gw.set_fault(Route::Realtime, Some(Fault::Unauthorized));
+    let err = RealtimeClient::connect("dev", info, auth, "dev-small")
+        .await
+        .unwrap_err();
+    assert!(err.is_auth_failure_after_fresh_token(), "{err:?}");
+    assert!(
+        err.to_string().contains("rejected a freshly minted token"),
+        "{err}"
+    );
+    assert_eq!(gw.counters().requests(Route::Realtime), 2);
+    assert_eq!(tokens.runs(), 2);
+}
+
+#[tokio::test]
+async fn http_and_realtime_clients_share_one_token() {
+    let (_gw, tokens, info, auth) = setup().await;
+    let http = ModelClient::new("dev", info.clone(), auth.clone()).unwrap();
+    http.list_models().await.unwrap();
+    let mut session = RealtimeClient::connect(
+        "dev",
+        info.clone(),
+        auth_manager_for_provider("dev", &info, None).unwrap(),
+        "dev-small",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        session.next_event().await.unwrap().unwrap().kind,
+        "session.created"
+    );
+    assert_eq!(tokens.runs(), 1);
+}
+
+#[tokio::test]
+async fn connect_timeout_is_reported() {
+    // Accepts TCP connections (the backlog) but never answers the handshake.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tokens = TokenFiles::new();
+    std::fs::write(tokens.dir.path().join("token-1"), "unused").unwrap();
+    let mut info = tokens.provider(&format!("http://{}/v1", silent.local_addr().unwrap()));
+    info.websocket_connect_timeout_ms = 300;
+    let auth = auth_manager_for_provider("dev", &info, None).unwrap();
+    let started = Instant::now();
+    let err = RealtimeClient::connect("dev", info, auth, "dev-small")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RealtimeError::ConnectTimeout {
+                timeout_ms: 300,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn server_close_mid_session_is_an_error_not_a_hang() {
+    let (gw, _tokens, info, auth) = setup().await;
+    gw.set_fault(Route::Realtime, Some(Fault::CloseAfterGreeting));
+    let mut session = RealtimeClient::connect("dev", info, auth, "dev-small")
+        .await
+        .unwrap();
+    assert_eq!(
+        session.next_event().await.unwrap().unwrap().kind,
+        "session.created"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(5), session.next_event())
+        .await
+        .expect("the session hung after the server closed it");
+    match next {
+        Some(Err(RealtimeError::Closed { code, reason, .. })) => {
+            assert_eq!(code, 1011);
+            assert!(reason.contains("told to close"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_token_is_not_in_the_url() {
+    let (gw, _tokens, info, auth) = setup().await;
+    let client = RealtimeClient::new("dev", info, auth.clone());
+    let url = client.url("dev-small").unwrap();
+    assert_eq!(
+        url.as_str(),
+        format!("ws://{}/v1/realtime?model=dev-small", gw.addr())
+    );
+    let mut session = client.open("dev-small").await.unwrap();
+    session.next_event().await.unwrap().unwrap();
+    let token = auth.credential().await.unwrap().unwrap();
+    assert!(!url.as_str().contains(token.token.expose_secret()));
+}
+
+#[tokio::test]
+async fn events_keep_unknown_fields() {
+    let event: RealtimeEvent =
+        serde_json::from_str(r#"{"type":"x.y","a":1,"nested":{"b":[true]}}"#).unwrap();
+    assert_eq!(event.kind, "x.y");
+    assert_eq!(
+        serde_json::to_value(&event).unwrap(),
+        serde_json::json!({"type":"x.y","a":1,"nested":{"b":[true]}})
+    );
+}
