@@ -4,14 +4,18 @@ mod auth;
 mod commands;
 mod config_file;
 mod error;
+mod output;
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use model_client::ModelClient;
 
 use crate::error::{CliError, EXIT_OK, EXIT_USAGE};
+use crate::output::print;
 
 /// Talk to OpenAI-compatible gateways whose bearer tokens are minted by a command.
 #[derive(Debug, Parser)]
@@ -20,7 +24,7 @@ struct Cli {
     /// Config file (default: $MODELAUTH_CONFIG, else $XDG_CONFIG_HOME/modelauth/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Log token-command runs and requests to stderr (never the token).
+    /// Log token-command runs, retries and connections on stderr (never the token).
     #[arg(short, long, global = true)]
     verbose: bool,
     #[command(subcommand)]
@@ -41,6 +45,84 @@ enum Command {
         /// Print only the token, for piping into another tool.
         #[arg(long)]
         show: bool,
+    },
+    /// List model ids, one per line.
+    Models {
+        /// Provider id (default: the config's model_provider).
+        #[arg(short, long = "provider", value_name = "ID")]
+        provider: Option<String>,
+        /// Print the whole list as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream a response's text (PROMPT, or stdin).
+    Respond {
+        /// Provider id (default: the config's model_provider).
+        #[arg(short, long = "provider", value_name = "ID")]
+        provider: Option<String>,
+        /// Model id.
+        #[arg(short, long)]
+        model: String,
+        /// Print every event as a JSON line instead of the text.
+        #[arg(long)]
+        json: bool,
+        /// The prompt (default: read stdin).
+        prompt: Option<String>,
+    },
+    /// Open a realtime session; print server events as JSON lines.
+    Realtime {
+        /// Provider id (default: the config's model_provider).
+        #[arg(short, long = "provider", value_name = "ID")]
+        provider: Option<String>,
+        /// Model id.
+        #[arg(short, long)]
+        model: String,
+        /// An event to send (JSON with a "type"), after the server's first event. Repeatable.
+        #[arg(long = "send", value_name = "JSON")]
+        send: Vec<String>,
+        /// Exit 0 after printing an event of this type.
+        #[arg(long, value_name = "TYPE")]
+        until: Option<String>,
+        /// Exit 1 if the session is not over (or TYPE has not come) after N ms.
+        #[arg(long, value_name = "N")]
+        timeout_ms: Option<u64>,
+    },
+    /// Load GET /models; report latency percentiles, throughput, 401s and command runs.
+    Bench {
+        /// Provider id (default: the config's model_provider).
+        #[arg(short, long = "provider", value_name = "ID")]
+        provider: Option<String>,
+        /// Number of requests.
+        #[arg(long, default_value_t = 1000)]
+        requests: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An end-to-end run against the embedded dev gateway (no network, no config).
+    Demo,
+    /// Run the dev gateway in the foreground (for trying configs by hand).
+    #[command(hide = true)]
+    DevGateway {
+        /// Port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Lifetime of minted tokens, in ms.
+        #[arg(long, default_value_t = 300_000)]
+        token_lifetime_ms: u64,
+    },
+    /// POST a token endpoint and print its answer (a ready-made auth.command).
+    #[command(hide = true)]
+    MintToken {
+        /// The token endpoint.
+        #[arg(long)]
+        url: String,
+        /// Print only the access_token (for format = "text").
+        #[arg(long)]
+        text: bool,
     },
 }
 
@@ -66,21 +148,87 @@ fn run(cli: Cli) -> Result<(), CliError> {
     if cli.verbose {
         init_logging();
     }
+    let config = cli.config.as_deref();
     match cli.command {
         Command::Check => {
-            let config = config_file::load(cli.config.as_deref())?;
+            let config = config_file::load(config)?;
             print(&commands::check::check(&config))
         }
         Command::Schema => print(&commands::check::schema()),
         Command::Token { provider, show } => {
-            let config = config_file::load(cli.config.as_deref())?;
+            let config = config_file::load(config)?;
             let (id, info) = config_file::provider(&config, provider.as_deref())?;
             let manager = auth::manager_for(id, info)?;
             let out =
                 runtime()?.block_on(commands::token::token(id, info, manager.as_ref(), show))?;
             print(&out)
         }
+        Command::Models { provider, json } => {
+            let client = client(config, provider.as_deref())?;
+            runtime()?.block_on(commands::models::models(&client, json))
+        }
+        Command::Respond {
+            provider,
+            model,
+            json,
+            prompt,
+        } => {
+            let client = client(config, provider.as_deref())?;
+            let prompt = commands::models::prompt(prompt)?;
+            runtime()?.block_on(commands::models::respond(&client, &model, &prompt, json))
+        }
+        Command::Realtime {
+            provider,
+            model,
+            send,
+            until,
+            timeout_ms,
+        } => {
+            let sends = commands::realtime::parse_sends(&send)?;
+            let loaded = config_file::load(config)?;
+            let (id, info) = config_file::provider(&loaded, provider.as_deref())?;
+            let manager = auth::manager_for(id, info)?;
+            runtime()?.block_on(async {
+                let session = realtime::RealtimeClient::connect(id, info.clone(), manager, &model)
+                    .await
+                    .map_err(|e| CliError::from_error("could not open the realtime session", &e))?;
+                commands::realtime::run(
+                    session,
+                    sends,
+                    until.as_deref(),
+                    timeout_ms.map(Duration::from_millis),
+                )
+                .await
+            })
+        }
+        Command::Bench {
+            provider,
+            requests,
+            concurrency,
+            json,
+        } => {
+            let client = client(config, provider.as_deref())?;
+            runtime()?.block_on(commands::bench::bench(&client, requests, concurrency, json))
+        }
+        Command::Demo => runtime()?.block_on(commands::demo::demo()),
+        Command::DevGateway {
+            port,
+            token_lifetime_ms,
+        } => runtime()?.block_on(commands::dev::gateway(port, token_lifetime_ms)),
+        Command::MintToken { url, text } => runtime()?.block_on(commands::dev::mint(&url, text)),
     }
+}
+
+/// The HTTP client for the chosen provider.
+fn client(
+    config: Option<&std::path::Path>,
+    provider: Option<&str>,
+) -> Result<ModelClient, CliError> {
+    let config = config_file::load(config)?;
+    let (id, info) = config_file::provider(&config, provider)?;
+    let manager = auth::manager_for(id, info)?;
+    ModelClient::new(id, info.clone(), manager)
+        .map_err(|e| CliError::from_error("could not build the client", &e))
 }
 
 /// The async runtime for commands that talk to a token command or a gateway.
@@ -109,14 +257,4 @@ fn init_logging() {
         )
         .with(ours)
         .try_init();
-}
-
-/// Writes to stdout; a closed pipe is not an error worth a panic.
-fn print(text: &str) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CliError::runtime(format!("cannot write to stdout: {e}"))),
-    }
 }

@@ -20,7 +20,9 @@ fn throughput(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let gw = rt.block_on(DevGateway::start(GatewayConfig::default())).unwrap();
+    let gw = rt
+        .block_on(DevGateway::start(GatewayConfig::default()))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("token.sh");
     std::fs::write(
@@ -39,17 +41,24 @@ fn throughput(c: &mut Criterion) {
         "bench",
         AuthToken::new(gw.mint_token().access_token),
     ));
-    let fixed = ModelClient::new("bench", ModelProviderInfo::new("Bench", gw.base_url()), static_auth).unwrap();
+    let fixed = ModelClient::new(
+        "bench",
+        ModelProviderInfo::new("Bench", gw.base_url()),
+        static_auth,
+    )
+    .unwrap();
     rt.block_on(command.list_models()).unwrap();
     rt.block_on(fixed.list_models()).unwrap();
 
     let mut group = c.benchmark_group("models_rps");
     group.throughput(Throughput::Elements(1));
     group.bench_function("static_token", |b| {
-        b.to_async(&rt).iter(|| async { fixed.list_models().await.unwrap() })
+        b.to_async(&rt)
+            .iter(|| async { fixed.list_models().await.unwrap() })
     });
     group.bench_function("command_auth", |b| {
-        b.to_async(&rt).iter(|| async { command.list_models().await.unwrap() })
+        b.to_async(&rt)
+            .iter(|| async { command.list_models().await.unwrap() })
     });
     group.finish();
     assert_eq!(command_auth.stats().unwrap().command_runs, 1);

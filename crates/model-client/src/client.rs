@@ -1,6 +1,7 @@
 //! The HTTP model client: one request path for every endpoint.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -32,8 +33,28 @@ pub struct ModelClient {
     inner: Arc<Inner>,
 }
 
+/// What a client has sent and seen, across all its clones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// HTTP attempts sent (retries included).
+    pub attempts: u64,
+    /// 401 answers received.
+    pub unauthorized: u64,
+    /// Retries after 429, 5xx or connection errors.
+    pub retries: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    attempts: AtomicU64,
+    unauthorized: AtomicU64,
+    retries: AtomicU64,
+}
+
 #[derive(Debug)]
 struct Inner {
+    counters: Counters,
     http: reqwest::Client,
     provider: Arc<str>,
     info: ModelProviderInfo,
@@ -101,6 +122,7 @@ impl ModelClient {
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                counters: Counters::default(),
                 http,
                 provider,
                 info,
@@ -127,6 +149,16 @@ impl ModelClient {
     /// The auth manager (shared with any realtime client built for the provider).
     pub fn auth_manager(&self) -> &Arc<dyn AuthManager> {
         &self.inner.auth
+    }
+
+    /// Attempts, 401s and retries so far.
+    pub fn stats(&self) -> ClientStats {
+        let c = &self.inner.counters;
+        ClientStats {
+            attempts: c.attempts.load(Ordering::Relaxed),
+            unauthorized: c.unauthorized.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+        }
     }
 
     /// `GET /models`.
@@ -325,6 +357,7 @@ impl ModelClient {
                     .header(header::CONTENT_TYPE, "application/json")
                     .body(body.clone());
             }
+            inner.counters.attempts.fetch_add(1, Ordering::Relaxed);
             // A stream's first bytes are bounded by the idle timeout too.
             let outcome = match streaming {
                 true => {
@@ -345,6 +378,7 @@ impl ModelClient {
             let can_retry = retries < inner.info.request_max_retries;
             let delay = match outcome {
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+                    inner.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
                     match auth.on_unauthorized().await? {
                         AuthRetry::Retry => {
                             tracing::debug!(target: "model_client", provider = %inner.provider, "401: retrying with a newer token");
@@ -378,6 +412,7 @@ impl ModelClient {
                 }
             };
             retries += 1;
+            inner.counters.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "model_client", provider = %inner.provider, retry = retries, delay_ms = delay.as_millis(), "retrying");
             tokio::time::sleep(delay).await;
         }
