@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask schema` rewrites `schema/config.schema.json` from the config types.
 //! - `cargo xtask schema --check` exits 1 when the committed file is stale.
+//! - `cargo xtask bench` runs every benchmark: the criterion benches of `provider-auth` and
+//!   `model-client`, then the scenario table of the README.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,11 +14,36 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["schema"] => schema(false),
         ["schema", "--check"] => schema(true),
+        ["bench"] => bench(),
         _ => {
-            eprintln!("usage: cargo xtask schema [--check]");
+            eprintln!("usage: cargo xtask schema [--check] | cargo xtask bench");
             ExitCode::from(2)
         }
     }
+}
+
+fn bench() -> ExitCode {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let runs: [&[&str]; 3] = [
+        &["bench", "-p", "provider-auth"],
+        &["bench", "-p", "model-client"],
+        &["bench", "-p", "modelauth", "--bench", "scenarios"],
+    ];
+    for args in runs {
+        eprintln!("== cargo {}", args.join(" "));
+        match std::process::Command::new(&cargo).args(args).status() {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                eprintln!("cargo {} failed: {status}", args.join(" "));
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("cannot run cargo: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn schema(check: bool) -> ExitCode {

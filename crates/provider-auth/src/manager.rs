@@ -286,7 +286,14 @@ impl RequestAuth {
     /// credentials). An error means no request may be sent.
     pub async fn authorization(&mut self) -> Result<Option<HeaderValue>, AuthError> {
         let credential = self.manager.credential().await?;
-        let header = credential.as_ref().and_then(Credential::header_value);
+        let header = match &credential {
+            None => None,
+            // Fail closed: a token that cannot be a header value is never dropped silently.
+            Some(c) => Some(c.header_value().ok_or_else(|| AuthError::Source {
+                provider: self.manager.provider_id().into(),
+                message: "the token cannot be sent as an HTTP header value".to_owned(),
+            })?),
+        };
         self.sent = credential;
         Ok(header)
     }

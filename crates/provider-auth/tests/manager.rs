@@ -155,3 +155,18 @@ async fn debug_output_never_shows_the_token() {
     );
     assert!(!shown.contains("VISIBLE"), "{shown}");
 }
+
+#[tokio::test]
+async fn a_token_that_cannot_be_a_header_fails_closed() {
+    let manager: Arc<dyn AuthManager> = Arc::new(StaticAuthManager::new(
+        "corp",
+        AuthToken::new("bad\ntoken".to_owned()),
+    ));
+    let mut request = RequestAuth::new(manager);
+    let err = request.authorization().await.unwrap_err();
+    assert!(
+        err.to_string().contains("cannot be sent as an HTTP header"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("bad"), "{err}");
+}

@@ -1,0 +1,250 @@
+//! The performance table of the README: every scenario against a baseline in the same run,
+//! through the real client, auth manager and token commands, on the dev gateway on loopback.
+//!
+//! Run with `cargo bench -p modelauth --bench scenarios` (or `cargo xtask bench`); it prints
+//! a Markdown table. Set `SCENARIO_SECONDS` to shorten the timed scenarios (default 10).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dev_gateway::{DevGateway, GatewayConfig};
+use model_client::{LoadLimit, LoadReport, ModelClient, run_load};
+use provider_auth::{
+    AuthError, AuthManager, AuthToken, CachePolicy, CachedAuthManager, CommandRefresher,
+    Credential, Recovery, RequestAuth, StaticAuthManager, TokenCache, auth_manager_for_provider,
+    run_token_command,
+};
+use provider_config::{ModelProviderAuthInfo, ModelProviderInfo};
+
+struct Row {
+    scenario: String,
+    baseline: String,
+    measured: String,
+    ratio: String,
+    target: String,
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> ModelProviderAuthInfo {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut auth = ModelProviderAuthInfo::new(path.to_str().unwrap());
+    auth.cwd = dir.to_path_buf();
+    auth
+}
+
+fn provider(gw: &DevGateway, auth: Option<ModelProviderAuthInfo>) -> ModelProviderInfo {
+    let mut info = ModelProviderInfo::new("Bench", gw.base_url());
+    info.auth = auth;
+    info
+}
+
+fn client(gw: &DevGateway, manager: Arc<dyn AuthManager>) -> ModelClient {
+    ModelClient::new("bench", provider(gw, None), manager).unwrap()
+}
+
+fn static_manager(gw: &DevGateway) -> Arc<dyn AuthManager> {
+    Arc::new(StaticAuthManager::new(
+        "bench",
+        AuthToken::new(gw.mint_token().access_token),
+    ))
+}
+
+/// The naive baseline: runs the command for every request (a per-request callback).
+#[derive(Debug)]
+struct PerRequestCommand(ModelProviderAuthInfo);
+
+#[async_trait]
+impl AuthManager for PerRequestCommand {
+    fn provider_id(&self) -> &str {
+        "bench"
+    }
+    async fn credential(&self) -> Result<Option<Credential>, AuthError> {
+        let fresh = run_token_command(&self.0)
+            .await
+            .map_err(|failure| AuthError::Command {
+                provider: "bench".into(),
+                program: "naive".into(),
+                failure,
+            })?;
+        Ok(Some(Credential {
+            token: fresh.token,
+            generation: 0,
+        }))
+    }
+    async fn unauthorized(&self, _sent: &Credential) -> Result<Recovery, AuthError> {
+        Ok(Recovery::NotRecoverable)
+    }
+}
+
+async fn ns_per_header(manager: &Arc<dyn AuthManager>, iterations: u32) -> f64 {
+    let t = Instant::now();
+    for _ in 0..iterations {
+        let mut request = RequestAuth::new(manager.clone());
+        std::hint::black_box(request.authorization().await.unwrap());
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(iterations)
+}
+
+fn fmt_load(r: &LoadReport) -> String {
+    format!(
+        "{:.0} req/s, p99 {:.2} ms, max {:.1} ms",
+        r.rps, r.p99_ms, r.max_ms
+    )
+}
+
+async fn scenarios(seconds: u64) -> Vec<Row> {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), gw.mint_token().access_token).unwrap();
+    let quick = script(dir.path(), "quick.sh", "cat token");
+    let slow = script(dir.path(), "slow.sh", "sleep 0.3\ncat token");
+    let mut rows = Vec::new();
+
+    // 1. Warm cache vs static token: the Authorization header for one request.
+    let fixed = static_manager(&gw);
+    let cached =
+        auth_manager_for_provider("bench", &provider(&gw, Some(quick.clone())), None).unwrap();
+    cached.credential().await.unwrap();
+    let (mut best_static, mut best_cached) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        best_static = best_static.min(ns_per_header(&fixed, 200_000).await);
+        best_cached = best_cached.min(ns_per_header(&cached, 200_000).await);
+    }
+    rows.push(Row {
+        scenario: "1. warm-cache auth header vs static token".into(),
+        baseline: format!("{best_static:.0} ns"),
+        measured: format!("{best_cached:.0} ns"),
+        ratio: format!("{:.2}x", best_cached / best_static),
+        target: "<= 1.5x".into(),
+    });
+
+    // 2. Throughput through the dev gateway.
+    let load = LoadLimit::Duration(Duration::from_secs(seconds.min(3)));
+    let static_client = client(&gw, fixed.clone());
+    let command_client = client(&gw, cached.clone());
+    let mut rps = (0.0f64, 0.0f64);
+    for _ in 0..2 {
+        rps.0 = rps.0.max(run_load(&static_client, load, 16).await.rps);
+        rps.1 = rps.1.max(run_load(&command_client, load, 16).await.rps);
+    }
+    rows.push(Row {
+        scenario: "2. GET /models throughput, command auth vs static (c=16)".into(),
+        baseline: format!("{:.0} req/s", rps.0),
+        measured: format!("{:.0} req/s", rps.1),
+        ratio: format!("{:.3}x", rps.1 / rps.0),
+        target: ">= 0.97x".into(),
+    });
+
+    // 3. 1000 concurrent cold requests; 1000 concurrent 401s.
+    let cold_auth = script(dir.path(), "cold.sh", "sleep 0.2\ncat token");
+    let cold = auth_manager_for_provider("bench", &provider(&gw, Some(cold_auth)), None).unwrap();
+    let cold_client = client(&gw, cold.clone());
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let c = cold_client.clone();
+            tokio::spawn(async move { c.list_models().await.is_ok() })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap());
+    }
+    let cold_runs = cold.stats().unwrap().command_runs;
+    gw.rotate();
+    std::fs::write(dir.path().join("token"), gw.mint_token().access_token).unwrap();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let c = cold_client.clone();
+            tokio::spawn(async move { c.list_models().await.is_ok() })
+        })
+        .collect();
+    for t in tasks {
+        ok += usize::from(t.await.unwrap());
+    }
+    let rotation_runs = cold.stats().unwrap().command_runs - cold_runs;
+    rows.push(Row {
+        scenario: format!(
+            "3. 1000 concurrent cold requests / then 1000 concurrent 401s ({ok}/2000 ok)"
+        ),
+        baseline: "1000 / 1000 runs (per-request command)".into(),
+        measured: format!("{cold_runs} / {rotation_runs} runs"),
+        ratio: "-".into(),
+        target: "1 / 1".into(),
+    });
+
+    // 4 and 5. Lifetime 1 s, a 300 ms command, concurrency 16: refresh ahead on and off.
+    let timed = LoadLimit::Duration(Duration::from_secs(seconds));
+    let mut slow_1s = slow.clone();
+    slow_1s.refresh_interval_ms = 1000;
+    let static_report = run_load(&client(&gw, static_manager(&gw)), timed, 16).await;
+    let ahead =
+        auth_manager_for_provider("bench", &provider(&gw, Some(slow_1s.clone())), None).unwrap();
+    let ahead_report = run_load(&client(&gw, ahead.clone()), timed, 16).await;
+    rows.push(Row {
+        scenario: format!(
+            "4. refresh ahead on: lifetime 1 s, 300 ms command, c=16, {seconds} s ({} runs)",
+            ahead_report.command_runs
+        ),
+        baseline: fmt_load(&static_report),
+        measured: fmt_load(&ahead_report),
+        ratio: format!("p99 {:.2}x", ahead_report.p99_ms / static_report.p99_ms),
+        target: "p99 <= 1.2x, max < 300 ms".into(),
+    });
+    let off_cache = TokenCache::new(
+        Arc::new(CommandRefresher::new("bench", slow_1s.clone())),
+        CachePolicy::new(slow_1s.refresh_interval()).with_refresh_ahead(false),
+    );
+    let off: Arc<dyn AuthManager> = Arc::new(CachedAuthManager::new("bench", off_cache));
+    let off_report = run_load(&client(&gw, off), timed, 16).await;
+    rows.push(Row {
+        scenario: format!(
+            "5. refresh ahead off: same load ({} runs)",
+            off_report.command_runs
+        ),
+        baseline: fmt_load(&static_report),
+        measured: fmt_load(&off_report),
+        ratio: format!("p99 {:.2}x", off_report.p99_ms / static_report.p99_ms),
+        target: "(shows what 4 buys)".into(),
+    });
+
+    // 6. Naive: the (quick) command for every request.
+    let short = LoadLimit::Duration(Duration::from_secs(seconds.min(3)));
+    let naive: Arc<dyn AuthManager> = Arc::new(PerRequestCommand(quick.clone()));
+    let naive_report = run_load(&client(&gw, naive), short, 16).await;
+    let cached_report = run_load(&command_client, short, 16).await;
+    rows.push(Row {
+        scenario: "6. command run per request (naive) vs cached command auth (c=16)".into(),
+        baseline: fmt_load(&cached_report),
+        measured: fmt_load(&naive_report),
+        ratio: format!("{:.3}x throughput", naive_report.rps / cached_report.rps),
+        target: "(shows what the cache buys)".into(),
+    });
+    rows
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument selects nothing here.
+    let seconds = std::env::var("SCENARIO_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows = rt.block_on(scenarios(seconds));
+    println!("| scenario | baseline | measured | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.scenario, r.baseline, r.measured, r.ratio, r.target
+        );
+    }
+}
