@@ -200,6 +200,7 @@ async fn scenarios(seconds: u64) -> Vec<Row> {
         CachePolicy::new(slow_1s.refresh_interval()).with_refresh_ahead(false),
     );
     let off: Arc<dyn AuthManager> = Arc::new(CachedAuthManager::new("bench", off_cache));
+    off.credential().await.unwrap();
     let off_report = run_load(&client(&gw, off), timed, 16).await;
     rows.push(Row {
         scenario: format!(

@@ -119,6 +119,23 @@ async fn models(State(shared): State<AppState>, headers: HeaderMap) -> Response 
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
+/// [`admit`], then the body as a JSON object and its `model`.
+fn admit_json(
+    shared: &Shared,
+    route: Route,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Option<Fault>, Value, String), Response> {
+    let fault = admit(shared, route, headers)?;
+    let request = parse_body(body)?;
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("dev-small")
+        .to_owned();
+    Ok((fault, request, model))
+}
+
 fn parse_body(body: &Bytes) -> Result<Value, Response> {
     serde_json::from_slice::<Value>(body)
         .ok()
@@ -187,19 +204,10 @@ fn stream_delay(fault: Option<Fault>) -> Duration {
 }
 
 async fn responses(State(shared): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let fault = match admit(&shared, Route::Responses, &headers) {
-        Ok(f) => f,
+    let (fault, request, model) = match admit_json(&shared, Route::Responses, &headers, &body) {
+        Ok(admitted) => admitted,
         Err(r) => return r,
     };
-    let request = match parse_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("dev-small")
-        .to_owned();
     let words = reply_words(&input_text(request.get("input").unwrap_or(&Value::Null)));
     let text: String = words.concat();
     let id = format!("resp_{:08x}", fastrand::u32(..));
@@ -233,19 +241,11 @@ fn sse_event(name: &str, data: Value) -> Event {
 }
 
 async fn chat(State(shared): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let fault = match admit(&shared, Route::ChatCompletions, &headers) {
-        Ok(f) => f,
+    let (fault, request, model) = match admit_json(&shared, Route::ChatCompletions, &headers, &body)
+    {
+        Ok(admitted) => admitted,
         Err(r) => return r,
     };
-    let request = match parse_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("dev-small")
-        .to_owned();
     let prompt = request
         .get("messages")
         .and_then(Value::as_array)

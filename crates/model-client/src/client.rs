@@ -432,16 +432,7 @@ impl ModelClient {
                 _ => break,
             }
         }
-        let text = String::from_utf8_lossy(&raw);
-        let text = auth.redact(&text);
-        let body: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(ERROR_BODY_EXCERPT_CHARS)
-            .collect::<String>()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let body = auth.scrub_excerpt(&String::from_utf8_lossy(&raw), ERROR_BODY_EXCERPT_CHARS);
         ClientError::Status {
             provider: self.inner.provider.clone(),
             status,

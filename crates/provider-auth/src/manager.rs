@@ -298,15 +298,24 @@ impl RequestAuth {
         Ok(header)
     }
 
-    /// `text` (say, an error body) with the token sent for this request replaced by
-    /// `<redacted>`, in case a gateway echoes it.
-    pub fn redact(&self, text: &str) -> String {
-        match &self.sent {
+    /// Text from the gateway (an error body) made safe to show: the token sent for this
+    /// request replaced by `<redacted>` in case the gateway echoes it, control characters
+    /// removed, whitespace folded, at most `max_chars` characters.
+    pub fn scrub_excerpt(&self, text: &str, max_chars: usize) -> String {
+        let redacted = match &self.sent {
             Some(c) if !c.token.is_empty() && text.contains(c.token.expose_secret()) => {
                 text.replace(c.token.expose_secret(), "<redacted>")
             }
             _ => text.to_owned(),
-        }
+        };
+        redacted
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(max_chars)
+            .collect::<String>()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The attempt got a 401: decide whether to retry.

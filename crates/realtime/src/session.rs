@@ -175,7 +175,7 @@ impl RealtimeClient {
                     let body = response
                         .body()
                         .as_deref()
-                        .map(|b| excerpt(&auth.redact(&String::from_utf8_lossy(b))))
+                        .map(|b| auth.scrub_excerpt(&String::from_utf8_lossy(b), EXCERPT_CHARS))
                         .unwrap_or_default();
                     if status == 401 {
                         match auth.on_unauthorized().await? {
@@ -219,14 +219,15 @@ impl RealtimeClient {
     }
 }
 
+/// Most of a handshake body or bad message kept for errors.
+const EXCERPT_CHARS: usize = 300;
+
+/// A server message for an error: control characters removed, at most [`EXCERPT_CHARS`].
 fn excerpt(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+        .filter(|c| !c.is_control())
+        .take(EXCERPT_CHARS)
+        .collect()
 }
 
 impl RealtimeSession {
