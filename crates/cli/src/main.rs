@@ -159,13 +159,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let config = config_file::load(config)?;
             let (id, info) = config_file::provider(&config, provider.as_deref())?;
             let manager = auth::manager_for(id, info)?;
-            let out =
-                runtime()?.block_on(commands::token::token(id, info, manager.as_ref(), show))?;
+            let out = block_on(commands::token::token(id, info, manager.as_ref(), show))?;
             print(&out)
         }
         Command::Models { provider, json } => {
             let client = client(config, provider.as_deref())?;
-            runtime()?.block_on(commands::models::models(&client, json))
+            block_on(commands::models::models(&client, json))
         }
         Command::Respond {
             provider,
@@ -175,7 +174,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let client = client(config, provider.as_deref())?;
             let prompt = commands::models::prompt(prompt)?;
-            runtime()?.block_on(commands::models::respond(&client, &model, &prompt, json))
+            block_on(commands::models::respond(&client, &model, &prompt, json))
         }
         Command::Realtime {
             provider,
@@ -188,7 +187,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let loaded = config_file::load(config)?;
             let (id, info) = config_file::provider(&loaded, provider.as_deref())?;
             let manager = auth::manager_for(id, info)?;
-            runtime()?.block_on(async {
+            block_on(async {
                 let session = realtime::RealtimeClient::connect(id, info.clone(), manager, &model)
                     .await
                     .map_err(|e| CliError::from_error("could not open the realtime session", &e))?;
@@ -208,14 +207,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             json,
         } => {
             let client = client(config, provider.as_deref())?;
-            runtime()?.block_on(commands::bench::bench(&client, requests, concurrency, json))
+            block_on(commands::bench::bench(&client, requests, concurrency, json))
         }
-        Command::Demo => runtime()?.block_on(commands::demo::demo()),
+        Command::Demo => block_on(commands::demo::demo()),
         Command::DevGateway {
             port,
             token_lifetime_ms,
         } => runtime()?.block_on(commands::dev::gateway(port, token_lifetime_ms)),
-        Command::MintToken { url, text } => runtime()?.block_on(commands::dev::mint(&url, text)),
+        Command::MintToken { url, text } => block_on(commands::dev::mint(&url, text)),
     }
 }
 
@@ -231,12 +230,25 @@ fn client(
         .map_err(|e| CliError::from_error("could not build the client", &e))
 }
 
-/// The async runtime for commands that talk to a token command or a gateway.
+/// The async runtime.
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+/// Runs a command that talks to a token command or a gateway. Ctrl-C drops the work, which
+/// kills a running token command's whole process group before the process exits.
+fn block_on<T>(
+    work: impl std::future::Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    runtime()?.block_on(async {
+        tokio::select! {
+            result = work => result,
+            _ = tokio::signal::ctrl_c() => Err(CliError::runtime("interrupted")),
+        }
+    })
 }
 
 /// `-v`: token-command runs, retries and connections on stderr. Tokens are never logged.

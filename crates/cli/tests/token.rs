@@ -99,3 +99,58 @@ fn unknown_provider_is_a_usage_error() {
     let out = run(dir.path(), &["token", "-p", "nope"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn ctrl_c_kills_a_running_token_command() {
+    let dir = setup();
+    script(dir.path(), "hang.sh", "echo $$ > hang.pid\nsleep 60 & wait");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[model_providers.hang]\nname = \"Hang\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./hang.sh\", timeout_ms = 600000 }\n",
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_modelauth"))
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .args(["token", "-p", "hang"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("hang.pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    let gone = loop {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(false);
+        if !alive {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(gone, "the token command outlived modelauth");
+}
