@@ -45,12 +45,12 @@ async fn minted_tokens_work_until_rotation() {
 #[tokio::test]
 async fn tokens_expire() {
     let gw =
-        DevGateway::start(GatewayConfig::default().with_token_lifetime(Duration::from_millis(100)))
+        DevGateway::start(GatewayConfig::default().with_token_lifetime(Duration::from_millis(500)))
             .await
             .unwrap();
     let token = gw.mint_token();
     assert_eq!(get_models(&gw, &token.access_token).await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(get_models(&gw, &token.access_token).await.status(), 401);
 }
 

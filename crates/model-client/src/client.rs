@@ -441,18 +441,28 @@ impl ModelClient {
         }
     }
 
+    /// What failed, in a few words: the kind of failure and its root cause. The URL is left
+    /// out (its query may hold a key); the host is named by the error itself.
     fn transport_error(&self, e: &reqwest::Error) -> ClientError {
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
+        let mut root: Option<&dyn std::error::Error> = None;
+        let mut next = std::error::Error::source(e);
+        while let Some(source) = next {
+            root = Some(source);
+            next = source.source();
         }
-        // reqwest names the URL (query parameters included); the host is said separately.
-        if let Some(url) = e.url() {
-            message = message.replace(url.as_str(), "the gateway");
-        }
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else if e.is_body() || e.is_decode() {
+            "the response body broke off"
+        } else {
+            "request failed"
+        };
+        let message = match root {
+            Some(cause) => format!("{kind}: {cause}"),
+            None => kind.to_owned(),
+        };
         ClientError::Transport {
             provider: self.inner.provider.clone(),
             host: self.inner.host.clone(),

@@ -184,9 +184,11 @@ async fn failed_command_sends_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_401s_run_the_command_once() {
     let server = MockServer::start().await;
+    // The gateway takes 500 ms to answer the stale token, so all 64 requests are in flight
+    // with it before the first 401 comes back.
     Mock::given(path("/v1/models"))
         .and(header("authorization", "Bearer tok-1"))
-        .respond_with(unauthorized())
+        .respond_with(unauthorized().set_delay(Duration::from_millis(500)))
         .expect(64)
         .mount(&server)
         .await;

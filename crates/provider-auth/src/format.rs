@@ -26,8 +26,16 @@ pub(crate) fn parse_output(
 }
 
 fn parse_text(stdout: &str) -> Result<FreshToken, CommandFailure> {
-    let token = AuthToken::parse(stdout.trim())
-        .map_err(|reason| CommandFailure::InvalidToken { reason })?;
+    let trimmed = stdout.trim();
+    if trimmed.starts_with('{')
+        && serde_json::from_str::<serde_json::Map<String, Value>>(trimmed).is_ok()
+    {
+        return Err(CommandFailure::InvalidToken {
+            reason: "printed a JSON object, not a bare token; set `format = \"json\"` in its auth table to read it",
+        });
+    }
+    let token =
+        AuthToken::parse(trimmed).map_err(|reason| CommandFailure::InvalidToken { reason })?;
     let expires_at = jwt_expiry(token.expose_secret());
     Ok(FreshToken { token, expires_at })
 }
@@ -189,6 +197,19 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn json_in_text_format_suggests_the_json_format() {
+        let err = parse_output(
+            r#"{"access_token":"s3cr3t","expires_in":60}"#,
+            TokenFormat::Text,
+            SystemTime::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("format = \"json\""), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
 
     #[test]

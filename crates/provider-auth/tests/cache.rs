@@ -155,7 +155,7 @@ async fn callers_never_wait_during_a_slow_background_refresh() {
 async fn failed_background_refresh_keeps_the_old_token_until_its_lifetime_ends() {
     let script =
         Script::new("[ \"$N\" -gt 1 ] && { echo 'backend down' >&2; exit 7; }\necho tok-$N");
-    let cache = cache(&script.auth(600), true);
+    let cache = cache(&script.auth(2000), true);
     assert_eq!(secret(&cache).await, "tok-1");
     let status = cache.token_status().unwrap();
     tokio::time::sleep(status.refresh_in.unwrap() + Duration::from_millis(20)).await;
@@ -196,12 +196,12 @@ async fn backoff_ends_and_success_resets_it() {
     let script = Script::new("[ \"$N\" -eq 1 ] && exit 1\necho tok-$N");
     let auth = script.auth(300_000);
     let mut policy = CachePolicy::new(auth.refresh_interval());
-    policy.initial_backoff = Duration::from_millis(200);
+    policy.initial_backoff = Duration::from_secs(1);
     let cache = TokenCache::new(Arc::new(CommandRefresher::new("corp", auth)), policy);
     assert!(cache.credential().await.is_err());
     assert!(cache.credential().await.is_err());
     assert_eq!(script.runs(), 1);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(secret(&cache).await, "tok-2");
 }
 
