@@ -319,8 +319,28 @@ async fn session(mut socket: WebSocket, model: String, fault: Option<Fault>) {
         let text = match message {
             Message::Text(t) => t.to_string(),
             Message::Close(_) => break,
+            Message::Pong(_) => {
+                if send(&mut socket, &json!({"type": "debug.pong_received"}))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             _ => continue,
         };
+        // `debug.ping` asks the server to ping the client; its pong is reported as an event.
+        if text.contains("\"debug.ping\"") {
+            if socket
+                .send(Message::Ping(axum::body::Bytes::from_static(b"dev")))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         let replies = realtime_replies(&text, &model);
         for reply in replies {
             if !delay.is_zero() {

@@ -345,13 +345,15 @@ impl ModelClient {
         let mut retries = 0u64;
         loop {
             let authorization = auth.authorization().await?;
+            // The credential replaces any Authorization header from the config.
+            let mut headers = inner.headers.clone();
+            if let Some(value) = authorization {
+                headers.insert(header::AUTHORIZATION, value);
+            }
             let mut request = inner
                 .http
                 .request(method.clone(), url.clone())
-                .headers(inner.headers.clone());
-            if let Some(value) = authorization {
-                request = request.header(header::AUTHORIZATION, value);
-            }
+                .headers(headers);
             if let Some(body) = &body {
                 request = request
                     .header(header::CONTENT_TYPE, "application/json")

@@ -330,6 +330,10 @@ async fn headers_and_query_params_applied() {
     client.list_models().await.unwrap();
     let received = server.received_requests().await.unwrap();
     assert!(!received[0].headers.contains_key("x-missing"));
+    assert_eq!(
+        received[0].headers.get_all("authorization").iter().count(),
+        1
+    );
 }
 
 #[tokio::test]

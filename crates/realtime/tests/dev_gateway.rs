@@ -234,3 +234,23 @@ async fn events_keep_unknown_fields() {
         serde_json::json!({"type":"x.y","a":1,"nested":{"b":[true]}})
     );
 }
+
+#[tokio::test]
+async fn server_pings_are_answered() {
+    let (_gw, _tokens, info, auth) = setup().await;
+    let mut session = RealtimeClient::connect("dev", info, auth, "dev-small")
+        .await
+        .unwrap();
+    assert_eq!(
+        session.next_event().await.unwrap().unwrap().kind,
+        "session.created"
+    );
+    session
+        .send(&RealtimeEvent::new("debug.ping"))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), session.next_event())
+        .await
+        .expect("the pong never reached the server");
+    assert_eq!(next.unwrap().unwrap().kind, "debug.pong_received");
+}
