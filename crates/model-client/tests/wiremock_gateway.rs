@@ -32,6 +32,34 @@ fn sse(body: &str) -> ResponseTemplate {
         .set_body_string(body.to_owned())
 }
 
+/// Answers `GET /v1/models` sent with `Bearer <token>` by `response`, exactly `times` times.
+async fn models_for_token(
+    server: &MockServer,
+    token: &str,
+    response: ResponseTemplate,
+    times: u64,
+) {
+    Mock::given(path("/v1/models"))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
+        .respond_with(response)
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+/// A command-auth client for `server` and the script behind it.
+fn command_client(
+    server: &MockServer,
+) -> (
+    TokenScript,
+    ModelClient,
+    std::sync::Arc<dyn provider_auth::AuthManager>,
+) {
+    let script = TokenScript::new();
+    let (client, auth) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    (script, client, auth)
+}
+
 async fn collect(stream: model_client::ResponseStream) -> Vec<Result<ResponseEvent, ClientError>> {
     stream.collect().await
 }
@@ -46,8 +74,7 @@ async fn provider_auth_command_supplies_bearer_token() {
         .expect(1)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
-    let (client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    let (script, client, _) = command_client(&server);
     let models = client.list_models().await.unwrap();
     let ids: Vec<&str> = models.data.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["m1", "m2"]);
@@ -57,20 +84,9 @@ async fn provider_auth_command_supplies_bearer_token() {
 #[tokio::test]
 async fn provider_auth_command_refreshes_after_401() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/models"))
-        .and(header("authorization", "Bearer tok-1"))
-        .respond_with(unauthorized())
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/models"))
-        .and(header("authorization", "Bearer tok-2"))
-        .respond_with(ok_models())
-        .expect(1)
-        .mount(&server)
-        .await;
-    let script = TokenScript::new();
-    let (client, auth) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    models_for_token(&server, "tok-1", unauthorized(), 1).await;
+    models_for_token(&server, "tok-2", ok_models(), 1).await;
+    let (script, client, auth) = command_client(&server);
     assert_eq!(client.list_models().await.unwrap().data.len(), 2);
     assert_eq!(script.runs(), 2);
     assert_eq!(auth.stats().unwrap().refreshes_after_401, 1);
@@ -79,14 +95,8 @@ async fn provider_auth_command_refreshes_after_401() {
 #[tokio::test]
 async fn refresh_available_models_refreshes_provider_auth_after_401() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/models"))
-        .and(header("authorization", "Bearer tok-1"))
-        .respond_with(ok_models())
-        .expect(1)
-        .mount(&server)
-        .await;
-    let script = TokenScript::new();
-    let (client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    models_for_token(&server, "tok-1", ok_models(), 1).await;
+    let (script, client, _) = command_client(&server);
     let models = ModelsManager::new(client, Duration::from_secs(300));
     assert_eq!(models.list().await.unwrap().data.len(), 2);
     assert_eq!(
@@ -96,18 +106,8 @@ async fn refresh_available_models_refreshes_provider_auth_after_401() {
     );
     server.reset().await;
     // The gateway rotated: tok-1 is rejected, the next token works.
-    Mock::given(path("/v1/models"))
-        .and(header("authorization", "Bearer tok-1"))
-        .respond_with(unauthorized())
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/models"))
-        .and(header("authorization", "Bearer tok-2"))
-        .respond_with(ok_models())
-        .expect(1)
-        .mount(&server)
-        .await;
+    models_for_token(&server, "tok-1", unauthorized(), 1).await;
+    models_for_token(&server, "tok-2", ok_models(), 1).await;
     assert_eq!(models.refresh().await.unwrap().data.len(), 2);
     assert_eq!(script.runs(), 2);
 }
@@ -120,8 +120,7 @@ async fn second_401_is_returned_not_looped() {
         .expect(2)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
-    let (client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    let (script, client, _) = command_client(&server);
     let err = client.list_models().await.unwrap_err();
     assert!(err.is_auth_failure_after_fresh_token());
     assert_eq!(err.status(), Some(401));
@@ -139,8 +138,7 @@ async fn forbidden_is_returned_without_a_refresh() {
         .expect(1)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
-    let (client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    let (script, client, _) = command_client(&server);
     let err = client.list_models().await.unwrap_err();
     assert_eq!(err.status(), Some(403));
     assert!(err.to_string().contains("no access to this model"));
@@ -154,8 +152,7 @@ async fn gateway_echoing_the_token_is_redacted() {
         .respond_with(ResponseTemplate::new(400).set_body_string("bad token tok-1 for this route"))
         .mount(&server)
         .await;
-    let script = TokenScript::new();
-    let (client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    let (_script, client, _) = command_client(&server);
     let shown = client.list_models().await.unwrap_err().to_string();
     assert!(
         shown.contains("bad token <redacted> for this route"),
@@ -186,20 +183,15 @@ async fn concurrent_401s_run_the_command_once() {
     let server = MockServer::start().await;
     // The gateway takes 500 ms to answer the stale token, so all 64 requests are in flight
     // with it before the first 401 comes back.
-    Mock::given(path("/v1/models"))
-        .and(header("authorization", "Bearer tok-1"))
-        .respond_with(unauthorized().set_delay(Duration::from_millis(500)))
-        .expect(64)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/models"))
-        .and(header("authorization", "Bearer tok-2"))
-        .respond_with(ok_models())
-        .expect(64)
-        .mount(&server)
-        .await;
-    let script = TokenScript::new();
-    let (client, auth) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    models_for_token(
+        &server,
+        "tok-1",
+        unauthorized().set_delay(Duration::from_millis(500)),
+        64,
+    )
+    .await;
+    models_for_token(&server, "tok-2", ok_models(), 64).await;
+    let (script, client, auth) = command_client(&server);
     auth.credential().await.unwrap();
     let requests: Vec<_> = (0..64)
         .map(|_| {
@@ -228,8 +220,7 @@ async fn retries_429_honouring_retry_after() {
         .expect(1)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
-    let (client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    let (_script, client, _) = command_client(&server);
     let started = Instant::now();
     client.list_models().await.unwrap();
     assert!(
@@ -392,8 +383,7 @@ async fn responses_stream_typed_events_and_pass_unknown_ones_through() {
         .expect(1)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
-    let (client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    let (_script, client, _) = command_client(&server);
     let events: Vec<ResponseEvent> = collect(client.stream_prompt("m", "hi").await.unwrap())
         .await
         .into_iter()
@@ -461,12 +451,7 @@ async fn chat_wire_api_streams() {
 #[tokio::test]
 async fn two_clients_share_one_token() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/models"))
-        .and(header("authorization", "Bearer tok-1"))
-        .respond_with(ok_models())
-        .expect(2)
-        .mount(&server)
-        .await;
+    models_for_token(&server, "tok-1", ok_models(), 2).await;
     let script = TokenScript::new();
     let info = command_provider(&format!("{}/v1", server.uri()), &script);
     let a = ModelClient::new(
@@ -501,8 +486,7 @@ async fn create_response_returns_json() {
         .expect(1)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
-    let (client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    let (_script, client, _) = command_client(&server);
     let v = client
         .create_response(&serde_json::json!({"model": "m", "input": "hi"}))
         .await
