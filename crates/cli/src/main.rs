@@ -113,6 +113,9 @@ enum Command {
         /// Lifetime of minted tokens, in ms.
         #[arg(long, default_value_t = 300_000)]
         token_lifetime_ms: u64,
+        /// Rotate every token this often, in ms.
+        #[arg(long, value_name = "MS")]
+        rotate_every_ms: Option<u64>,
     },
     /// POST a token endpoint and print its answer (a ready-made auth.command).
     #[command(hide = true)]
@@ -213,7 +216,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::DevGateway {
             port,
             token_lifetime_ms,
-        } => runtime()?.block_on(commands::dev::gateway(port, token_lifetime_ms)),
+            rotate_every_ms,
+        } => runtime()?.block_on(commands::dev::gateway(
+            port,
+            token_lifetime_ms,
+            rotate_every_ms,
+        )),
         Command::MintToken { url, text } => block_on(commands::dev::mint(&url, text)),
     }
 }

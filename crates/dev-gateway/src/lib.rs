@@ -14,6 +14,7 @@
 //! | `GET /v1/realtime?model=M` | websocket; the server speaks first with `session.created`; `response.create`, `session.update`, `conversation.item.create` are answered; `debug.ping` makes it ping the client and report the pong as `debug.pong_received` |
 //! | `POST /admin/rotate` | every token minted so far gets 401 from now on |
 //! | `GET /admin/counters` | the [`Counters`] as JSON |
+//! | `POST /admin/fault` | `{"route": "models", "fault": "unauthorized", "times": 2}` sets a fault (see [`Fault`]; `"none"` clears) |
 
 mod routes;
 mod state;

@@ -30,6 +30,7 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/v1/realtime", get(realtime))
         .route("/admin/rotate", post(rotate))
         .route("/admin/counters", get(counters))
+        .route("/admin/fault", post(set_fault))
         .with_state(shared)
 }
 
@@ -100,6 +101,58 @@ async fn token(State(shared): State<AppState>) -> Response {
 async fn rotate(State(shared): State<AppState>) -> Response {
     shared.rotate();
     axum::Json(json!({"rotated": true})).into_response()
+}
+
+/// `POST /admin/fault`: `{"route": "models", "fault": "unauthorized", "times": 2}`; faults:
+/// `unauthorized`, `too_many_requests` (`retry_after_secs`), `server_error`, `slow_stream`
+/// (`delay_ms`), `close_after_greeting`, `none` (clears).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultRequest {
+    route: Route,
+    fault: String,
+    #[serde(default)]
+    times: Option<u32>,
+    #[serde(default = "one")]
+    retry_after_secs: u64,
+    #[serde(default = "one_second_ms")]
+    delay_ms: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn one_second_ms() -> u64 {
+    1000
+}
+
+async fn set_fault(State(shared): State<AppState>, body: Bytes) -> Response {
+    let request: FaultRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string(), "invalid_fault"),
+    };
+    let fault = match request.fault.as_str() {
+        "none" => None,
+        "unauthorized" => Some(Fault::Unauthorized),
+        "too_many_requests" => Some(Fault::TooManyRequests {
+            retry_after_secs: request.retry_after_secs,
+        }),
+        "server_error" => Some(Fault::ServerError),
+        "slow_stream" => Some(Fault::SlowStream {
+            delay: Duration::from_millis(request.delay_ms),
+        }),
+        "close_after_greeting" => Some(Fault::CloseAfterGreeting),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown fault `{other}`"),
+                "invalid_fault",
+            );
+        }
+    };
+    shared.set_fault(request.route, fault, request.times);
+    axum::Json(json!({"ok": true})).into_response()
 }
 
 async fn counters(State(shared): State<AppState>) -> Response {

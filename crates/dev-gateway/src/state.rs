@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::GatewayConfig;
 
 /// A route of the gateway, for faults and counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Route {

@@ -94,3 +94,45 @@ async fn responses_stream_sse_events() {
     assert!(text.contains("\"delta\":\"hi\""), "{text}");
     assert!(text.contains("event: response.completed"), "{text}");
 }
+
+#[tokio::test]
+async fn faults_can_be_set_over_http() {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let token = gw.mint_token().access_token;
+    let admin = |body: serde_json::Value| {
+        let url = format!("http://{}/admin/fault", gw.addr());
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        admin(serde_json::json!({"route": "models", "fault": "unauthorized", "times": 1})).await,
+        200
+    );
+    assert_eq!(get_models(&gw, &token).await.status(), 401);
+    assert_eq!(get_models(&gw, &token).await.status(), 200);
+    assert_eq!(
+        admin(serde_json::json!({"route": "models", "fault": "server_error"})).await,
+        200
+    );
+    assert_eq!(get_models(&gw, &token).await.status(), 500);
+    assert_eq!(
+        admin(serde_json::json!({"route": "models", "fault": "none"})).await,
+        200
+    );
+    assert_eq!(get_models(&gw, &token).await.status(), 200);
+    assert_eq!(
+        admin(serde_json::json!({"route": "models", "fault": "explode"})).await,
+        400
+    );
+    assert_eq!(
+        admin(serde_json::json!({"route": "nowhere", "fault": "none"})).await,
+        400
+    );
+}

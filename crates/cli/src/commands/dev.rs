@@ -9,7 +9,11 @@ use crate::error::CliError;
 use crate::output::print;
 
 /// Runs the dev gateway until Ctrl-C, printing its addresses and a config that uses it.
-pub async fn gateway(port: u16, token_lifetime_ms: u64) -> Result<(), CliError> {
+pub async fn gateway(
+    port: u16,
+    token_lifetime_ms: u64,
+    rotate_every_ms: Option<u64>,
+) -> Result<(), CliError> {
     let config = GatewayConfig::default()
         .with_port(port)
         .with_token_lifetime(Duration::from_millis(token_lifetime_ms.max(1)));
@@ -23,14 +27,29 @@ pub async fn gateway(port: u16, token_lifetime_ms: u64) -> Result<(), CliError> 
         "dev gateway listening on {}\nbase_url  = {}\ntoken url = {}\n\n\
          # a config that uses it:\nmodel_provider = \"dev\"\n\n[model_providers.dev]\nname = \"Dev gateway\"\nbase_url = \"{}\"\n\n\
          [model_providers.dev.auth]\ncommand = \"{exe}\"\nargs = [\"mint-token\", \"--url\", \"{}\"]\nformat = \"json\"\n\n\
-         # rotate every token: curl -X POST http://{}/admin/rotate\n# Ctrl-C stops it.\n",
+         # rotate every token: curl -X POST http://{}/admin/rotate\n\
+         # always answer 401: curl -d '{{\"route\":\"models\",\"fault\":\"unauthorized\"}}' http://{}/admin/fault\n\
+         # Ctrl-C stops it.\n",
         gw.addr(),
         gw.base_url(),
         gw.token_url(),
         gw.base_url(),
         gw.token_url(),
+        gw.addr(),
         gw.addr(),
     ))?;
+    let gw = std::sync::Arc::new(gw);
+    if let Some(every) = rotate_every_ms.filter(|ms| *ms > 0) {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(every));
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                gw.rotate();
+            }
+        });
+    }
     tokio::signal::ctrl_c()
         .await
         .map_err(|e| CliError::runtime(format!("cannot wait for Ctrl-C: {e}")))?;
