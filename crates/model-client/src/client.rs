@@ -28,9 +28,21 @@ pub type ResponseStream = BoxStream<'static, Result<ResponseEvent, ClientError>>
 
 /// An HTTP client for one provider. Cheap to clone; clones share the connection pool and
 /// the auth manager (and so the token cache).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ModelClient {
     inner: Arc<Inner>,
+}
+
+/// Shows the provider and host only: URLs may carry keys in their query, headers in values.
+impl std::fmt::Debug for ModelClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelClient")
+            .field("provider", &self.inner.provider)
+            .field("host", &self.inner.host)
+            .field("wire_api", &self.inner.info.wire_api)
+            .field("auth", &self.inner.auth)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a client has sent and seen, across all its clones.
@@ -52,7 +64,6 @@ struct Counters {
     retries: AtomicU64,
 }
 
-#[derive(Debug)]
 struct Inner {
     counters: Counters,
     http: reqwest::Client,
@@ -116,8 +127,10 @@ impl ModelClient {
         for (name, value) in info.extra_headers(|var| std::env::var(var).ok()) {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| config_error(format!("`{name}` is not a valid header name")))?;
-            let value = HeaderValue::from_str(&value)
+            let mut value = HeaderValue::from_str(&value)
                 .map_err(|_| config_error(format!("the value of header `{name}` is not valid")))?;
+            // Configured headers often carry keys: never shown by `Debug`.
+            value.set_sensitive(true);
             headers.insert(name, value);
         }
         Ok(Self {

@@ -319,6 +319,12 @@ async fn headers_and_query_params_applied() {
     );
     let (client, _) = client(&info);
     client.list_models().await.unwrap();
+    let shown = format!("{client:?}");
+    assert!(
+        !shown.contains("agents") && !shown.contains("from-config"),
+        "{shown}"
+    );
+    assert!(!shown.contains("2025-04-01"), "{shown}");
     let received = server.received_requests().await.unwrap();
     assert!(!received[0].headers.contains_key("x-missing"));
     assert_eq!(

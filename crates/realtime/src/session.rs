@@ -143,10 +143,11 @@ impl RealtimeClient {
                 HeaderValue::from_static(concat!("modelauth/", env!("CARGO_PKG_VERSION"))),
             );
             for (name, value) in self.info.extra_headers(|var| std::env::var(var).ok()) {
-                if let (Ok(name), Ok(value)) = (
+                if let (Ok(name), Ok(mut value)) = (
                     HeaderName::from_bytes(name.as_bytes()),
                     HeaderValue::from_str(&value),
                 ) {
+                    value.set_sensitive(true);
                     headers.insert(name, value);
                 }
             }
