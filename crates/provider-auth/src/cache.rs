@@ -273,6 +273,12 @@ impl TokenCache {
             match state.running_flight() {
                 Some(flight) => flight,
                 None => {
+                    // A run just failed: late 401 reports get its error, not a new run.
+                    if state.in_backoff(now)
+                        && let Some(err) = &state.last_error
+                    {
+                        return Err(err.clone());
+                    }
                     if state
                         .current
                         .as_ref()

@@ -110,6 +110,30 @@ async fn thousand_concurrent_401s_on_one_credential_run_the_command_once() {
     assert_eq!(secret(&cache).await, "tok-2");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_401_reports_after_a_failed_run_do_not_rerun() {
+    let script = Script::new("[ \"$N\" -gt 1 ] && { echo 'idp down' >&2; exit 1; }\necho tok-$N");
+    let cache = cache(&script.auth(300_000), true);
+    let sent = cache.credential().await.unwrap();
+    let err = cache.unauthorized(&sent).await.unwrap_err();
+    assert!(err.to_string().contains("idp down"), "{err}");
+    let reports: Vec<_> = (0..100)
+        .map(|_| {
+            let cache = cache.clone();
+            let sent = sent.clone();
+            tokio::spawn(async move { cache.unauthorized(&sent).await.is_err() })
+        })
+        .collect();
+    for report in reports {
+        assert!(report.await.unwrap());
+    }
+    assert_eq!(script.runs(), 2);
+    assert!(
+        cache.credential().await.is_err(),
+        "the rejected token came back"
+    );
+}
+
 #[tokio::test]
 async fn a_401_for_an_older_credential_does_not_rerun() {
     let script = Script::new("echo tok-$N");
