@@ -154,3 +154,45 @@ fn ctrl_c_kills_a_running_token_command() {
     };
     assert!(gone, "the token command outlived modelauth");
 }
+
+#[test]
+fn relative_config_and_command_paths_resolve_from_the_config_folder() {
+    let dir = setup();
+    std::fs::write(dir.path().join("noshebang.sh"), "echo tok\n").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("noshebang.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "model_provider = \"corp\"\n\
+         [model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./good.sh\" }\n\
+         [model_providers.raw]\nname = \"Raw\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./noshebang.sh\" }\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_modelauth"))
+            .args(["--config", "config.toml"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["token", "--show"]);
+    assert_eq!(
+        out.stdout,
+        b"tok-SECRET-123\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["token", "-p", "raw"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "./noshebang.sh is not a program the system can run (a script needs a #! line)"
+        ),
+        "{stderr}"
+    );
+}

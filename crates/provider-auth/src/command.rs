@@ -299,7 +299,13 @@ fn resolve_program(
     path_override: Option<&str>,
 ) -> Result<PathBuf, CommandFailure> {
     if command.contains('/') {
-        let path = cwd.join(command);
+        let path = provider_config::without_dot_components(&cwd.join(command));
+        // A relative path keeps a leading `./`, so it is never looked up on PATH.
+        let path = if path.is_relative() {
+            Path::new(".").join(path)
+        } else {
+            path
+        };
         return match std::fs::metadata(&path) {
             Err(_) => Err(CommandFailure::NotFound {
                 looked_in: format!("no file at {}", path.display()),

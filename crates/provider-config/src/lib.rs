@@ -14,7 +14,7 @@ mod types;
 mod validate;
 
 pub use error::ConfigError;
-pub use load::{Config, load_config_file, parse_config_str};
+pub use load::{Config, load_config_file, parse_config_str, without_dot_components};
 pub use schema::{SCHEMA_PATH_IN_REPO, config_schema, config_schema_json};
 pub use types::{
     AuthKind, ConfigToml, DEFAULT_REFRESH_INTERVAL_MS, DEFAULT_REQUEST_MAX_RETRIES,

@@ -87,7 +87,7 @@ pub fn parse_config_str(
             if let Some(auth) = provider.auth.as_mut()
                 && auth.cwd.is_relative()
             {
-                auth.cwd = base.join(&auth.cwd);
+                auth.cwd = without_dot_components(&base.join(&auth.cwd));
             }
         }
     }
@@ -122,6 +122,20 @@ fn deserialize(text: &str, origin: &Path) -> Result<ConfigToml, ConfigError> {
         let inner = e.inner();
         toml_error(inner, key_path, inner.message().to_owned())
     })
+}
+
+/// `path` without its `.` components (`./a/./b` -> `a/b`, `./.` -> `.`), for readable
+/// paths in messages. Nothing else changes: `..` stays, links are not resolved.
+pub fn without_dot_components(path: &Path) -> PathBuf {
+    let tidy: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    if tidy.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        tidy
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -193,6 +207,19 @@ fn check_cross_field_rules(toml: &ConfigToml, origin: &Path) -> Result<(), Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_components_are_dropped() {
+        assert_eq!(without_dot_components(Path::new("./.")), Path::new("."));
+        assert_eq!(
+            without_dot_components(Path::new("./a/./b.sh")),
+            Path::new("a/b.sh")
+        );
+        assert_eq!(
+            without_dot_components(Path::new("/x/./../y")),
+            Path::new("/x/../y")
+        );
+    }
 
     #[test]
     fn line_column_counts_characters_from_one() {
