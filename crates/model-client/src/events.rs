@@ -50,6 +50,14 @@ impl ResponseEvent {
         }
     }
 
+    /// The text of an output-text delta, `None` for every other event.
+    pub fn text_delta(&self) -> Option<&str> {
+        match self {
+            ResponseEvent::OutputTextDelta { delta } => Some(delta),
+            _ => None,
+        }
+    }
+
     /// The event as one JSON object (for printing).
     pub fn to_json(&self) -> Value {
         match self {

@@ -45,10 +45,7 @@ async fn stream_survives_rotation_with_one_extra_run() {
         .await;
     let text: String = events
         .iter()
-        .filter_map(|e| match e {
-            ResponseEvent::OutputTextDelta { delta } => Some(delta.as_str()),
-            _ => None,
-        })
+        .filter_map(ResponseEvent::text_delta)
         .collect();
     assert_eq!(text, "Hello from the dev gateway. You said: hi");
     assert_eq!(script.runs(), 2);

@@ -408,10 +408,7 @@ async fn responses_stream_typed_events_and_pass_unknown_ones_through() {
     );
     let text: String = events
         .iter()
-        .filter_map(|e| match e {
-            ResponseEvent::OutputTextDelta { delta } => Some(delta.as_str()),
-            _ => None,
-        })
+        .filter_map(ResponseEvent::text_delta)
         .collect();
     assert_eq!(text, "Hello");
 }
@@ -442,10 +439,7 @@ async fn chat_wire_api_streams() {
         .collect();
     let text: String = events
         .iter()
-        .filter_map(|e| match e {
-            ResponseEvent::OutputTextDelta { delta } => Some(delta.as_str()),
-            _ => None,
-        })
+        .filter_map(ResponseEvent::text_delta)
         .collect();
     assert_eq!(text, "Hi there");
     assert!(matches!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dev_gateway::{DevGateway, GatewayConfig, Route};
 use futures::StreamExt as _;
-use model_client::{ModelClient, ResponseEvent};
+use model_client::ModelClient;
 use provider_auth::{AuthManager, auth_manager_for_provider};
 use provider_config::{Config, load_config_file};
 use realtime::RealtimeClient;
@@ -165,8 +165,8 @@ pub async fn demo() -> Result<(), CliError> {
         let (mut text, mut events) = (String::new(), 0);
         while let Some(event) = stream.next().await {
             events += 1;
-            if let ResponseEvent::OutputTextDelta { delta } = event.map_err(|e| e.to_string())? {
-                text.push_str(&delta);
+            if let Some(delta) = event.map_err(|e| e.to_string())?.text_delta() {
+                text.push_str(delta);
             }
         }
         Ok(((), format!("{events} SSE events: \"{text}\"")))

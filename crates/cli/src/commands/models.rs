@@ -65,7 +65,7 @@ pub async fn respond(
         })?;
         if json {
             print(&format!("{}\n", event.to_json()))?;
-        } else if let ResponseEvent::OutputTextDelta { delta } = &event {
+        } else if let Some(delta) = event.text_delta() {
             print(delta)?;
             printed_text = true;
         }
