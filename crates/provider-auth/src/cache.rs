@@ -88,6 +88,8 @@ type Flight = Shared<BoxFuture<'static, Result<Credential, AuthError>>>;
 
 struct Cached {
     credential: Credential,
+    /// When the run that produced it ended.
+    obtained_at: Instant,
     /// When a background refresh should start (80% of the lifetime).
     refresh_at: Option<Instant>,
     /// End of the lifetime: from here a caller waits for a new token, unless a refresh is
@@ -118,7 +120,15 @@ struct State {
     generation: u64,
     last_error: Option<AuthError>,
     retry_not_before: Option<Instant>,
+    /// The step of the last strike (a failed run, a rejected or already-expired token);
+    /// `Some(ZERO)` after a first rejection, which is retried at once.
     backoff: Option<Duration>,
+    /// Until when a strike still counts as following the previous one: set when a run
+    /// succeeds after a strike, cleared by every strike. A token that lives past it has
+    /// proven itself, and the next strike starts the steps again.
+    probation_until: Option<Instant>,
+    /// The tokens handed out lately, newest last, for scrubbing echoes of them.
+    recent: std::collections::VecDeque<crate::token::AuthToken>,
 }
 
 impl State {
@@ -129,7 +139,36 @@ impl State {
     fn in_backoff(&self, now: Instant) -> bool {
         self.retry_not_before.is_some_and(|t| now < t)
     }
+
+    /// Records a strike and returns its backoff step: the next step when it follows the
+    /// previous strike (no token has proven itself since), else `first`.
+    fn strike(&mut self, now: Instant, first: Duration, policy: &CachePolicy) -> Duration {
+        let follows = match (self.backoff, self.probation_until) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(_), Some(until)) => now < until,
+        };
+        let step = match self.backoff {
+            Some(b) if follows => next_step(b, policy),
+            _ => first,
+        };
+        self.backoff = Some(step);
+        self.probation_until = None;
+        step
+    }
 }
+
+/// The step after `b`: the initial backoff after an immediate retry, else double, capped.
+fn next_step(b: Duration, policy: &CachePolicy) -> Duration {
+    if b.is_zero() {
+        policy.initial_backoff
+    } else {
+        (b * 2).min(policy.max_backoff)
+    }
+}
+
+/// How many past tokens are kept for scrubbing echoes (current and previous generations).
+const RECENT_TOKENS: usize = 4;
 
 /// A token cache around one token source. Cheap to share (`Arc`); see the crate docs for
 /// the guarantees.
@@ -254,9 +293,14 @@ impl TokenCache {
         flight.await
     }
 
-    /// Reports that the gateway answered 401 to `sent`. If a newer token exists it is
-    /// returned at once; otherwise the token is invalidated and one run starts (or the run
-    /// in progress is joined).
+    /// Reports that the gateway rejected `sent` (401, or a status of `auth.reauth_on`). If
+    /// a newer token exists it is returned at once; otherwise the token is invalidated and
+    /// one run starts (or the run in progress is joined).
+    ///
+    /// Rejected-token breaker: a rejection of the newest token counts as a failure for
+    /// backoff. The first is retried at once (a rotation); a token rejected before it has
+    /// proven itself holds the next run back one step (1 s, 2 s, ... 30 s after that token
+    /// was minted), and until then callers get [`AuthError::Rejected`] without a run.
     pub async fn unauthorized(
         self: &Arc<Self>,
         sent: &Credential,
@@ -273,18 +317,42 @@ impl TokenCache {
             match state.running_flight() {
                 Some(flight) => flight,
                 None => {
-                    // A run just failed: late 401 reports get its error, not a new run.
+                    // A run just failed, or the breaker holds runs back: late reports get
+                    // that error, not a new run.
                     if state.in_backoff(now)
                         && let Some(err) = &state.last_error
                     {
                         return Err(err.clone());
                     }
-                    if state
+                    // Compare and invalidate: only the token that was rejected is dropped.
+                    let rejected = state
                         .current
-                        .as_ref()
-                        .is_some_and(|c| c.credential.generation <= sent.generation)
+                        .take_if(|c| c.credential.generation <= sent.generation);
+                    if let Some(rejected) = rejected
+                        && rejected.credential.generation == state.generation
                     {
-                        state.current = None;
+                        let step = state.strike(now, Duration::ZERO, &self.policy);
+                        let not_before = rejected.obtained_at.checked_add(step).unwrap_or(now);
+                        if now < not_before {
+                            let err = AuthError::Rejected {
+                                provider: "".into(),
+                                origin: self.refresher.describe(),
+                                retry_in_ms: u64::try_from(
+                                    not_before.saturating_duration_since(now).as_millis(),
+                                )
+                                .unwrap_or(u64::MAX),
+                            };
+                            tracing::warn!(
+                                target: TRACING_TARGET,
+                                source = %self.refresher.describe(),
+                                generation = rejected.credential.generation,
+                                backoff_ms = step.as_millis(),
+                                "the gateway rejected a newly minted token; holding the next run back"
+                            );
+                            state.retry_not_before = Some(not_before);
+                            state.last_error = Some(err.clone());
+                            return Err(err);
+                        }
                     }
                     self.counters.after_401.fetch_add(1, Ordering::Relaxed);
                     self.start_flight(&mut state, RefreshReason::Unauthorized)
@@ -312,35 +380,52 @@ impl TokenCache {
         if state.flight_id == id {
             state.flight = None;
         }
+        let now = Instant::now();
         match result {
             Ok(fresh) => {
                 state.generation += 1;
                 let generation = state.generation;
-                let cached = self.install(fresh, generation);
+                let mut cached = self.install(fresh, generation, now);
+                state.last_error = None;
+                state.retry_not_before = None;
+                if cached.expires_at.is_some_and(|t| t <= now) {
+                    // Already expired: a strike. The token is served for one backoff step
+                    // (a skewed clock may be all that is wrong), then the command reruns.
+                    let step = state.strike(now, self.policy.initial_backoff, &self.policy);
+                    cached.refresh_at = None;
+                    cached.expires_at = now.checked_add(step);
+                    tracing::warn!(
+                        target: TRACING_TARGET,
+                        source = %self.refresher.describe(),
+                        backoff_ms = step.as_millis(),
+                        "the token source returned a token that has already expired; using it for one backoff step"
+                    );
+                } else if let Some(b) = state.backoff {
+                    state.probation_until = now
+                        .checked_add(next_step(b, &self.policy).max(self.policy.initial_backoff));
+                }
                 tracing::info!(
                     target: TRACING_TARGET,
                     source = %self.refresher.describe(),
                     reason = reason.as_str(),
                     elapsed_ms,
                     generation,
-                    lifetime_ms = cached.expires_at.map(|t| t.saturating_duration_since(Instant::now()).as_millis()),
+                    lifetime_ms = cached.expires_at.map(|t| t.saturating_duration_since(now).as_millis()),
                     outcome = "ok",
                     "token refreshed"
                 );
                 let credential = cached.credential.clone();
+                if state.recent.len() >= RECENT_TOKENS {
+                    state.recent.pop_front();
+                }
+                state.recent.push_back(credential.token.clone());
                 state.current = Some(cached);
-                state.last_error = None;
-                state.retry_not_before = None;
-                state.backoff = None;
                 Ok(credential)
             }
             Err(err) => {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                let backoff = state.backoff.map_or(self.policy.initial_backoff, |b| {
-                    (b * 2).min(self.policy.max_backoff)
-                });
-                state.backoff = Some(backoff);
-                state.retry_not_before = Instant::now().checked_add(backoff);
+                let backoff = state.strike(now, self.policy.initial_backoff, &self.policy);
+                state.retry_not_before = now.checked_add(backoff);
                 state.last_error = Some(err.clone());
                 tracing::warn!(
                     target: TRACING_TARGET,
@@ -357,10 +442,15 @@ impl TokenCache {
         }
     }
 
+    /// The tokens this cache handed out lately (current and previous generations), so that
+    /// gateway text echoing any of them can be scrubbed.
+    pub fn recent_tokens(&self) -> Vec<crate::token::AuthToken> {
+        lock(&self.state).recent.iter().cloned().collect()
+    }
+
     /// Lifetime = refresh interval, shortened to (expiry - skew) when the token states an
     /// expiry, with skew = min(60 s, 10% of the time left).
-    fn install(&self, fresh: FreshToken, generation: u64) -> Cached {
-        let now = Instant::now();
+    fn install(&self, fresh: FreshToken, generation: u64, now: Instant) -> Cached {
         let mut lifetime = self.policy.refresh_interval;
         let mut hard_expiry = None;
         if let Some(expires_at) = fresh.expires_at {
@@ -370,13 +460,6 @@ impl TokenCache {
             hard_expiry = now.checked_add(left);
             let skew = (left / 10).min(Duration::from_secs(60));
             let usable = left - skew;
-            if usable.is_zero() {
-                tracing::warn!(
-                    target: TRACING_TARGET,
-                    source = %self.refresher.describe(),
-                    "the token source returned a token that has already expired"
-                );
-            }
             lifetime = Some(lifetime.map_or(usable, |l| l.min(usable)));
         }
         Cached {
@@ -384,6 +467,7 @@ impl TokenCache {
                 token: fresh.token,
                 generation,
             },
+            obtained_at: now,
             refresh_at: lifetime.and_then(|l| now.checked_add(l.mul_f64(0.8))),
             expires_at: lifetime.and_then(|l| now.checked_add(l)),
             hard_expiry,

@@ -111,6 +111,9 @@ async fn run_capturing(auth: &ModelProviderAuthInfo) -> Result<Vec<u8>, CommandF
         });
     }
     let program = resolve_program(&auth.command, cwd, auth.env.get("PATH").map(String::as_str))?;
+    // The child changes into `cwd` before it runs the program: a relative path would be
+    // looked up again from there. One resolution, from here, for the check and the run.
+    let program = std::path::absolute(&program).unwrap_or(program);
 
     let mut command = Command::new(&program);
     command

@@ -47,6 +47,19 @@ pub enum AuthError {
         /// Provider id.
         provider: Arc<str>,
     },
+    /// The gateway rejected a token right after it was minted, and the rejected-token
+    /// breaker holds the next run back (§5): the command is not run once per request.
+    #[error(
+        "provider `{provider}`: the gateway rejected a newly minted token from {origin}; the next run is held back {}", wait(*.retry_in_ms)
+    )]
+    Rejected {
+        /// Provider id.
+        provider: Arc<str>,
+        /// The token source, e.g. "command `gcloud`".
+        origin: String,
+        /// Time left until the next run may start.
+        retry_in_ms: u64,
+    },
     /// A custom [`crate::ExternalAuthRefresher`] failed.
     #[error("provider `{provider}`: token source failed: {message}")]
     Source {
@@ -55,6 +68,14 @@ pub enum AuthError {
         /// Its message (must not contain the token).
         message: String,
     },
+}
+
+fn wait(ms: u64) -> String {
+    if ms >= 1000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms} ms")
+    }
 }
 
 fn instructions_suffix(instructions: &Option<String>) -> String {
@@ -73,6 +94,7 @@ impl AuthError {
             | AuthError::MissingEnvKey { provider, .. }
             | AuthError::InvalidStaticToken { provider, .. }
             | AuthError::NoBaseSession { provider }
+            | AuthError::Rejected { provider, .. }
             | AuthError::Source { provider, .. } => *provider = id.clone(),
         }
         self

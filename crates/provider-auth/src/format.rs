@@ -90,23 +90,17 @@ fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailur
         };
         (string_field(t, "token")?, expires_at)
     } else {
-        let mut reason = String::new();
-        if let Some(err) = obj.get("error").and_then(Value::as_str) {
-            reason.push_str(&format!(
-                "the token endpoint answered error `{}`",
-                clean(err, 100)
-            ));
-            if let Some(desc) = obj.get("error_description").and_then(Value::as_str) {
-                reason.push_str(&format!(" ({})", clean(desc, 200)));
-            }
-            reason.push_str("; ");
-        }
-        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-        keys.truncate(10);
-        reason.push_str(&format!(
-            "found keys [{}]; {ACCEPTED_SHAPES}",
-            keys.join(", ")
-        ));
+        // Stdout is never quoted, not even a key name: name the shape problem only.
+        let reason = if obj.contains_key("error") {
+            format!(
+                "an object with an `error` key and no token (the token endpoint refused the request; run the command by hand to see why); {ACCEPTED_SHAPES}"
+            )
+        } else {
+            format!(
+                "an object with {} key(s), none of `access_token`, `token` or `kind`; {ACCEPTED_SHAPES}",
+                obj.len()
+            )
+        };
         return Err(bad(reason));
     };
     let token =
@@ -271,10 +265,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("invalid_client") && err.contains("ExecCredential"),
+            err.contains("`error` key") && err.contains("ExecCredential"),
             "{err}"
         );
-        assert!(!err.contains("s3cr3t"), "{err}");
+        for quoted in ["invalid_client", "bad secret", "secretish", "s3cr3t"] {
+            assert!(!err.contains(quoted), "{quoted} quoted in {err}");
+        }
+        let err = parse_output(
+            r#"{"tok3n_field":"v"}"#,
+            TokenFormat::Json,
+            SystemTime::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("1 key(s)") && !err.contains("tok3n"), "{err}");
         let err = parse_output("s3cr3t-not-json", TokenFormat::Json, SystemTime::now())
             .unwrap_err()
             .to_string();

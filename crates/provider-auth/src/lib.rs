@@ -19,8 +19,10 @@ mod cache;
 mod command;
 mod error;
 mod format;
+mod headers;
 mod manager;
 mod refresher;
+mod scrub;
 mod token;
 
 pub use cache::{CachePolicy, CacheStats, TRACING_TARGET, TokenCache, TokenStatus};
@@ -28,9 +30,11 @@ pub use command::{
     CommandRefresher, MAX_STDERR_EXCERPT_BYTES, MAX_STDOUT_BYTES, run_token_command,
 };
 pub use error::{AuthError, CommandFailure};
+pub use headers::{USER_AGENT, configured_header_values, provider_headers};
 pub use manager::{
     AuthManager, AuthRetry, CachedAuthManager, NoAuthManager, Recovery, RequestAuth,
     StaticAuthManager, auth_manager_for_provider,
 };
 pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
+pub use scrub::{REDACTED, Scrubber};
 pub use token::{AuthToken, Credential, FreshToken};

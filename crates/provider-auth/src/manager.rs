@@ -10,6 +10,7 @@ use provider_config::{AuthKind, ModelProviderInfo};
 
 use crate::cache::{CacheStats, TokenCache, TokenStatus};
 use crate::error::AuthError;
+use crate::scrub::Scrubber;
 use crate::token::{AuthToken, Credential};
 
 /// What to do after a 401.
@@ -47,6 +48,12 @@ pub trait AuthManager: Send + Sync + fmt::Debug {
     /// Where the cached token stands, for managers backed by a cache.
     fn token_status(&self) -> Option<TokenStatus> {
         None
+    }
+
+    /// The tokens this manager handed out lately (current and previous generations), for
+    /// scrubbing gateway text that echoes them. Never logged or shown.
+    fn recent_tokens(&self) -> Vec<AuthToken> {
+        Vec::new()
     }
 }
 
@@ -101,6 +108,10 @@ impl AuthManager for CachedAuthManager {
     fn token_status(&self) -> Option<TokenStatus> {
         self.cache.token_status()
     }
+
+    fn recent_tokens(&self) -> Vec<AuthToken> {
+        self.cache.recent_tokens()
+    }
 }
 
 /// A fixed token (`env_key`, `experimental_bearer_token`): a 401 is final.
@@ -135,6 +146,10 @@ impl AuthManager for StaticAuthManager {
 
     async fn unauthorized(&self, _sent: &Credential) -> Result<Recovery, AuthError> {
         Ok(Recovery::NotRecoverable)
+    }
+
+    fn recent_tokens(&self) -> Vec<AuthToken> {
+        vec![self.credential.token.clone()]
     }
 }
 
@@ -194,6 +209,10 @@ impl AuthManager for BaseSessionManager {
     async fn unauthorized(&self, _sent: &Credential) -> Result<Recovery, AuthError> {
         Ok(Recovery::NotRecoverable)
     }
+
+    fn recent_tokens(&self) -> Vec<AuthToken> {
+        self.base.recent_tokens()
+    }
 }
 
 /// The manager for a configured provider: command auth (sharing the process-wide cache of
@@ -244,7 +263,14 @@ pub fn auth_manager_for_provider(
             }),
             None => return Err(AuthError::NoBaseSession { provider }),
         },
-        _ => Arc::new(NoAuthManager::new(provider.clone())),
+        (AuthKind::None, _) => Arc::new(NoAuthManager::new(provider.clone())),
+        // Fail closed: a kind this version does not know never means "no credentials".
+        (kind, _) => {
+            return Err(AuthError::Source {
+                provider,
+                message: format!("auth kind `{kind}` is not supported by this version"),
+            });
+        }
     })
 }
 
@@ -298,24 +324,17 @@ impl RequestAuth {
         Ok(header)
     }
 
-    /// Text from the gateway (an error body) made safe to show: the token sent for this
-    /// request replaced by `<redacted>` in case the gateway echoes it, control characters
-    /// removed, whitespace folded, at most `max_chars` characters.
+    /// The scrubber for gateway text about this request: every token this process sent to
+    /// the provider lately (current and previous generations), in every encoding.
+    pub fn scrubber(&self) -> Scrubber {
+        let mut tokens = self.manager.recent_tokens();
+        tokens.extend(self.sent.as_ref().map(|c| c.token.clone()));
+        Scrubber::for_tokens(&tokens)
+    }
+
+    /// Text from the gateway (an error body) made safe to show: see [`Scrubber::excerpt`].
     pub fn scrub_excerpt(&self, text: &str, max_chars: usize) -> String {
-        let redacted = match &self.sent {
-            Some(c) if !c.token.is_empty() && text.contains(c.token.expose_secret()) => {
-                text.replace(c.token.expose_secret(), "<redacted>")
-            }
-            _ => text.to_owned(),
-        };
-        redacted
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(max_chars)
-            .collect::<String>()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.scrubber().excerpt(text, max_chars)
     }
 
     /// The attempt got a 401: decide whether to retry.

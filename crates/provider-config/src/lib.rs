@@ -17,9 +17,9 @@ pub use error::ConfigError;
 pub use load::{Config, load_config_file, parse_config_str, without_dot_components};
 pub use schema::{SCHEMA_PATH_IN_REPO, config_schema, config_schema_json};
 pub use types::{
-    AuthKind, ConfigToml, DEFAULT_REFRESH_INTERVAL_MS, DEFAULT_REQUEST_MAX_RETRIES,
-    DEFAULT_STREAM_IDLE_TIMEOUT_MS, DEFAULT_STREAM_MAX_RETRIES, DEFAULT_TIMEOUT_MS,
-    DEFAULT_WEBSOCKET_CONNECT_TIMEOUT_MS, MAX_RETRIES, MAX_TIMEOUT_MS, ModelProviderAuthInfo,
-    ModelProviderInfo, OLLAMA_PROVIDER_ID, OPENAI_PROVIDER_ID, TokenFormat, WireApi,
-    built_in_providers,
+    AuthKind, ConfigToml, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REFRESH_INTERVAL_MS,
+    DEFAULT_REQUEST_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_STREAM_IDLE_TIMEOUT_MS,
+    DEFAULT_STREAM_MAX_RETRIES, DEFAULT_TIMEOUT_MS, DEFAULT_WEBSOCKET_CONNECT_TIMEOUT_MS,
+    MAX_RESPONSE_BYTES, MAX_RETRIES, MAX_TIMEOUT_MS, ModelProviderAuthInfo, ModelProviderInfo,
+    OLLAMA_PROVIDER_ID, OPENAI_PROVIDER_ID, TokenFormat, WireApi, built_in_providers,
 };

@@ -24,6 +24,12 @@ pub const DEFAULT_STREAM_MAX_RETRIES: u64 = 5;
 pub const MAX_RETRIES: u64 = 100;
 /// Default `stream_idle_timeout_ms` (5 minutes).
 pub const DEFAULT_STREAM_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// Default `connect_timeout_ms`: TCP and TLS connect of every request.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Default `request_timeout_ms`: the whole of `GET /models` and of reading an error body.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 60_000;
+/// Largest non-streaming response body read (model lists, JSON answers, error bodies).
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Default `websocket_connect_timeout_ms`.
 pub const DEFAULT_WEBSOCKET_CONNECT_TIMEOUT_MS: u64 = 15_000;
 /// Id of the built-in OpenAI provider.
@@ -138,6 +144,21 @@ pub struct ModelProviderInfo {
     )]
     #[schemars(range(min = 1))]
     pub websocket_connect_timeout_ms: u64,
+    /// Longest TCP and TLS connect of a request, in milliseconds.
+    #[serde(
+        default = "default_connect_timeout_ms",
+        deserialize_with = "validate::positive_ms"
+    )]
+    #[schemars(range(min = 1))]
+    pub connect_timeout_ms: u64,
+    /// Longest whole exchange for `GET /models` and for reading an error body, in
+    /// milliseconds (streams and long generations are bounded by `stream_idle_timeout_ms`).
+    #[serde(
+        default = "default_request_timeout_ms",
+        deserialize_with = "validate::positive_ms"
+    )]
+    #[schemars(range(min = 1))]
+    pub request_timeout_ms: u64,
     /// Use the application's base session credentials (for the CLI: `OPENAI_API_KEY`).
     /// Cannot be `true` together with `auth`.
     #[serde(default)]
@@ -196,6 +217,12 @@ fn default_stream_idle_timeout_ms() -> u64 {
 fn default_websocket_connect_timeout_ms() -> u64 {
     DEFAULT_WEBSOCKET_CONNECT_TIMEOUT_MS
 }
+fn default_connect_timeout_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+fn default_request_timeout_ms() -> u64 {
+    DEFAULT_REQUEST_TIMEOUT_MS
+}
 fn default_timeout_ms() -> u64 {
     DEFAULT_TIMEOUT_MS
 }
@@ -251,6 +278,8 @@ impl ModelProviderInfo {
             stream_max_retries: DEFAULT_STREAM_MAX_RETRIES,
             stream_idle_timeout_ms: DEFAULT_STREAM_IDLE_TIMEOUT_MS,
             websocket_connect_timeout_ms: DEFAULT_WEBSOCKET_CONNECT_TIMEOUT_MS,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             requires_openai_auth: false,
             auth: None,
         }
@@ -274,17 +303,27 @@ impl ModelProviderInfo {
 
     /// The URL of an endpoint below `base_url` (e.g. `models`), with `query_params` added.
     pub fn endpoint_url(&self, path: &str) -> Result<url::Url, String> {
-        let joined = format!(
-            "{}/{}",
-            self.base_url.trim_end_matches('/'),
-            path.trim_start_matches('/')
-        );
-        let mut url = url::Url::parse(&joined).map_err(|e| {
+        let mut url = url::Url::parse(&self.base_url).map_err(|e| {
             format!(
                 "base_url `{}` does not make a valid URL: {e}",
-                self.base_url
+                crate::validate::redact_userinfo(&self.base_url)
             )
         })?;
+        if url.cannot_be_a_base() {
+            return Err(format!(
+                "base_url `{}` cannot have endpoint paths below it",
+                crate::validate::redact_userinfo(&self.base_url)
+            ));
+        }
+        // The endpoint goes on the path; a query written in base_url (only possible when
+        // the struct is built in code) stays a query.
+        let joined = format!(
+            "{}/{}",
+            url.path().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        url.set_path(&joined);
+        url.set_fragment(None);
         if !self.query_params.is_empty() {
             url.query_pairs_mut().extend_pairs(&self.query_params);
         }
@@ -316,6 +355,39 @@ impl ModelProviderInfo {
     /// `websocket_connect_timeout_ms` as a duration.
     pub fn websocket_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.websocket_connect_timeout_ms)
+    }
+
+    /// `connect_timeout_ms` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// A warning when credentials would travel unencrypted: plain `http://` to a host that
+    /// is not loopback, for a provider that sends a credential or configured headers.
+    pub fn cleartext_warning(&self) -> Option<String> {
+        let url = url::Url::parse(&self.base_url).ok()?;
+        if url.scheme() != "http" {
+            return None;
+        }
+        let loopback = match url.host()? {
+            url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+        };
+        let sends_secrets = !matches!(self.auth_kind(), AuthKind::None)
+            || !self.http_headers.is_empty()
+            || !self.env_http_headers.is_empty();
+        (!loopback && sends_secrets).then(|| {
+            format!(
+                "base_url uses plain http:// to {}: the token travels unencrypted",
+                url.host_str().unwrap_or_default()
+            )
+        })
     }
 }
 
@@ -370,6 +442,8 @@ impl fmt::Debug for ModelProviderInfo {
                 "websocket_connect_timeout_ms",
                 &self.websocket_connect_timeout_ms,
             )
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
             .field("requires_openai_auth", &self.requires_openai_auth)
             .field("auth", &self.auth)
             .finish()

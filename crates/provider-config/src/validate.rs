@@ -8,8 +8,8 @@ use serde::{Deserialize, Deserializer, de::Error as _};
 
 /// Pattern for strings that must contain a non-whitespace character.
 pub(crate) const NON_BLANK_PATTERN: &str = r"\S";
-/// Pattern for `base_url`: an http(s) URL with a host.
-pub(crate) const BASE_URL_PATTERN: &str = r"^https?://[^\s/?#]+[^\s]*$";
+/// Pattern for `base_url`: an http(s) URL with a host, no userinfo, no query, no fragment.
+pub(crate) const BASE_URL_PATTERN: &str = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$";
 /// Pattern for an HTTP header name (RFC 9110 token).
 pub(crate) const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 /// Pattern for an HTTP header value: no control characters but tab.
@@ -48,18 +48,53 @@ pub(crate) fn is_bearer_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (b'!'..=b'~').contains(&b))
 }
 
+/// `base_url` rules: http(s), a host, no userinfo (a password would be printed and sent),
+/// no query (it would be glued before the endpoint path: use `query_params`), no fragment.
+/// Messages never repeat a userinfo part.
 pub(crate) fn check_base_url(s: &str) -> Result<(), String> {
-    let scheme_ok = s.starts_with("http://") || s.starts_with("https://");
-    let no_space = !s.chars().any(char::is_whitespace);
-    if !scheme_ok || !no_space {
+    let shown = redact_userinfo(s);
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    let Some(rest) = rest.filter(|_| !s.chars().any(char::is_whitespace)) else {
         return Err(format!(
-            "`{s}` is not an http:// or https:// URL without spaces"
+            "`{shown}` is not an http:// or https:// URL without spaces"
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(format!(
+            "`{shown}` has a user name or password in it; put credentials in `auth`, `env_key` or `http_headers`"
+        ));
+    }
+    if authority.is_empty() {
+        return Err(format!("`{shown}` has no host"));
+    }
+    if s.contains('#') {
+        return Err(format!("`{shown}` has a fragment (`#...`)"));
+    }
+    if s.contains('?') {
+        return Err(format!(
+            "`{shown}` has a query string; put query parameters in `query_params`"
         ));
     }
     match url::Url::parse(s) {
         Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
-        Ok(_) => Err(format!("`{s}` has no host")),
-        Err(e) => Err(format!("`{s}` is not a valid URL: {e}")),
+        Ok(_) => Err(format!("`{shown}` has no host")),
+        Err(e) => Err(format!("`{shown}` is not a valid URL: {e}")),
+    }
+}
+
+/// `s` with anything before an `@` in its authority replaced by `***`.
+pub(crate) fn redact_userinfo(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+        None => s.to_owned(),
     }
 }
 

@@ -248,3 +248,79 @@ fn garbage_input_never_panics() {
         assert!(parse(input).is_err(), "accepted {input:?}");
     }
 }
+
+fn base_url_error(url: &str) -> String {
+    error(&format!(
+        "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"{url}\"\n"
+    ))
+}
+
+#[test]
+fn base_url_with_a_query_is_rejected_with_a_hint() {
+    let err = base_url_error("https://gw/v1?team=a");
+    assert!(err.contains("model_providers.corp.base_url"), "{err}");
+    assert!(
+        err.contains("put query parameters in `query_params`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn base_url_userinfo_is_rejected_without_printing_the_password() {
+    let err = base_url_error("https://user:hunter2@gw.example.com/v1");
+    assert!(err.contains("user name or password"), "{err}");
+    assert!(!err.contains("hunter2") && !err.contains("user:"), "{err}");
+    assert!(err.contains("***@gw.example.com"), "{err}");
+}
+
+#[test]
+fn base_url_without_a_host_or_with_a_fragment_is_rejected() {
+    assert!(base_url_error("http:///v1").contains("has no host"));
+    assert!(base_url_error("https://gw/v1#top").contains("fragment"));
+}
+
+#[test]
+fn endpoint_urls_keep_a_query_written_in_code_as_a_query() {
+    let mut info = provider_config::ModelProviderInfo::new("Corp", "https://gw/v1?team=a");
+    info.query_params
+        .insert("api-version".to_owned(), "2".to_owned());
+    let url = info.endpoint_url("models").unwrap();
+    assert_eq!(url.as_str(), "https://gw/v1/models?team=a&api-version=2");
+}
+
+#[test]
+fn plain_http_to_a_remote_host_with_a_credential_warns() {
+    let remote = parse(&format!(
+        "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://gw.example.com/v1\"\n[model_providers.corp.auth]\ncommand = \"t\"\n"
+    ))
+    .unwrap();
+    let warning = remote
+        .provider("corp")
+        .unwrap()
+        .cleartext_warning()
+        .unwrap();
+    assert_eq!(
+        warning,
+        "base_url uses plain http:// to gw.example.com: the token travels unencrypted"
+    );
+    for local in [
+        "http://127.0.0.1:8080/v1",
+        "http://localhost/v1",
+        "http://[::1]/v1",
+    ] {
+        let config = parse(&format!(
+            "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"{local}\"\n[model_providers.corp.auth]\ncommand = \"t\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.provider("corp").unwrap().cleartext_warning(),
+            None,
+            "{local}"
+        );
+    }
+    // No credential, nothing to leak: no warning.
+    let anonymous =
+        parse("[model_providers.o]\nname = \"O\"\nbase_url = \"http://gw.example.com/v1\"\n")
+            .unwrap();
+    assert_eq!(anonymous.provider("o").unwrap().cleartext_warning(), None);
+}

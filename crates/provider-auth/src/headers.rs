@@ -1,0 +1,36 @@
+//! The one place request headers are built, for the HTTP and websocket clients alike.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use provider_config::ModelProviderInfo;
+
+/// The `User-Agent` of every request and handshake.
+pub const USER_AGENT: &str = concat!("modelauth/", env!("CARGO_PKG_VERSION"));
+
+/// The headers of every request to `info`'s gateway, before the credential: `User-Agent`,
+/// then `http_headers` and `env_http_headers` (variables read now), every configured value
+/// marked sensitive (they often carry keys). A name or value that cannot be sent is an
+/// error naming the header, never its value.
+///
+/// These go only to the configured host: the clients never follow a redirect elsewhere.
+pub fn provider_headers(info: &ModelProviderInfo) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    for (name, value) in info.extra_headers(|var| std::env::var(var).ok()) {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("`{name}` is not a valid header name"))?;
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| format!("the value of header `{name}` is not a valid header value"))?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
+/// The values of the configured headers (`http_headers`, `env_http_headers`), for
+/// scrubbing gateway text that echoes them.
+pub fn configured_header_values(info: &ModelProviderInfo) -> Vec<String> {
+    info.extra_headers(|var| std::env::var(var).ok())
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect()
+}

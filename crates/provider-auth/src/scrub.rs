@@ -1,0 +1,271 @@
+//! The one scrubber for text that comes from a gateway (error bodies, SSE `error` events,
+//! websocket close reasons and frames): control characters removed, and every copy of a
+//! secret this process sent replaced by [`REDACTED`], in the forms a gateway is likely to
+//! echo it in.
+
+use std::collections::HashSet;
+
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use crate::token::AuthToken;
+
+/// What a secret is replaced with.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// A secret copied this many characters long or longer is caught even when only part of it
+/// is echoed (a truncated copy, or a copy split by a control character or a line break).
+const WINDOW: usize = 12;
+
+/// Shorter needles are not searched for (they would match ordinary text).
+const MIN_NEEDLE: usize = 3;
+
+/// Scrubs gateway text of a set of secrets.
+///
+/// For each secret it looks for the secret itself, its JSON-escaped forms (with and without
+/// `\/`), its URL-encoded forms (either case of hex digits) and its base64 forms (standard
+/// and URL-safe alphabets, at any alignment inside a longer base64 text). Any run of
+/// [`WINDOW`] or more characters of one of those forms is replaced, so truncated and split
+/// copies are caught too.
+pub struct Scrubber {
+    needles: Vec<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("needles", &self.needles.len())
+            .finish()
+    }
+}
+
+impl Scrubber {
+    /// A scrubber for `secrets` (tokens, helper header values, configured header values).
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut needles: Vec<Zeroizing<String>> = Vec::new();
+        for secret in secrets {
+            for form in encoded_forms(secret) {
+                if form.len() >= MIN_NEEDLE && !needles.iter().any(|n| n.as_str() == form.as_str())
+                {
+                    needles.push(form);
+                }
+            }
+        }
+        Self { needles }
+    }
+
+    /// A scrubber for tokens.
+    pub fn for_tokens<'a>(tokens: impl IntoIterator<Item = &'a AuthToken>) -> Self {
+        Self::new(tokens.into_iter().map(AuthToken::expose_secret))
+    }
+
+    /// `text` with control characters removed (line breaks and tabs become spaces) and
+    /// every secret replaced by [`REDACTED`].
+    pub fn scrub(&self, text: &str) -> String {
+        let clean: String = text
+            .chars()
+            .filter_map(|c| match c {
+                '\n' | '\r' | '\t' => Some(' '),
+                c if c.is_control() => None,
+                c => Some(c),
+            })
+            .collect();
+        let mut hits: Vec<(usize, usize)> = Vec::new();
+        let bytes = clean.as_bytes();
+        for needle in &self.needles {
+            find_copies(bytes, needle.as_bytes(), &mut hits);
+        }
+        if hits.is_empty() {
+            return clean;
+        }
+        hits.sort_unstable();
+        let mut out = String::with_capacity(clean.len());
+        let mut at = 0;
+        for (start, end) in merge(hits) {
+            // Needles are ASCII, so every range starts and ends on a char boundary.
+            out.push_str(clean.get(at..start).unwrap_or_default());
+            out.push_str(REDACTED);
+            at = end;
+        }
+        out.push_str(clean.get(at..).unwrap_or_default());
+        out
+    }
+
+    /// [`Scrubber::scrub`], whitespace folded, at most `max_chars` characters: a one-line
+    /// excerpt for an error message.
+    pub fn excerpt(&self, text: &str, max_chars: usize) -> String {
+        let scrubbed = self.scrub(text);
+        let folded = scrubbed.split_whitespace().collect::<Vec<_>>().join(" ");
+        match folded.char_indices().nth(max_chars) {
+            Some((cut, _)) => format!("{}...", folded.get(..cut).unwrap_or_default()),
+            None => folded,
+        }
+    }
+}
+
+/// The forms a secret may be echoed in.
+fn encoded_forms(secret: &str) -> Vec<Zeroizing<String>> {
+    let mut forms = vec![Zeroizing::new(secret.to_owned())];
+    if let Ok(json) = serde_json::to_string(secret) {
+        let inner = json
+            .strip_prefix('"')
+            .and_then(|j| j.strip_suffix('"'))
+            .unwrap_or(&json);
+        forms.push(Zeroizing::new(inner.replace('/', "\\/")));
+        forms.push(Zeroizing::new(inner.to_owned()));
+    }
+    let upper = percent_encode(secret);
+    forms.push(Zeroizing::new(upper.to_ascii_lowercase_hex()));
+    forms.push(Zeroizing::new(upper));
+    for engine in [
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        for shift in 0..3usize {
+            // The secret at every alignment inside a longer base64 text: encode it behind
+            // `shift` filler bytes and keep only the characters that depend on it alone.
+            let mut input = Zeroizing::new(vec![0u8; shift]);
+            input.extend_from_slice(secret.as_bytes());
+            let encoded = Zeroizing::new(engine.encode(input.as_slice()));
+            let skip = [0, 2, 3][shift];
+            let keep_end = if input.len() % 3 == 0 {
+                encoded.len()
+            } else {
+                encoded.len().saturating_sub(1)
+            };
+            if let Some(core) = encoded.get(skip..keep_end) {
+                forms.push(Zeroizing::new(core.to_owned()));
+            }
+        }
+    }
+    forms
+}
+
+/// Percent-encodes every byte but the unreserved ones, with upper-case hex digits.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+trait LowerHex {
+    fn to_ascii_lowercase_hex(&self) -> String;
+}
+
+impl LowerHex for String {
+    /// The same percent-encoding with lower-case hex digits (`%2f` for `%2F`).
+    fn to_ascii_lowercase_hex(&self) -> String {
+        let mut out = String::with_capacity(self.len());
+        let mut hex_left = 0;
+        for c in self.chars() {
+            if c == '%' {
+                hex_left = 2;
+                out.push(c);
+            } else if hex_left > 0 {
+                hex_left -= 1;
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// Adds to `hits` the byte ranges of `text` that copy `needle` whole, or any run of at least
+/// [`WINDOW`] bytes of it.
+fn find_copies(text: &[u8], needle: &[u8], hits: &mut Vec<(usize, usize)>) {
+    if needle.len() < WINDOW {
+        let mut from = 0;
+        while let Some(pos) = text
+            .get(from..)
+            .and_then(|rest| rest.windows(needle.len()).position(|w| w == needle))
+        {
+            hits.push((from + pos, from + pos + needle.len()));
+            from += pos + needle.len();
+        }
+        return;
+    }
+    let windows: HashSet<&[u8]> = needle.windows(WINDOW).collect();
+    for (start, w) in text.windows(WINDOW).enumerate() {
+        if windows.contains(w) {
+            hits.push((start, start + WINDOW));
+        }
+    }
+}
+
+/// Overlapping or touching ranges merged, in order.
+fn merge(sorted: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for (start, end) in sorted {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "eyJhbGciOi.Jz/d+Uxw9Zq_Xk3Lm==";
+
+    fn scrubbed(text: &str) -> String {
+        Scrubber::new([TOKEN]).scrub(text)
+    }
+
+    #[test]
+    fn every_encoding_of_the_token_is_replaced() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(TOKEN);
+        let b64_bearer =
+            base64::engine::general_purpose::URL_SAFE.encode(format!("Bearer {TOKEN}"));
+        let json = serde_json::to_string(TOKEN).unwrap().replace('/', "\\/");
+        for echo in [
+            TOKEN.to_owned(),
+            json,
+            percent_encode(TOKEN),
+            percent_encode(TOKEN).to_ascii_lowercase_hex(),
+            b64,
+            b64_bearer,
+            TOKEN[..20].to_owned(),
+            TOKEN[8..].to_owned(),
+            format!("{}\u{1}{}", &TOKEN[..14], &TOKEN[14..]),
+            format!("{}\n{}", &TOKEN[..14], &TOKEN[14..]),
+        ] {
+            let out = scrubbed(&format!("bad token <{echo}> sent"));
+            assert!(out.contains(REDACTED), "{echo}: {out}");
+            for piece in TOKEN.as_bytes().windows(8) {
+                let piece = std::str::from_utf8(piece).unwrap();
+                assert!(!out.contains(piece), "{echo} leaked {piece}: {out}");
+            }
+            assert!(
+                out.starts_with("bad token <") && out.ends_with("> sent"),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_text_is_kept_and_control_characters_removed() {
+        assert_eq!(
+            scrubbed("\u{1b}[31mquota\u{7} exceeded\r\n"),
+            "[31mquota exceeded  "
+        );
+        assert_eq!(Scrubber::new([]).excerpt("a  b\n\nc", 100), "a b c");
+        assert_eq!(Scrubber::new([]).excerpt("abcdef", 3), "abc...");
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let shown = format!("{:?}", Scrubber::new([TOKEN]));
+        assert!(!shown.contains("eyJ"), "{shown}");
+    }
+}
