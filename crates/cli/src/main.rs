@@ -5,6 +5,7 @@ mod commands;
 mod config_file;
 mod error;
 mod output;
+mod signals;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -155,6 +156,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Check => {
             let config = config_file::load(config)?;
+            for warning in commands::check::warnings(&config) {
+                eprintln!("{warning}");
+            }
             print(&commands::check::check(&config))
         }
         Command::Schema => print(&commands::check::schema()),
@@ -246,17 +250,21 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::runtime(format!("cannot start the async runtime: {e}")))
 }
 
-/// Runs a command that talks to a token command or a gateway. Ctrl-C drops the work, which
-/// kills a running token command's whole process group before the process exits.
+/// Runs a command that talks to a token command or a gateway. SIGINT, SIGTERM or SIGHUP
+/// drop the work, which kills a running token command's whole process group; the runtime
+/// then shuts down (dropping background refreshes the same way) before the process exits.
 fn block_on<T>(
     work: impl std::future::Future<Output = Result<T, CliError>>,
 ) -> Result<T, CliError> {
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
         tokio::select! {
             result = work => result,
-            _ = tokio::signal::ctrl_c() => Err(CliError::runtime("interrupted")),
+            name = signals::terminated() => Err(CliError::runtime(format!("interrupted by {name}"))),
         }
-    })
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 /// `-v`: token-command runs, retries and connections on stderr. Tokens are never logged.
@@ -273,7 +281,7 @@ fn init_logging() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                .with_ansi(output::colour_on_stderr()),
         )
         .with(ours)
         .try_init();

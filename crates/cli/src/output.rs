@@ -13,3 +13,9 @@ pub fn print(text: &str) -> Result<(), CliError> {
         Err(e) => Err(CliError::runtime(format!("cannot write to stdout: {e}"))),
     }
 }
+
+/// Whether stderr may use colour: a terminal, and `NO_COLOR` unset or empty.
+pub fn colour_on_stderr() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}

@@ -196,3 +196,33 @@ fn relative_config_and_command_paths_resolve_from_the_config_folder() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_relative_config_path_and_command_run_the_file_the_check_found() {
+    // From the parent folder: `--config cfgdir/c.toml` with `command = "bin/helper"`. The
+    // decoy at cfgdir/cfgdir/bin/helper is what a second resolution from cfgdir would run.
+    let top = tempfile::tempdir().unwrap();
+    let write_script = |path: &std::path::Path, token: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("#!/bin/sh\necho {token}\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write_script(&top.path().join("cfgdir/bin/helper"), "right-token");
+    write_script(&top.path().join("cfgdir/cfgdir/bin/helper"), "decoy-token");
+    std::fs::write(
+        top.path().join("cfgdir/c.toml"),
+        "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"bin/helper\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_modelauth"))
+        .args(["--config", "cfgdir/c.toml", "token", "--show"])
+        .current_dir(top.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "right-token\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use provider_auth::{AuthManager, AuthRetry, RequestAuth};
-use provider_config::{ModelProviderInfo, WireApi};
+use http::{HeaderMap, Method, StatusCode, header};
+use provider_auth::{AuthManager, AuthRetry, RequestAuth, Scrubber};
+use provider_config::{MAX_RESPONSE_BYTES, ModelProviderInfo, WireApi};
 use serde_json::Value;
 use url::Url;
 
@@ -17,11 +17,16 @@ use crate::events::{ModelList, ResponseEvent};
 use crate::retry::{MAX_RETRY_AFTER, backoff, retry_after};
 use crate::sse::SseParser;
 
-/// The `User-Agent` of every request.
-pub const USER_AGENT: &str = concat!("modelauth/", env!("CARGO_PKG_VERSION"));
+pub use provider_auth::USER_AGENT;
 
 /// Most of an error body kept for messages.
 const ERROR_BODY_EXCERPT_CHARS: usize = 300;
+/// Most of an error body read: enough for the excerpt, whatever the gateway sends.
+const ERROR_BODY_READ_BYTES: usize = 16 * 1024;
+/// Most redirects followed, all to the configured origin.
+const MAX_REDIRECTS: usize = 5;
+/// Configured header values at least this long are scrubbed from gateway text.
+const MIN_SCRUBBED_HEADER_VALUE: usize = 8;
 
 /// A stream of response events.
 pub type ResponseStream = BoxStream<'static, Result<ResponseEvent, ClientError>>;
@@ -71,10 +76,21 @@ struct Inner {
     info: ModelProviderInfo,
     auth: Arc<dyn AuthManager>,
     headers: HeaderMap,
+    /// Configured header values, scrubbed from gateway text like tokens.
+    header_secrets: Vec<String>,
     host: String,
     models_url: Url,
     responses_url: Url,
     chat_url: Url,
+}
+
+/// How long one request may take.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// The whole logical request, retries included, ends by this instant.
+    Deadline(Instant),
+    /// Waits for headers, and between body chunks, are bounded by this silence.
+    Idle(Duration),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +101,9 @@ enum Wire {
 
 impl ModelClient {
     /// A client for `provider_id` using `auth` for credentials. Reads the variables of
-    /// `env_http_headers` now.
+    /// `env_http_headers` now. Connects are bounded by `connect_timeout_ms`, and redirects
+    /// are followed only to the configured origin (scheme, host and port): no credential or
+    /// configured header ever goes to another host.
     pub fn new(
         provider_id: &str,
         info: ModelProviderInfo,
@@ -93,6 +111,8 @@ impl ModelClient {
     ) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
+            .connect_timeout(info.connect_timeout())
+            .redirect(same_origin_redirects())
             .build()
             .map_err(|e| ClientError::Config {
                 provider: provider_id.into(),
@@ -102,6 +122,10 @@ impl ModelClient {
     }
 
     /// Like [`ModelClient::new`] with a caller-built `reqwest::Client` (proxies, TLS roots...).
+    ///
+    /// The caller's client decides about redirects and connect timeouts: build it with
+    /// `redirect(reqwest::redirect::Policy::none())` (or a same-origin policy) so that
+    /// configured headers never follow a redirect to another host.
     pub fn with_http_client(
         provider_id: &str,
         info: ModelProviderInfo,
@@ -122,16 +146,13 @@ impl ModelClient {
             (Some(h), None) => h.to_owned(),
             _ => info.base_url.clone(),
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        for (name, value) in info.extra_headers(|var| std::env::var(var).ok()) {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| config_error(format!("`{name}` is not a valid header name")))?;
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| config_error(format!("the value of header `{name}` is not valid")))?;
-            // Configured headers often carry keys: never shown by `Debug`.
-            value.set_sensitive(true);
-            headers.insert(name, value);
+        let headers = provider_auth::provider_headers(&info).map_err(config_error)?;
+        let header_secrets = provider_auth::configured_header_values(&info)
+            .into_iter()
+            .filter(|v| v.len() >= MIN_SCRUBBED_HEADER_VALUE)
+            .collect();
+        if let Some(warning) = info.cleartext_warning() {
+            tracing::warn!(target: "model_client", provider = %provider, "{warning}");
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -141,6 +162,7 @@ impl ModelClient {
                 info,
                 auth,
                 headers,
+                header_secrets,
                 host,
                 models_url,
                 responses_url,
@@ -174,29 +196,88 @@ impl ModelClient {
         }
     }
 
-    /// `GET /models`.
+    /// `GET /models`. The whole exchange, retries included, is bounded by
+    /// `request_timeout_ms`, and the body by 4 MiB.
     pub async fn list_models(&self) -> Result<ModelList, ClientError> {
-        let response = self.send(Method::GET, &self.inner.models_url, None).await?;
-        response.json::<ModelList>().await.map_err(|e| {
+        let bound = Bound::Deadline(Instant::now() + self.inner.info.request_timeout());
+        let response = self
+            .send(Method::GET, &self.inner.models_url, None, bound)
+            .await?;
+        let body = self.read_body(response, bound).await?;
+        serde_json::from_slice::<ModelList>(&body).map_err(|e| {
             self.decode_error(format!(
-                "the model list is not `{{\"data\": [{{\"id\": ...}}]}}`: {}",
-                e.without_url()
+                "the model list is not `{{\"data\": [{{\"id\": ...}}]}}` (line {}, column {})",
+                e.line(),
+                e.column()
             ))
         })
     }
 
-    /// `POST /responses` with `stream: false`; the JSON answer.
+    /// `POST /responses` with `stream: false`; the JSON answer. A generation may take
+    /// minutes: the wait is bounded by `stream_idle_timeout_ms` of silence, the body by
+    /// 4 MiB.
     pub async fn create_response(&self, request: &Value) -> Result<Value, ClientError> {
         let mut body = request.clone();
         if let Value::Object(o) = &mut body {
             o.insert("stream".to_owned(), Value::Bool(false));
         }
+        let bound = Bound::Idle(self.inner.info.stream_idle_timeout());
         let response = self
-            .send(Method::POST, &self.inner.responses_url, Some(&body))
+            .send(Method::POST, &self.inner.responses_url, Some(&body), bound)
             .await?;
-        response.json::<Value>().await.map_err(|e| {
-            self.decode_error(format!("the response is not JSON: {}", e.without_url()))
+        let body = self.read_body(response, bound).await?;
+        serde_json::from_slice::<Value>(&body).map_err(|e| {
+            self.decode_error(format!(
+                "the response is not JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
         })
+    }
+
+    /// Reads a whole non-streaming body within `bound`, at most [`MAX_RESPONSE_BYTES`].
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        bound: Bound,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut body = Vec::new();
+        loop {
+            let chunk = match bound {
+                Bound::Deadline(at) => tokio::time::timeout_at(at.into(), response.chunk()).await,
+                Bound::Idle(idle) => tokio::time::timeout(idle, response.chunk()).await,
+            };
+            match chunk {
+                Err(_) => return Err(self.bound_error(bound)),
+                Ok(Err(e)) => return Err(self.transport_error(&e)),
+                Ok(Ok(None)) => return Ok(body),
+                Ok(Ok(Some(chunk))) => {
+                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Err(ClientError::TooLarge {
+                            provider: self.inner.provider.clone(),
+                            host: self.inner.host.clone(),
+                            limit_bytes: MAX_RESPONSE_BYTES,
+                        });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
+
+    /// The error for a request that ran out of its bound.
+    fn bound_error(&self, bound: Bound) -> ClientError {
+        match bound {
+            Bound::Deadline(_) => ClientError::Timeout {
+                provider: self.inner.provider.clone(),
+                host: self.inner.host.clone(),
+                timeout_ms: self.inner.info.request_timeout_ms,
+            },
+            Bound::Idle(_) => ClientError::StreamIdle {
+                provider: self.inner.provider.clone(),
+                idle_ms: self.inner.info.stream_idle_timeout_ms,
+            },
+        }
     }
 
     /// `POST /responses` with `stream: true`: the events as they arrive.
@@ -239,7 +320,8 @@ impl ModelClient {
             Wire::Responses => self.inner.responses_url.clone(),
             Wire::Chat => self.inner.chat_url.clone(),
         };
-        let first = self.send(Method::POST, &url, Some(&body)).await?;
+        let bound = Bound::Idle(self.inner.info.stream_idle_timeout());
+        let first = self.send(Method::POST, &url, Some(&body), bound).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let client = self.clone();
         tokio::spawn(async move { client.pump(first, wire, url, body, tx).await });
@@ -270,9 +352,19 @@ impl ModelClient {
                 return;
             }
             tracing::debug!(target: "model_client", provider = %self.inner.provider, error = %err, "reopening the stream");
-            tokio::time::sleep(backoff(u32::try_from(reopened).unwrap_or(u32::MAX))).await;
+            let pause = backoff(u32::try_from(reopened).unwrap_or(u32::MAX));
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
             reopened += 1;
-            response = match self.send(Method::POST, &url, Some(&body)).await {
+            let bound = Bound::Idle(self.inner.info.stream_idle_timeout());
+            let reopen = self.send(Method::POST, &url, Some(&body), bound);
+            let reopened_response = tokio::select! {
+                () = tx.closed() => return,
+                r = reopen => r,
+            };
+            response = match reopened_response {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -294,7 +386,12 @@ impl ModelClient {
         let mut body = response.bytes_stream();
         let mut parser = SseParser::default();
         loop {
-            let chunk = match tokio::time::timeout(idle, body.next()).await {
+            // The consumer dropping the stream ends the read at once, closing the connection.
+            let next = tokio::select! {
+                () = tx.closed() => return Ok(()),
+                next = tokio::time::timeout(idle, body.next()) => next,
+            };
+            let chunk = match next {
                 Err(_) => {
                     return Err(ClientError::StreamIdle {
                         provider: self.inner.provider.clone(),
@@ -317,13 +414,22 @@ impl ModelClient {
                     }
                     _ => {
                         let data: Value = serde_json::from_str(&sse.data).map_err(|e| {
-                            self.decode_error(format!("an event's data is not JSON ({e})"))
+                            self.decode_error(format!(
+                                "an event's data is not JSON (line {}, column {})",
+                                e.line(),
+                                e.column()
+                            ))
                         })?;
-                        match wire {
+                        let event = match wire {
                             Wire::Responses => {
                                 ResponseEvent::from_responses(sse.event.as_deref(), data)
                             }
                             Wire::Chat => ResponseEvent::from_chat(data),
+                        };
+                        // An error event's text is gateway text: scrubbed before anyone sees it.
+                        match event {
+                            ResponseEvent::Failed { .. } => event.scrubbed(&self.scrubber(None)),
+                            other => other,
                         }
                     }
                 };
@@ -347,9 +453,9 @@ impl ModelClient {
         method: Method,
         url: &Url,
         body: Option<&Value>,
+        bound: Bound,
     ) -> Result<reqwest::Response, ClientError> {
         let inner = &self.inner;
-        let streaming = body.is_some_and(|b| b.get("stream") == Some(&Value::Bool(true)));
         let body = match body {
             Some(v) => Some(serde_json::to_vec(v).map_err(|e| self.decode_error(e.to_string()))?),
             None => None,
@@ -373,22 +479,23 @@ impl ModelClient {
                     .body(body.clone());
             }
             inner.counters.attempts.fetch_add(1, Ordering::Relaxed);
-            // A stream's first bytes are bounded by the idle timeout too.
-            let outcome = match streaming {
-                true => {
-                    match tokio::time::timeout(inner.info.stream_idle_timeout(), request.send())
-                        .await
-                    {
+            let outcome = match bound {
+                Bound::Deadline(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(self.bound_error(bound));
+                    }
+                    match tokio::time::timeout(left, request.timeout(left).send()).await {
+                        Ok(Err(e)) if e.is_timeout() => return Err(self.bound_error(bound)),
                         Ok(outcome) => outcome,
-                        Err(_) => {
-                            return Err(ClientError::StreamIdle {
-                                provider: inner.provider.clone(),
-                                idle_ms: inner.info.stream_idle_timeout_ms,
-                            });
-                        }
+                        Err(_) => return Err(self.bound_error(bound)),
                     }
                 }
-                false => request.send().await,
+                // Waiting for the first bytes is bounded like silence inside a stream.
+                Bound::Idle(idle) => match tokio::time::timeout(idle, request.send()).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => return Err(self.bound_error(bound)),
+                },
             };
             let can_retry = retries < inner.info.request_max_retries;
             let delay = match outcome {
@@ -401,10 +508,10 @@ impl ModelClient {
                         }
                         AuthRetry::GiveUp { after_fresh_token } => {
                             return Err(self
-                                .status_error(response, &auth, after_fresh_token)
+                                .status_error(response, &auth, after_fresh_token, bound)
                                 .await);
                         }
-                        _ => return Err(self.status_error(response, &auth, false).await),
+                        _ => return Err(self.status_error(response, &auth, false, bound).await),
                     }
                 }
                 Ok(response) if response.status().is_success() => return Ok(response),
@@ -414,7 +521,7 @@ impl ModelClient {
                         status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                     let wait = retry_after(response.headers());
                     if !retryable || !can_retry || wait.is_some_and(|w| w > MAX_RETRY_AFTER) {
-                        return Err(self.status_error(response, &auth, false).await);
+                        return Err(self.status_error(response, &auth, false, bound).await);
                     }
                     wait.unwrap_or_else(|| backoff(u32::try_from(retries).unwrap_or(u32::MAX)))
                 }
@@ -429,30 +536,56 @@ impl ModelClient {
             retries += 1;
             inner.counters.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "model_client", provider = %inner.provider, retry = retries, delay_ms = delay.as_millis(), "retrying");
+            if let Bound::Deadline(at) = bound
+                && Instant::now() + delay >= at
+            {
+                return Err(self.bound_error(bound));
+            }
             tokio::time::sleep(delay).await;
         }
     }
 
+    /// The error for a status answer, with a scrubbed excerpt of its body. The body is read
+    /// only as far as the excerpt needs, within `request_timeout_ms` (and `bound`).
     async fn status_error(
         &self,
         mut response: reqwest::Response,
         auth: &RequestAuth,
         after_fresh_token: bool,
+        bound: Bound,
     ) -> ClientError {
         let status = response.status().as_u16();
+        let mut deadline = Instant::now() + self.inner.info.request_timeout();
+        if let Bound::Deadline(at) = bound {
+            deadline = deadline.min(at);
+        }
         let mut raw = Vec::new();
-        while raw.len() < 4096 {
-            match tokio::time::timeout(Duration::from_secs(5), response.chunk()).await {
+        while raw.len() < ERROR_BODY_READ_BYTES {
+            match tokio::time::timeout_at(deadline.into(), response.chunk()).await {
                 Ok(Ok(Some(chunk))) => raw.extend_from_slice(&chunk),
                 _ => break,
             }
         }
-        let body = auth.scrub_excerpt(&String::from_utf8_lossy(&raw), ERROR_BODY_EXCERPT_CHARS);
+        raw.truncate(ERROR_BODY_READ_BYTES);
+        let body = self
+            .scrubber(Some(auth))
+            .excerpt(&String::from_utf8_lossy(&raw), ERROR_BODY_EXCERPT_CHARS);
         ClientError::Status {
             provider: self.inner.provider.clone(),
             status,
             body,
             auth_after_fresh_token: after_fresh_token,
+        }
+    }
+
+    /// The scrubber for this provider's gateway text: every token sent lately (and the one
+    /// `auth` sent), and the configured header values.
+    fn scrubber(&self, auth: Option<&RequestAuth>) -> Scrubber {
+        match auth {
+            Some(auth) => auth.scrubber_with(&self.inner.header_secrets),
+            None => {
+                RequestAuth::new(self.inner.auth.clone()).scrubber_with(&self.inner.header_secrets)
+            }
         }
     }
 
@@ -491,4 +624,20 @@ impl ModelClient {
             detail,
         }
     }
+}
+
+/// Follows redirects only to the origin (scheme, host, port) of the first request.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt.previous().first().is_some_and(|first| {
+            first.scheme() == attempt.url().scheme()
+                && first.host_str() == attempt.url().host_str()
+                && first.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        if !same_origin || attempt.previous().len() > MAX_REDIRECTS {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
 }

@@ -9,7 +9,7 @@ use provider_auth::AuthError;
 #[non_exhaustive]
 pub enum ClientError {
     /// No credential could be had: no request was sent.
-    #[error("{0}")]
+    #[error(transparent)]
     Auth(#[from] AuthError),
     /// The gateway answered with an error status (after any retries).
     #[error("provider `{provider}`: {}", status_message(*.status, *.auth_after_fresh_token, .body))]
@@ -32,6 +32,30 @@ pub enum ClientError {
         host: String,
         /// What failed.
         message: String,
+    },
+    /// A bounded exchange (`GET /models`) did not finish within `request_timeout_ms`.
+    #[error(
+        "provider `{provider}`: {host} did not answer completely within {timeout_ms} ms (request_timeout_ms)"
+    )]
+    Timeout {
+        /// Provider id.
+        provider: Arc<str>,
+        /// Host and port of the base URL.
+        host: String,
+        /// The limit.
+        timeout_ms: u64,
+    },
+    /// A non-streaming response body was larger than the cap; it was not read further.
+    #[error(
+        "provider `{provider}`: the response from {host} is larger than {} MiB and was not read", limit_bytes >> 20
+    )]
+    TooLarge {
+        /// Provider id.
+        provider: Arc<str>,
+        /// Host and port of the base URL.
+        host: String,
+        /// The cap.
+        limit_bytes: usize,
     },
     /// A stream was silent for longer than `stream_idle_timeout_ms`.
     #[error("provider `{provider}`: the stream was idle for {idle_ms} ms (stream_idle_timeout_ms)")]
@@ -87,6 +111,10 @@ fn status_message(status: u16, after_fresh: bool, body: &str) -> String {
         .unwrap_or("");
     let mut msg = if after_fresh {
         format!("the gateway rejected a freshly minted token (HTTP {status} {reason} twice)")
+    } else if (300..400).contains(&status) {
+        format!(
+            "the gateway answered HTTP {status} {reason}, a redirect to another host, which is not followed"
+        )
     } else {
         format!("the gateway answered HTTP {status} {reason}")
     };

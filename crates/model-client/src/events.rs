@@ -71,6 +71,34 @@ impl ResponseEvent {
         }
     }
 
+    /// The error message of a [`ResponseEvent::Failed`] event (`response.error.message` or
+    /// `error.message`), already scrubbed by the client.
+    pub fn error_message(&self) -> Option<&str> {
+        match self {
+            ResponseEvent::Failed { data, .. } => data
+                .pointer("/response/error/message")
+                .or_else(|| data.pointer("/error/message"))
+                .and_then(Value::as_str),
+            _ => None,
+        }
+    }
+
+    /// The event with every string of a failed event's data scrubbed (excerpts of at most
+    /// 1000 characters, control characters removed, secrets replaced). Other events pass
+    /// through unchanged.
+    pub(crate) fn scrubbed(self, scrubber: &provider_auth::Scrubber) -> Self {
+        match self {
+            ResponseEvent::Failed { kind, mut data } => {
+                scrub_strings(&mut data, scrubber);
+                ResponseEvent::Failed {
+                    kind: scrubber.excerpt(&kind, 100),
+                    data,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Whether this event ends the stream.
     pub fn is_terminal(&self) -> bool {
         matches!(
@@ -123,6 +151,15 @@ impl ResponseEvent {
                 data,
             },
         }
+    }
+}
+
+fn scrub_strings(value: &mut Value, scrubber: &provider_auth::Scrubber) {
+    match value {
+        Value::String(s) => *s = scrubber.excerpt(s, 1000),
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub_strings(v, scrubber)),
+        Value::Object(map) => map.values_mut().for_each(|v| scrub_strings(v, scrubber)),
+        _ => {}
     }
 }
 

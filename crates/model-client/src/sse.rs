@@ -10,30 +10,64 @@ pub(crate) struct SseEvent {
 /// Largest event accepted (a misbehaving gateway cannot make the client buffer forever).
 pub(crate) const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
+/// Line endings are `\r\n`, `\n` or a lone `\r` (also when a `\r\n` pair is split across
+/// chunks), and a leading byte-order mark is skipped, as the SSE specification says.
 #[derive(Debug, Default)]
 pub(crate) struct SseParser {
     line: Vec<u8>,
     event: Option<String>,
     data: String,
     has_data: bool,
+    /// The previous byte ended a line with `\r`: a `\n` right after it is part of that end.
+    after_cr: bool,
+    /// Bytes seen so far, up to 3 (for the byte-order mark).
+    started: u8,
 }
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl SseParser {
     /// Feeds bytes; returns the events completed by them.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, String> {
         let mut out = Vec::new();
         for &b in bytes {
-            if b == b'\n' {
-                let mut line = std::mem::take(&mut self.line);
-                if line.last() == Some(&b'\r') {
-                    line.pop();
+            if usize::from(self.started) < BOM.len() {
+                self.started += 1;
+                self.line.push(b);
+                if BOM.starts_with(&self.line) {
+                    if self.line.len() == BOM.len() {
+                        self.line.clear();
+                    }
+                    continue;
                 }
+                // Not a byte-order mark: what was held back is ordinary input.
+                self.started = u8::MAX;
+                let held = std::mem::take(&mut self.line);
+                for h in held {
+                    self.byte(h, &mut out)?;
+                }
+                continue;
+            }
+            self.byte(b, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn byte(&mut self, b: u8, out: &mut Vec<SseEvent>) -> Result<(), String> {
+        let after_cr = std::mem::replace(&mut self.after_cr, false);
+        match b {
+            b'\n' if after_cr => Ok(()),
+            b'\n' | b'\r' => {
+                self.after_cr = b == b'\r';
+                let line = std::mem::take(&mut self.line);
                 let line =
                     String::from_utf8(line).map_err(|_| "an SSE line is not UTF-8".to_owned())?;
                 if let Some(event) = self.line_done(&line) {
                     out.push(event);
                 }
-            } else {
+                Ok(())
+            }
+            _ => {
                 self.line.push(b);
                 if self.line.len() + self.data.len() > MAX_EVENT_BYTES {
                     return Err(format!(
@@ -41,9 +75,9 @@ impl SseParser {
                         MAX_EVENT_BYTES >> 20
                     ));
                 }
+                Ok(())
             }
         }
-        Ok(out)
     }
 
     fn line_done(&mut self, line: &str) -> Option<SseEvent> {
@@ -104,6 +138,51 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn lone_cr_line_endings_and_a_bom_are_understood() {
+        let expected = vec![
+            SseEvent {
+                event: Some("a".into()),
+                data: "x".into(),
+            },
+            SseEvent {
+                event: None,
+                data: "y".into(),
+            },
+        ];
+        for input in [
+            &b"\xEF\xBB\xBFevent: a\rdata: x\r\rdata: y\r\r"[..],
+            &b"event: a\r\ndata: x\r\n\r\ndata: y\n\n"[..],
+        ] {
+            // Every split of the input into two chunks gives the same events.
+            for cut in 0..=input.len() {
+                let mut p = SseParser::default();
+                let mut events = p.feed(&input[..cut]).unwrap();
+                events.extend(p.feed(&input[cut..]).unwrap());
+                assert_eq!(events, expected, "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn first_bytes_that_only_look_like_a_bom_are_kept() {
+        // U+FF00 starts with the BOM's first byte: the line is kept (and ignored as a field).
+        let input = "\u{FF00}\ndata: z\n\n".as_bytes();
+        for cut in 0..=input.len() {
+            let mut p = SseParser::default();
+            let mut events = p.feed(&input[..cut]).unwrap();
+            events.extend(p.feed(&input[cut..]).unwrap());
+            assert_eq!(
+                events,
+                vec![SseEvent {
+                    event: None,
+                    data: "z".into()
+                }],
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

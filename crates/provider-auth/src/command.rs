@@ -113,6 +113,7 @@ async fn run_capturing(auth: &ModelProviderAuthInfo) -> Result<Vec<u8>, CommandF
     let program = resolve_program(&auth.command, cwd, auth.env.get("PATH").map(String::as_str))?;
     // The child changes into `cwd` before it runs the program: a relative path would be
     // looked up again from there. One resolution, from here, for the check and the run.
+    let shown = program.clone();
     let program = std::path::absolute(&program).unwrap_or(program);
 
     let mut command = Command::new(&program);
@@ -127,7 +128,7 @@ async fn run_capturing(auth: &ModelProviderAuthInfo) -> Result<Vec<u8>, CommandF
         .kill_on_drop(true);
     let mut child = spawn_retrying_busy(&mut command)
         .await
-        .map_err(|e| spawn_failure(&e, &program))?;
+        .map_err(|e| spawn_failure(&e, &shown))?;
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();

@@ -327,9 +327,19 @@ impl RequestAuth {
     /// The scrubber for gateway text about this request: every token this process sent to
     /// the provider lately (current and previous generations), in every encoding.
     pub fn scrubber(&self) -> Scrubber {
+        self.scrubber_with(&[])
+    }
+
+    /// [`RequestAuth::scrubber`] that also scrubs `extra` secrets (configured header values).
+    pub fn scrubber_with(&self, extra: &[String]) -> Scrubber {
         let mut tokens = self.manager.recent_tokens();
         tokens.extend(self.sent.as_ref().map(|c| c.token.clone()));
-        Scrubber::for_tokens(&tokens)
+        Scrubber::new(
+            tokens
+                .iter()
+                .map(AuthToken::expose_secret)
+                .chain(extra.iter().map(String::as_str)),
+        )
     }
 
     /// Text from the gateway (an error body) made safe to show: see [`Scrubber::excerpt`].

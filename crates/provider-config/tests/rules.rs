@@ -290,9 +290,9 @@ fn endpoint_urls_keep_a_query_written_in_code_as_a_query() {
 
 #[test]
 fn plain_http_to_a_remote_host_with_a_credential_warns() {
-    let remote = parse(&format!(
-        "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://gw.example.com/v1\"\n[model_providers.corp.auth]\ncommand = \"t\"\n"
-    ))
+    let remote = parse(
+        "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://gw.example.com/v1\"\n[model_providers.corp.auth]\ncommand = \"t\"\n",
+    )
     .unwrap();
     let warning = remote
         .provider("corp")

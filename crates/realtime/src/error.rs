@@ -9,7 +9,7 @@ use provider_auth::AuthError;
 #[non_exhaustive]
 pub enum RealtimeError {
     /// No credential could be had: no handshake was attempted.
-    #[error("{0}")]
+    #[error(transparent)]
     Auth(#[from] AuthError),
     /// The handshake was answered with an HTTP error status.
     #[error("provider `{provider}`: {}", handshake_message(*.status, *.auth_after_fresh_token, .body))]
@@ -52,7 +52,7 @@ pub enum RealtimeError {
         provider: Arc<str>,
         /// Websocket close code (1005 when none was given).
         code: u16,
-        /// Close reason.
+        /// Close reason, scrubbed like every gateway text.
         reason: String,
     },
     /// The server sent something that is not a JSON event with a `type`.

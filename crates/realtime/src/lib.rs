@@ -8,6 +8,7 @@
 //! an error saying the gateway rejected a freshly minted token.
 
 mod error;
+mod proxy;
 mod session;
 
 pub use error::RealtimeError;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use futures::{SinkExt as _, StreamExt as _};
-use http::{HeaderName, HeaderValue, header};
-use provider_auth::{AuthManager, AuthRetry, RequestAuth};
+use http::header;
+use provider_auth::{AuthManager, AuthRetry, RequestAuth, Scrubber};
 use provider_config::ModelProviderInfo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -16,6 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::error::RealtimeError;
+use crate::proxy::{proxy_for, tunnel};
 
 /// Largest message accepted from the server.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -137,24 +138,17 @@ impl RealtimeClient {
                 .as_str()
                 .into_client_request()
                 .map_err(|e| self.config_error(format!("invalid websocket request: {e}")))?;
+            // The same headers as every HTTP request (one place builds them).
+            let base = provider_auth::provider_headers(&self.info)
+                .map_err(|detail| self.config_error(detail))?;
             let headers = request.headers_mut();
-            headers.insert(
-                header::USER_AGENT,
-                HeaderValue::from_static(concat!("modelauth/", env!("CARGO_PKG_VERSION"))),
-            );
-            for (name, value) in self.info.extra_headers(|var| std::env::var(var).ok()) {
-                if let (Ok(name), Ok(mut value)) = (
-                    HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(&value),
-                ) {
-                    value.set_sensitive(true);
-                    headers.insert(name, value);
-                }
+            for (name, value) in &base {
+                headers.insert(name, value.clone());
             }
             if let Some(value) = auth.authorization().await? {
                 headers.insert(header::AUTHORIZATION, value);
             }
-            let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+            let connect = self.open_socket(request, config, &url);
             let result =
                 match tokio::time::timeout(self.info.websocket_connect_timeout(), connect).await {
                     Err(_) => {
@@ -167,7 +161,7 @@ impl RealtimeClient {
                     Ok(result) => result,
                 };
             match result {
-                Ok((socket, _response)) => {
+                Ok(socket) => {
                     tracing::debug!(target: "realtime", provider = %self.provider, model, "realtime session opened");
                     return Ok(socket);
                 }
@@ -176,7 +170,10 @@ impl RealtimeClient {
                     let body = response
                         .body()
                         .as_deref()
-                        .map(|b| auth.scrub_excerpt(&String::from_utf8_lossy(b), EXCERPT_CHARS))
+                        .map(|b| {
+                            self.scrubber(Some(&auth))
+                                .excerpt(&String::from_utf8_lossy(b), EXCERPT_CHARS)
+                        })
                         .unwrap_or_default();
                     if status == 401 {
                         match auth.on_unauthorized().await? {
@@ -194,6 +191,39 @@ impl RealtimeClient {
                 }
                 Err(e) => return Err(self.connection_error(&e)),
             }
+        }
+    }
+
+    /// TCP (directly, or through the proxy the environment names), then TLS and the
+    /// websocket handshake.
+    async fn open_socket(
+        &self,
+        request: tungstenite::handshake::client::Request,
+        config: WebSocketConfig,
+        url: &Url,
+    ) -> Result<Socket, tungstenite::Error> {
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+        let port = url.port_or_known_default().unwrap_or(443);
+        let socket = match proxy_for(url, |var| std::env::var(var).ok()) {
+            Some(proxy) => tunnel(&proxy, host, port)
+                .await
+                .map_err(|e| tungstenite::Error::Io(std::io::Error::other(e.0)))?,
+            None => TcpStream::connect((host, port))
+                .await
+                .map_err(tungstenite::Error::Io)?,
+        };
+        socket.set_nodelay(true).map_err(tungstenite::Error::Io)?;
+        tokio_tungstenite::client_async_tls_with_config(request, socket, Some(config), None)
+            .await
+            .map(|(socket, _response)| socket)
+    }
+
+    /// The scrubber for this provider's gateway text (tokens sent lately, and the one
+    /// `auth` sent).
+    fn scrubber(&self, auth: Option<&RequestAuth>) -> Scrubber {
+        match auth {
+            Some(auth) => auth.scrubber(),
+            None => RequestAuth::new(self.auth.clone()).scrubber(),
         }
     }
 
@@ -222,14 +252,6 @@ impl RealtimeClient {
 
 /// Most of a handshake body or bad message kept for errors.
 const EXCERPT_CHARS: usize = 300;
-
-/// A server message for an error: control characters removed, at most [`EXCERPT_CHARS`].
-fn excerpt(text: &str) -> String {
-    text.chars()
-        .filter(|c| !c.is_control())
-        .take(EXCERPT_CHARS)
-        .collect()
-}
 
 impl RealtimeSession {
     /// The model of this session.
@@ -268,7 +290,7 @@ impl RealtimeSession {
                     return Some(serde_json::from_str::<RealtimeEvent>(&text).map_err(|_| {
                         self.protocol_error(format!(
                             "not a JSON event with a string `type`: {}",
-                            excerpt(&text)
+                            self.client.scrubber(None).excerpt(&text, EXCERPT_CHARS)
                         ))
                     }));
                 }
@@ -277,7 +299,11 @@ impl RealtimeSession {
                 }
                 Message::Close(frame) => {
                     let (code, reason) = frame
-                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .map(|f| {
+                            let reason =
+                                self.client.scrubber(None).excerpt(&f.reason, EXCERPT_CHARS);
+                            (u16::from(f.code), reason)
+                        })
                         .unwrap_or((1005, String::new()));
                     return Some(Err(RealtimeError::Closed {
                         provider: self.client.provider.clone(),

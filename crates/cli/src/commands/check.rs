@@ -18,6 +18,20 @@ pub fn check(config: &Config) -> String {
     out
 }
 
+/// Warnings about the config, one line each (for stderr): credentials that would travel
+/// unencrypted.
+pub fn warnings(config: &Config) -> Vec<String> {
+    config
+        .providers()
+        .iter()
+        .filter(|(id, _)| config.is_defined_in_file(id))
+        .filter_map(|(id, info)| {
+            info.cleartext_warning()
+                .map(|w| format!("warning: provider `{id}`: {w}"))
+        })
+        .collect()
+}
+
 /// The JSON schema, byte for byte the committed `schema/config.schema.json`.
 pub fn schema() -> String {
     provider_config::config_schema_json()

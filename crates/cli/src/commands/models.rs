@@ -69,15 +69,12 @@ pub async fn respond(
             print(delta)?;
             printed_text = true;
         }
-        if let ResponseEvent::Failed { kind, data } = &event {
+        if let ResponseEvent::Failed { kind, .. } = &event {
             if printed_text && !json {
                 print("\n")?;
             }
-            let message = data
-                .pointer("/response/error/message")
-                .or_else(|| data.pointer("/error/message"))
-                .and_then(|m| m.as_str())
-                .unwrap_or("no message");
+            // Already scrubbed by the client: control characters and tokens removed.
+            let message = event.error_message().unwrap_or("no message");
             return Err(CliError::runtime(format!(
                 "the gateway reported `{kind}`: {message}"
             )));

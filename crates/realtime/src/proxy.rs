@@ -1,0 +1,182 @@
+//! Reaching the gateway through an HTTP proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
+//! `NO_PROXY`), the same settings the HTTP client honours, with a `CONNECT` tunnel.
+
+use base64::Engine as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use url::Url;
+
+/// Largest proxy answer to a `CONNECT` read before giving up.
+const MAX_CONNECT_ANSWER: usize = 8 * 1024;
+
+/// The proxy for `target` (a ws:// or wss:// URL) from `env`, if any: `HTTPS_PROXY` for
+/// wss, `HTTP_PROXY` for ws (upper or lower case), else `ALL_PROXY`; `NO_PROXY` exempts
+/// hosts (`*`, exact names or IPs, and domain suffixes such as `.corp` or `corp`).
+pub(crate) fn proxy_for(target: &Url, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let var = |name: &str| {
+        env(name)
+            .or_else(|| env(&name.to_ascii_lowercase()))
+            .filter(|v| !v.trim().is_empty())
+    };
+    let proxy = match target.scheme() {
+        "wss" => var("HTTPS_PROXY"),
+        _ => var("HTTP_PROXY"),
+    }
+    .or_else(|| var("ALL_PROXY"))?;
+    let host = target
+        .host_str()?
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase();
+    let exempt = var("NO_PROXY").is_some_and(|list| {
+        list.split(',').map(str::trim).any(|entry| {
+            let entry = entry.trim_start_matches("*.").trim_start_matches('.');
+            let entry = entry.to_ascii_lowercase();
+            entry == "*"
+                || (!entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}"))))
+        })
+    });
+    (!exempt).then_some(proxy)
+}
+
+/// Why a tunnel could not be opened. Never holds proxy credentials.
+pub(crate) struct TunnelError(pub(crate) String);
+
+/// Opens a TCP connection to `target_host:target_port` through the HTTP proxy at `proxy`.
+pub(crate) async fn tunnel(
+    proxy: &str,
+    target_host: &str,
+    target_port: u16,
+) -> Result<TcpStream, TunnelError> {
+    let url =
+        Url::parse(proxy).map_err(|_| TunnelError("the proxy setting is not a URL".to_owned()))?;
+    if url.scheme() != "http" {
+        return Err(TunnelError(format!(
+            "proxy scheme `{}` is not supported for websockets (use an http:// proxy)",
+            url.scheme()
+        )));
+    }
+    let proxy_host = url
+        .host_str()
+        .ok_or_else(|| TunnelError("the proxy URL has no host".to_owned()))?;
+    let proxy_port = url.port_or_known_default().unwrap_or(80);
+    let shown = format!("proxy {proxy_host}:{proxy_port}");
+    let mut stream = TcpStream::connect((proxy_host.trim_matches(['[', ']']), proxy_port))
+        .await
+        .map_err(|e| TunnelError(format!("cannot reach {shown}: {e}")))?;
+    let authority = if target_host.contains(':') {
+        format!("[{target_host}]:{target_port}")
+    } else {
+        format!("{target_host}:{target_port}")
+    };
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if !url.username().is_empty() {
+        let user = percent_decode(url.username());
+        let pass = percent_decode(url.password().unwrap_or_default());
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        request.push_str(&format!("Proxy-Authorization: Basic {basic}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| TunnelError(format!("{shown}: {e}")))?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte, so nothing after the proxy's answer is consumed.
+    while !answer.ends_with(b"\r\n\r\n") {
+        if answer.len() >= MAX_CONNECT_ANSWER {
+            return Err(TunnelError(format!("{shown} sent an oversized answer")));
+        }
+        let n = stream
+            .read(&mut byte)
+            .await
+            .map_err(|e| TunnelError(format!("{shown}: {e}")))?;
+        if n == 0 {
+            return Err(TunnelError(format!("{shown} closed the connection")));
+        }
+        answer.extend_from_slice(&byte);
+    }
+    let status = answer
+        .split(|b| *b == b' ')
+        .nth(1)
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(200..=299) => Ok(stream),
+        Some(code) => Err(TunnelError(format!(
+            "{shown} refused the tunnel (HTTP {code})"
+        ))),
+        None => Err(TunnelError(format!("{shown} sent an unreadable answer"))),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes.get(i), hex) {
+            (Some(b'%'), Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (Some(b), _) => {
+                out.push(*b);
+                i += 1;
+            }
+            (None, _) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn the_proxy_follows_the_scheme_and_no_proxy() {
+        let wss = Url::parse("wss://gw.corp.example/v1/realtime").unwrap();
+        let ws = Url::parse("ws://127.0.0.1:9/v1/realtime").unwrap();
+        let vars = env(&[
+            ("https_proxy", "http://p:3128"),
+            ("HTTP_PROXY", "http://q:8080"),
+        ]);
+        assert_eq!(proxy_for(&wss, &vars).as_deref(), Some("http://p:3128"));
+        assert_eq!(proxy_for(&ws, &vars).as_deref(), Some("http://q:8080"));
+        let all = env(&[("ALL_PROXY", "http://a:1")]);
+        assert_eq!(proxy_for(&wss, &all).as_deref(), Some("http://a:1"));
+        for no_proxy in ["corp.example", ".corp.example", "*", "x, gw.corp.example"] {
+            let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([
+                ("HTTPS_PROXY", "http://p:3128"),
+                ("NO_PROXY", no_proxy),
+            ]));
+            assert_eq!(proxy_for(&wss, env(pairs)), None, "{no_proxy}");
+        }
+        let other = env(&[
+            ("HTTPS_PROXY", "http://p:3128"),
+            ("NO_PROXY", "example.org"),
+        ]);
+        assert!(proxy_for(&wss, other).is_some());
+        assert_eq!(proxy_for(&wss, env(&[])), None);
+    }
+
+    #[test]
+    fn percent_decoding_of_proxy_credentials() {
+        assert_eq!(percent_decode("a%40b%3Ac"), "a@b:c");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}
