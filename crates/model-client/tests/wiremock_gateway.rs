@@ -311,6 +311,9 @@ async fn headers_and_query_params_applied() {
         .insert("api-version".to_owned(), "2025-04-01".to_owned());
     info.http_headers
         .insert("X-Team".to_owned(), "agents".to_owned());
+    // Replaced by the credential, and never shown.
+    info.http_headers
+        .insert("Authorization".to_owned(), "Bearer from-config".to_owned());
     info.env_http_headers
         .insert("X-Pkg".to_owned(), "CARGO_PKG_NAME".to_owned());
     info.env_http_headers.insert(
@@ -492,4 +495,101 @@ async fn create_response_returns_json() {
         .await
         .unwrap();
     assert_eq!(v["status"], "completed");
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_host_is_not_followed_and_carries_nothing_there() {
+    let server = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(path("/v1/models"))
+        .respond_with(ResponseTemplate::new(307).insert_header(
+            "location",
+            format!("{}/v1/models", elsewhere.uri()).as_str(),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/models"))
+        .respond_with(ok_models())
+        .mount(&elsewhere)
+        .await;
+    let script = TokenScript::new();
+    let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
+    info.http_headers
+        .insert("X-Api-Key".to_owned(), "configured-key-123".to_owned());
+    let (client, _) = client(&info);
+    let err = client.list_models().await.unwrap_err();
+    assert_eq!(err.status(), Some(307));
+    assert!(
+        err.to_string()
+            .contains("a redirect to another host, which is not followed"),
+        "{err}"
+    );
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_redirect_on_the_same_origin_is_followed_with_the_credential() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/models"))
+        .respond_with(ResponseTemplate::new(308).insert_header("location", "/v2/models"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/v2/models"))
+        .and(header("authorization", "Bearer tok-1"))
+        .and(header("x-api-key", "configured-key-123"))
+        .respond_with(ok_models())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let script = TokenScript::new();
+    let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
+    info.http_headers
+        .insert("X-Api-Key".to_owned(), "configured-key-123".to_owned());
+    let (client, _) = client(&info);
+    assert_eq!(client.list_models().await.unwrap().data.len(), 2);
+}
+
+#[tokio::test]
+async fn models_are_bounded_by_request_timeout_when_headers_never_come() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/models"))
+        .respond_with(ok_models().set_delay(Duration::from_secs(30)))
+        .mount(&server)
+        .await;
+    let script = TokenScript::new();
+    let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
+    info.request_timeout_ms = 500;
+    let (client, _) = client(&info);
+    let started = Instant::now();
+    let err = client.list_models().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let host = server.address().to_string();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "provider `corp`: {host} did not answer completely within 500 ms (request_timeout_ms)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_model_list_over_4_mib_is_refused_unread() {
+    let server = MockServer::start().await;
+    let big = format!(r#"{{"data":[{{"id":"{}"}}]}}"#, "m".repeat(5 << 20));
+    Mock::given(path("/v1/models"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(big))
+        .mount(&server)
+        .await;
+    let (_script, client, _) = command_client(&server);
+    let err = client.list_models().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is larger than 4 MiB and was not read"),
+        "{err}"
+    );
 }

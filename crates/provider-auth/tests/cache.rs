@@ -216,17 +216,157 @@ async fn failing_command_is_not_rerun_inside_the_backoff_window() {
 }
 
 #[tokio::test]
-async fn backoff_ends_and_success_resets_it() {
-    let script = Script::new("[ \"$N\" -eq 1 ] && exit 1\necho tok-$N");
+async fn backoff_ends_and_a_token_that_proved_itself_resets_it() {
+    // Runs 1 and 2 fail, 3 succeeds, 4 fails, 5 succeeds.
+    let script = Script::new("case $N in 1|2|4) echo down >&2; exit 1;; esac\necho tok-$N");
+    let auth = script.auth(400);
+    let cache = TokenCache::new(
+        Arc::new(CommandRefresher::new("corp", auth.clone())),
+        fast_policy(auth.refresh_interval()).with_refresh_ahead(false),
+    );
+    assert!(cache.credential().await.is_err());
+    assert!(cache.credential().await.is_err());
+    assert_eq!(
+        script.runs(),
+        1,
+        "a second run inside the first step (100 ms)"
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(cache.credential().await.is_err());
+    assert_eq!(script.runs(), 2);
+    // The second failure doubled the step to 200 ms.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(cache.credential().await.is_err());
+    assert_eq!(script.runs(), 2, "the doubled step was not kept");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(secret(&cache).await, "tok-3");
+    // tok-3 lives its whole 400 ms (past its probation): the steps start again at 100 ms.
+    tokio::time::sleep(Duration::from_millis(420)).await;
+    assert!(cache.credential().await.is_err());
+    assert_eq!(script.runs(), 4);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        secret(&cache).await,
+        "tok-5",
+        "the step was not reset to 100 ms"
+    );
+}
+
+/// Backoff steps of 100 ms doubling to 800 ms, so the breaker tests are quick.
+fn fast_policy(refresh_interval: Option<Duration>) -> CachePolicy {
+    let mut policy = CachePolicy::new(refresh_interval);
+    policy.initial_backoff = Duration::from_millis(100);
+    policy.max_backoff = Duration::from_millis(800);
+    policy
+}
+
+/// `callers` tasks that each get a credential and report it rejected, again and again,
+/// for `span`: a gateway that rejects every token.
+async fn reject_everything(cache: &Arc<TokenCache>, callers: usize, span: Duration) {
+    let deadline = Instant::now() + span;
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    if let Ok(sent) = cache.credential().await {
+                        let _ = cache.unauthorized(&sent).await;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_rejecting_every_token_costs_one_run_per_backoff_step() {
+    let script = Script::new("echo tok-$N");
     let auth = script.auth(300_000);
-    let mut policy = CachePolicy::new(auth.refresh_interval());
-    policy.initial_backoff = Duration::from_secs(1);
-    let cache = TokenCache::new(Arc::new(CommandRefresher::new("corp", auth)), policy);
+    let cache = TokenCache::new(
+        Arc::new(CommandRefresher::new("corp", auth.clone())),
+        fast_policy(auth.refresh_interval()),
+    );
+    reject_everything(&cache, 256, Duration::from_millis(1600)).await;
+    // Runs at 0 (first token), at once after the first rejection (a rotation), then one
+    // per step: +100, +200, +400, +800 ms. Without the breaker: one run per rejection.
+    let runs = script.runs();
+    assert!((4..=6).contains(&runs), "{runs} runs in 1.6 s");
+    let err = cache.credential().await.unwrap_err().to_string();
+    assert!(
+        err.contains("the gateway rejected a newly minted token from command")
+            && err.contains("the next run is held back"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_printing_an_expired_token_runs_once_per_backoff_step() {
+    let script = Script::new("echo '{\"access_token\":\"tok-'$N'\",\"expires_in\":0}'");
+    let mut auth = script.auth(300_000);
+    auth.format = TokenFormat::Json;
+    let cache = TokenCache::new(
+        Arc::new(CommandRefresher::new("corp", auth.clone())),
+        fast_policy(auth.refresh_interval()),
+    );
+    let deadline = Instant::now() + Duration::from_millis(1600);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let mut served = 0u64;
+                while Instant::now() < deadline {
+                    // The token is served (a skewed clock may be all that is wrong).
+                    cache.credential().await.unwrap();
+                    served += 1;
+                    tokio::task::yield_now().await;
+                }
+                served
+            })
+        })
+        .collect();
+    let mut served = 0;
+    for t in tasks {
+        served += t.await.unwrap();
+    }
+    // Steps of 100, 200, 400, 800 ms: runs at 0, 0.1, 0.3, 0.7, 1.5 s.
+    let runs = script.runs();
+    assert!((3..=6).contains(&runs), "{runs} runs for {served} calls");
+    assert!(served > 1000, "only {served} calls were served");
+}
+
+#[tokio::test]
+async fn a_rotation_is_recovered_at_once_and_a_rejected_new_token_is_held_back() {
+    let script = Script::new("echo tok-$N");
+    let auth = script.auth(300_000);
+    let cache = TokenCache::new(
+        Arc::new(CommandRefresher::new("corp", auth.clone())),
+        fast_policy(auth.refresh_interval()),
+    );
+    let first = cache.credential().await.unwrap();
+    // The gateway rotated: the first rejection runs the command at once.
+    let second = cache.unauthorized(&first).await.unwrap();
+    assert_eq!(second.token.expose_secret(), "tok-2");
+    // A late report of the old token gets the new one, no run.
+    let again = cache.unauthorized(&first).await.unwrap();
+    assert_eq!(again.token.expose_secret(), "tok-2");
+    assert_eq!(script.runs(), 2);
+    // The new token is rejected as well, before it proved itself: held back one step.
+    let err = cache.unauthorized(&second).await.unwrap_err();
+    assert!(err.to_string().contains("held back"), "{err}");
     assert!(cache.credential().await.is_err());
-    assert!(cache.credential().await.is_err());
-    assert_eq!(script.runs(), 1);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(secret(&cache).await, "tok-2");
+    assert_eq!(script.runs(), 2);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(secret(&cache).await, "tok-3");
+    // tok-3 proves itself (lives past its probation of 200 ms): the next rotation is again
+    // recovered at once.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let third = cache.credential().await.unwrap();
+    let fourth = cache.unauthorized(&third).await.unwrap();
+    assert_eq!(fourth.token.expose_secret(), "tok-4");
 }
 
 async fn lifetime_of(body: &str, format: TokenFormat) -> Duration {
