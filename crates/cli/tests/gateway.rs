@@ -246,3 +246,35 @@ async fn demo_runs_every_step_and_exits_0() {
     }
     assert!(stdout.lines().last().unwrap().starts_with("demo ok in"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_rejecting_every_token_does_not_flood_the_token_command() {
+    let s = Setup::new().await;
+    s.gw.set_fault(Route::Models, Some(Fault::Unauthorized));
+    let out = s
+        .run(&[
+            "bench",
+            "--requests",
+            "2000",
+            "--concurrency",
+            "256",
+            "--json",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], 2000);
+    // The first token, one run at once after the first 401 (a rotation), then the breaker
+    // holds runs back for a step (1 s): the bench is over before that.
+    assert!(
+        s.runs() <= 3,
+        "{} runs for 2000 requests: {report}",
+        s.runs()
+    );
+    assert_eq!(report["command_runs"].as_u64(), Some(s.runs() as u64));
+    assert!(
+        text(&out.stderr).contains("the gateway rejected"),
+        "{}",
+        text(&out.stderr)
+    );
+}

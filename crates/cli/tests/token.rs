@@ -100,10 +100,15 @@ fn unknown_provider_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn ctrl_c_kills_a_running_token_command() {
+/// Sends `signal` to `modelauth token` while its command (and the command's child) runs:
+/// modelauth exits 1 saying why, and neither process outlives it.
+fn signal_kills_the_running_token_command(signal: &str) {
     let dir = setup();
-    script(dir.path(), "hang.sh", "echo $$ > hang.pid\nsleep 60 & wait");
+    script(
+        dir.path(),
+        "hang.sh",
+        "echo $$ > hang.pid\nsleep 60 &\necho $! > child.pid\nwait",
+    );
     std::fs::write(
         dir.path().join("config.toml"),
         "[model_providers.hang]\nname = \"Hang\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./hang.sh\", timeout_ms = 600000 }\n",
@@ -117,42 +122,64 @@ fn ctrl_c_kills_a_running_token_command() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid_file = dir.path().join("hang.pid");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let pid = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-        {
-            break pid;
+    let read_pid = |name: &str| {
+        let path = dir.path().join(name);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                break pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the token command never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the token command never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
     };
+    let pids = [read_pid("hang.pid"), read_pid("child.pid")];
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
-    let gone = loop {
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    assert_eq!(out.status.code(), Some(1), "{signal}");
+    let name = format!("SIG{}", signal.trim_start_matches('-'));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("error: interrupted by {name}\n")
+    );
+    // SIGKILL went to the group before modelauth exited; delivery takes a moment.
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.contains(") Z"))
-            .unwrap_or(false);
-        if !alive {
-            break true;
-        }
-        if std::time::Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+            .unwrap_or(false)
     };
-    assert!(gone, "the token command outlived modelauth");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while pids.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived modelauth after {name}");
+    }
+}
+
+#[test]
+fn sigint_kills_a_running_token_command_and_its_children() {
+    signal_kills_the_running_token_command("-INT");
+}
+
+#[test]
+fn sigterm_kills_a_running_token_command_and_its_children() {
+    signal_kills_the_running_token_command("-TERM");
+}
+
+#[test]
+fn sighup_kills_a_running_token_command_and_its_children() {
+    signal_kills_the_running_token_command("-HUP");
 }
 
 #[test]

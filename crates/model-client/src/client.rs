@@ -25,8 +25,6 @@ const ERROR_BODY_EXCERPT_CHARS: usize = 300;
 const ERROR_BODY_READ_BYTES: usize = 16 * 1024;
 /// Most redirects followed, all to the configured origin.
 const MAX_REDIRECTS: usize = 5;
-/// Configured header values at least this long are scrubbed from gateway text.
-const MIN_SCRUBBED_HEADER_VALUE: usize = 8;
 
 /// A stream of response events.
 pub type ResponseStream = BoxStream<'static, Result<ResponseEvent, ClientError>>;
@@ -147,10 +145,7 @@ impl ModelClient {
             _ => info.base_url.clone(),
         };
         let headers = provider_auth::provider_headers(&info).map_err(config_error)?;
-        let header_secrets = provider_auth::configured_header_values(&info)
-            .into_iter()
-            .filter(|v| v.len() >= MIN_SCRUBBED_HEADER_VALUE)
-            .collect();
+        let header_secrets = provider_auth::configured_header_values(&info);
         if let Some(warning) = info.cleartext_warning() {
             tracing::warn!(target: "model_client", provider = %provider, "{warning}");
         }
@@ -249,6 +244,7 @@ impl ModelClient {
             };
             match chunk {
                 Err(_) => return Err(self.bound_error(bound)),
+                Ok(Err(e)) if e.is_timeout() => return Err(self.bound_error(bound)),
                 Ok(Err(e)) => return Err(self.transport_error(&e)),
                 Ok(Ok(None)) => return Ok(body),
                 Ok(Ok(Some(chunk))) => {

@@ -13,8 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::{Child, Command};
 
 use crate::error::{AuthError, CommandFailure};
-use crate::format::{clean, parse_output};
+use crate::format::parse_output;
 use crate::refresher::{ExternalAuthRefresher, RefreshReason};
+use crate::scrub::Scrubber;
 use crate::token::FreshToken;
 
 /// Largest stdout accepted from a token command.
@@ -171,10 +172,12 @@ async fn run_capturing(auth: &ModelProviderAuthInfo) -> Result<Vec<u8>, CommandF
         })
         .await;
         drop((stdout_task, stderr_task));
-        if let Ok(Err(failure)) = drained {
-            return Err(failure);
-        }
-        Ok((status, out, err))
+        let pipes_held = match drained {
+            Ok(Err(failure)) => return Err(failure),
+            Ok(Ok(())) => false,
+            Err(_) => true,
+        };
+        Ok((status, out, err, pipes_held))
     })
     .await;
 
@@ -185,7 +188,12 @@ async fn run_capturing(auth: &ModelProviderAuthInfo) -> Result<Vec<u8>, CommandF
         }),
         // Oversized output or a read error: likewise.
         Ok(Err(failure)) => Err(failure),
-        Ok(Ok((status, stdout, stderr))) => {
+        Ok(Ok((status, stdout, stderr, pipes_held))) => {
+            // A process of the group still holds the command's pipes after it exited (a
+            // background grandchild): it belongs to this run, and goes with it.
+            if pipes_held {
+                guard.kill_group();
+            }
             // Exited and reaped: nothing is left to kill.
             guard.pgid = None;
             guard.child = None;
@@ -271,28 +279,15 @@ async fn read_tail(pipe: Option<impl AsyncRead + Unpin>, buf: &mut Vec<u8>) {
     }
 }
 
-/// The last 2 KiB of stderr as one line: control characters removed, whitespace folded.
+/// The last 2 KiB of stderr as one line: escape sequences and control characters removed,
+/// whitespace folded (the same cleaning as gateway text).
 fn stderr_excerpt(stderr: &[u8]) -> String {
     let tail = stderr
         .len()
         .checked_sub(MAX_STDERR_EXCERPT_BYTES)
         .and_then(|start| stderr.get(start..))
         .unwrap_or(stderr);
-    let text = String::from_utf8_lossy(tail);
-    let spaced: String = text
-        .chars()
-        .map(|c| {
-            if c == '\n' || c == '\t' || c == '\r' {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect();
-    clean(&spaced, MAX_STDERR_EXCERPT_BYTES)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    Scrubber::new([]).excerpt(&String::from_utf8_lossy(tail), MAX_STDERR_EXCERPT_BYTES)
 }
 
 /// A name with a `/` is resolved against `cwd`; a bare name is looked up on `PATH` (the

@@ -157,11 +157,6 @@ pub(crate) fn jwt_expiry(token: &str) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs_f64(exp))
 }
 
-/// At most `max` characters with control characters removed, for messages.
-pub(crate) fn clean(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,11 +26,15 @@ pub fn provider_headers(info: &ModelProviderInfo) -> Result<HeaderMap, String> {
     Ok(headers)
 }
 
-/// The values of the configured headers (`http_headers`, `env_http_headers`), for
-/// scrubbing gateway text that echoes them.
+/// Configured header values at least this long are treated as secrets.
+const MIN_SECRET_HEADER_VALUE: usize = 8;
+
+/// The values of the configured headers (`http_headers`, `env_http_headers`) long enough to
+/// be keys, for scrubbing gateway text that echoes them.
 pub fn configured_header_values(info: &ModelProviderInfo) -> Vec<String> {
     info.extra_headers(|var| std::env::var(var).ok())
         .into_iter()
         .map(|(_, value)| value)
+        .filter(|value| value.len() >= MIN_SECRET_HEADER_VALUE)
         .collect()
 }

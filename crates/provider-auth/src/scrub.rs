@@ -15,7 +15,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// A secret copied this many characters long or longer is caught even when only part of it
 /// is echoed (a truncated copy, or a copy split by a control character or a line break).
-const WINDOW: usize = 12;
+const WINDOW: usize = 8;
 
 /// Shorter needles are not searched for (they would match ordinary text).
 const MIN_NEEDLE: usize = 3;
@@ -59,17 +59,10 @@ impl Scrubber {
         Self::new(tokens.into_iter().map(AuthToken::expose_secret))
     }
 
-    /// `text` with control characters removed (line breaks and tabs become spaces) and
-    /// every secret replaced by [`REDACTED`].
+    /// `text` with terminal escape sequences and control characters removed (line breaks
+    /// and tabs become spaces) and every secret replaced by [`REDACTED`].
     pub fn scrub(&self, text: &str) -> String {
-        let clean: String = text
-            .chars()
-            .filter_map(|c| match c {
-                '\n' | '\r' | '\t' => Some(' '),
-                c if c.is_control() => None,
-                c => Some(c),
-            })
-            .collect();
+        let clean = without_control(text);
         let mut hits: Vec<(usize, usize)> = Vec::new();
         let bytes = clean.as_bytes();
         for needle in &self.needles {
@@ -101,6 +94,44 @@ impl Scrubber {
             None => folded,
         }
     }
+}
+
+/// `text` without terminal escape sequences (CSI `ESC [ ... final`, OSC `ESC ] ... BEL`
+/// or `ESC \\`, and two-character `ESC x`) and without other control characters; line
+/// breaks and tabs become spaces.
+fn without_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => {
+                    // Parameters and intermediates, up to the final byte (@ to ~).
+                    for n in chars.by_ref() {
+                        if ('@'..='~').contains(&n) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(n) = chars.next() {
+                        if n == '\u{7}' {
+                            break;
+                        }
+                        if n == '\u{1b}' && chars.peek() == Some(&'\\') {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The forms a secret may be echoed in.
@@ -256,8 +287,12 @@ mod tests {
     #[test]
     fn other_text_is_kept_and_control_characters_removed() {
         assert_eq!(
-            scrubbed("\u{1b}[31mquota\u{7} exceeded\r\n"),
-            "[31mquota exceeded  "
+            scrubbed("\u{1b}[31mquota\u{7} exceeded\u{1b}[0m\r\n"),
+            "quota exceeded  "
+        );
+        assert_eq!(
+            scrubbed("\u{1b}]0;title\u{7}a\u{1b}]8;;x\u{1b}\\b\u{1b}Mc\u{1b}"),
+            "abc"
         );
         assert_eq!(Scrubber::new([]).excerpt("a  b\n\nc", 100), "a b c");
         assert_eq!(Scrubber::new([]).excerpt("abcdef", 3), "abc...");

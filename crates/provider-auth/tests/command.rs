@@ -42,7 +42,7 @@ async fn nonzero_exit_reports_status_and_stderr_excerpt() {
         panic!("{f:?}")
     };
     assert_eq!(status, "status 3");
-    assert_eq!(stderr, "line one oops: invalid_grant[0m");
+    assert_eq!(stderr, "line one oops: invalid_grant");
     assert!(!f.to_string().contains("SECRET-OUT"));
 }
 

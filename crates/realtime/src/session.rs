@@ -218,12 +218,13 @@ impl RealtimeClient {
             .map(|(socket, _response)| socket)
     }
 
-    /// The scrubber for this provider's gateway text (tokens sent lately, and the one
-    /// `auth` sent).
+    /// The scrubber for this provider's gateway text: the tokens sent lately (and the one
+    /// `auth` sent), and the configured header values.
     fn scrubber(&self, auth: Option<&RequestAuth>) -> Scrubber {
+        let headers = provider_auth::configured_header_values(&self.info);
         match auth {
-            Some(auth) => auth.scrubber(),
-            None => RequestAuth::new(self.auth.clone()).scrubber(),
+            Some(auth) => auth.scrubber_with(&headers),
+            None => RequestAuth::new(self.auth.clone()).scrubber_with(&headers),
         }
     }
 

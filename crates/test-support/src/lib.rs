@@ -1,0 +1,74 @@
+//! Hostile gateways and the checks that go with them, for the workspace's fault tests.
+//!
+//! - [`HostileServer`]: one real server on `127.0.0.1:0` whose behaviour is chosen by the
+//!   first path segment (`http://ADDR/<fault>/v1`), from "never answers" to "echoes every
+//!   credential it saw in every encoding". See [`Fault`] for the list.
+//! - [`leaked_forms`]: which forms of a secret (raw, part of it, JSON-escaped, URL-encoded,
+//!   base64) appear in a text, checked independently of the code under test.
+//! - [`alive`] and [`PeakRss`]: no surviving process, bounded memory.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod secrets;
+mod server;
+
+pub use secrets::{echo_in_every_encoding, leaked_forms};
+pub use server::{Fault, HostileServer, SeenRequest};
+
+use std::time::{Duration, Instant};
+
+/// Whether a process is running (present and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+        })
+        .is_some_and(|state| !matches!(state, 'Z' | 'X'))
+}
+
+/// Waits until none of `pids` is running, at most `limit` (a killed process takes a moment
+/// to go). Returns the ones still running.
+pub fn still_alive_after(pids: &[u32], limit: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Samples a process's resident memory until it exits; [`PeakRss::peak_kib`] is the
+/// highest sample.
+pub struct PeakRss {
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    /// Starts sampling `pid` every 5 ms.
+    pub fn watch(pid: u32) -> Self {
+        let handle = std::thread::spawn(move || {
+            let mut peak = 0;
+            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let rss = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+                match rss {
+                    Some(kib) => peak = peak.max(kib),
+                    None => break, // a zombie has no memory left
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        Self { handle }
+    }
+
+    /// The highest resident size seen, in KiB (after the process exited).
+    pub fn peak_kib(self) -> u64 {
+        self.handle.join().unwrap_or(0)
+    }
+}
