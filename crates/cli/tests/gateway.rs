@@ -278,3 +278,46 @@ async fn a_gateway_rejecting_every_token_does_not_flood_the_token_command() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_goes_through_the_proxy_the_environment_names() {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let proxy = test_support::ConnectProxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("token.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho {}\n", gw.mint_token().access_token),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{}\"\nauth = {{ command = \"./token.sh\" }}\n",
+            gw.base_url()
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .args([
+            "realtime",
+            "-p",
+            "dev",
+            "-m",
+            "dev-small",
+            "--until",
+            "session.created",
+        ])
+        .env("HTTP_PROXY", proxy.url())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("session.created"));
+    assert_eq!(proxy.tunnels(), vec![gw.addr().to_string()]);
+}

@@ -253,3 +253,38 @@ fn a_relative_config_path_and_command_run_the_file_the_check_found() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `modelauth -v token` on a real terminal (`script` gives it one), with `extra_env`.
+fn verbose_on_a_terminal(dir: &Path, extra_env: &[(&str, &str)]) -> String {
+    let command = format!(
+        "{} -v --config {} token",
+        env!("CARGO_BIN_EXE_modelauth"),
+        dir.join("config.toml").display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .envs(extra_env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn verbose_logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
+    let dir = setup();
+    let coloured = verbose_on_a_terminal(dir.path(), &[]);
+    assert!(coloured.contains("token refreshed"), "{coloured}");
+    assert!(
+        coloured.contains("\u{1b}["),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = verbose_on_a_terminal(dir.path(), &[("NO_COLOR", "1")]);
+    assert!(plain.contains("token refreshed"), "{plain}");
+    assert!(!plain.contains("\u{1b}["), "NO_COLOR ignored: {plain:?}");
+}

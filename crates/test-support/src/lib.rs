@@ -5,12 +5,15 @@
 //!   credential it saw in every encoding". See [`Fault`] for the list.
 //! - [`leaked_forms`]: which forms of a secret (raw, part of it, JSON-escaped, URL-encoded,
 //!   base64) appear in a text, checked independently of the code under test.
+//! - [`ConnectProxy`]: a real `CONNECT` proxy, as a corporate network has.
 //! - [`alive`] and [`PeakRss`]: no surviving process, bounded memory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod connect_proxy;
 mod secrets;
 mod server;
 
+pub use connect_proxy::ConnectProxy;
 pub use secrets::{echo_in_every_encoding, leaked_forms};
 pub use server::{Fault, HostileServer, SeenRequest};
 
