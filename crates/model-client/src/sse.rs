@@ -191,4 +191,76 @@ mod tests {
         let big = vec![b'a'; MAX_EVENT_BYTES + 1];
         assert!(p.feed(&big).is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Events, each with an optional name and one to three data lines.
+        fn events() -> impl Strategy<Value = Vec<(Option<String>, Vec<String>)>> {
+            prop::collection::vec(
+                (
+                    prop::option::of("[a-z.]{1,12}"),
+                    prop::collection::vec("[ -~]{0,20}", 1..4),
+                ),
+                0..6,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn every_line_ending_bom_and_chunking_gives_the_same_events(
+                events in events(),
+                endings in prop::collection::vec(0usize..3, 64),
+                bom in any::<bool>(),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            ) {
+                // A lone `\r` followed by a `\n` would be one CRLF line end: write `\r\r\n` as
+                // `\r` + `\r\n`.
+                let mut previous = "";
+                let mut ending = endings.iter().cycle().map(|i| {
+                    let mut e = ["\n", "\r", "\r\n"][*i];
+                    if previous == "\r" && e == "\n" {
+                        e = "\r\n";
+                    }
+                    previous = e;
+                    e
+                });
+                let mut text = String::new();
+                if bom {
+                    text.push('\u{FEFF}');
+                }
+                let mut expected = Vec::new();
+                for (name, data) in &events {
+                    if let Some(name) = name {
+                        text.push_str(&format!("event: {name}{}", ending.next().unwrap_or("\n")));
+                    }
+                    for line in data {
+                        text.push_str(&format!("data: {line}{}", ending.next().unwrap_or("\n")));
+                    }
+                    text.push_str(ending.next().unwrap_or("\n"));
+                    expected.push(SseEvent { event: name.clone(), data: data.join("\n") });
+                }
+                let bytes = text.as_bytes();
+                let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+                points.sort_unstable();
+                let mut parser = SseParser::default();
+                let mut got = Vec::new();
+                let mut from = 0;
+                for at in points.into_iter().chain([bytes.len()]) {
+                    got.extend(parser.feed(&bytes[from..at]).unwrap());
+                    from = at;
+                }
+                prop_assert_eq!(got, expected);
+            }
+
+            #[test]
+            fn any_bytes_are_events_or_an_error_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
+                let _ = SseParser::default().feed(&bytes);
+            }
+        }
+    }
 }

@@ -282,4 +282,62 @@ mod tests {
             "{err}"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A value that must never be quoted in an error: 12 to 20 letters and digits.
+        fn secretish() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9]{12,20}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_output_is_an_answer_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let text = String::from_utf8_lossy(&bytes);
+                for format in [TokenFormat::Text, TokenFormat::Json] {
+                    let _ = parse_output(&text, format, SystemTime::now());
+                }
+            }
+
+            #[test]
+            fn errors_about_json_quote_no_key_and_no_value(
+                fields in prop::collection::btree_map(secretish(), secretish(), 0..6),
+                with_error in any::<bool>(),
+                numeric_token in any::<bool>(),
+            ) {
+                let mut obj = serde_json::Map::new();
+                for (k, v) in &fields {
+                    obj.insert(k.clone(), Value::String(v.clone()));
+                }
+                if with_error {
+                    obj.insert("error".to_owned(), Value::String("invalid_grant".to_owned()));
+                }
+                if numeric_token {
+                    obj.insert("access_token".to_owned(), Value::from(12_345_678_901_234_u64));
+                }
+                let stdout = Value::Object(obj).to_string();
+                if let Err(e) = parse_output(&stdout, TokenFormat::Json, SystemTime::now()) {
+                    let shown = e.to_string();
+                    for (k, v) in &fields {
+                        prop_assert!(!shown.contains(k.as_str()), "key {k} quoted: {shown}");
+                        prop_assert!(!shown.contains(v.as_str()), "value {v} quoted: {shown}");
+                    }
+                    prop_assert!(!shown.contains("invalid_grant"), "{shown}");
+                    prop_assert!(!shown.contains("12345678901234"), "{shown}");
+                }
+            }
+
+            #[test]
+            fn a_text_token_is_its_trimmed_output(token in "[!-~]{1,64}", pad in "[ \t\r\n]{0,4}") {
+                prop_assume!(!token.starts_with('{'));
+                let parsed = parse_output(&format!("{pad}{token}{pad}"), TokenFormat::Text, SystemTime::now()).unwrap();
+                prop_assert_eq!(parsed.token.expose_secret(), token.as_str());
+            }
+        }
+    }
 }
