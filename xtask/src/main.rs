@@ -3,7 +3,7 @@
 //! - `cargo xtask schema` rewrites `schema/config.schema.json` from the config types.
 //! - `cargo xtask schema --check` exits 1 when the committed file is stale.
 //! - `cargo xtask bench` runs every benchmark: the criterion benches of `provider-auth` and
-//!   `model-client`, then the scenario table of the README.
+//!   `model-client`, the scenario table of the README, then the soak.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,10 +24,11 @@ fn main() -> ExitCode {
 
 fn bench() -> ExitCode {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let runs: [&[&str]; 3] = [
+    let runs: [&[&str]; 4] = [
         &["bench", "-p", "provider-auth"],
         &["bench", "-p", "model-client"],
         &["bench", "-p", "modelauth", "--bench", "scenarios"],
+        &["bench", "-p", "modelauth", "--bench", "soak"],
     ];
     for args in runs {
         eprintln!("== cargo {}", args.join(" "));

@@ -510,7 +510,10 @@ impl ModelClient {
                         _ => return Err(self.status_error(response, &auth, false, bound).await),
                     }
                 }
-                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) if response.status().is_success() => {
+                    auth.on_success();
+                    return Ok(response);
+                }
                 Ok(response) => {
                     let status = response.status();
                     let retryable =

@@ -23,3 +23,4 @@ pub use events::{ModelInfo, ModelList, ResponseEvent};
 pub use load::{LoadLimit, LoadReport, run_load};
 pub use models::{DEFAULT_MODELS_TTL, ModelsManager};
 pub use retry::{BASE_BACKOFF, MAX_RETRY_AFTER};
+pub use sse::{MAX_EVENT_BYTES, SseEvent, SseParser};

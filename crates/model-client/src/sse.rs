@@ -1,19 +1,22 @@
-//! A small, bounded server-sent-events parser.
+//! A small, bounded server-sent-events parser (public for fuzzing and for reuse).
 
 /// One event: its `event:` name (if any) and its joined `data:` lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SseEvent {
-    pub(crate) event: Option<String>,
-    pub(crate) data: String,
+#[non_exhaustive]
+pub struct SseEvent {
+    /// The `event:` field, if the event had one.
+    pub event: Option<String>,
+    /// The `data:` lines joined with `\n`.
+    pub data: String,
 }
 
 /// Largest event accepted (a misbehaving gateway cannot make the client buffer forever).
-pub(crate) const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Line endings are `\r\n`, `\n` or a lone `\r` (also when a `\r\n` pair is split across
 /// chunks), and a leading byte-order mark is skipped, as the SSE specification says.
 #[derive(Debug, Default)]
-pub(crate) struct SseParser {
+pub struct SseParser {
     line: Vec<u8>,
     event: Option<String>,
     data: String,
@@ -27,8 +30,9 @@ pub(crate) struct SseParser {
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl SseParser {
-    /// Feeds bytes; returns the events completed by them.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, String> {
+    /// Feeds bytes; returns the events completed by them. An event over
+    /// [`MAX_EVENT_BYTES`] or a line that is not UTF-8 is an error (the stream is unusable).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, String> {
         let mut out = Vec::new();
         for &b in bytes {
             if usize::from(self.started) < BOM.len() {

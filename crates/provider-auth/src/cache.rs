@@ -78,6 +78,8 @@ pub struct TokenStatus {
 
 #[derive(Default)]
 struct Counters {
+    /// The newest generation the gateway accepted (reported by [`TokenCache::accepted`]).
+    proven: AtomicU64,
     runs: AtomicU64,
     failures: AtomicU64,
     after_401: AtomicU64,
@@ -127,6 +129,9 @@ struct State {
     /// succeeds after a strike, cleared by every strike. A token that lives past it has
     /// proven itself, and the next strike starts the steps again.
     probation_until: Option<Instant>,
+    /// The generation the breaker held back last: its hold has been served, so the next
+    /// rejection of it runs the command (one strike per token).
+    held: Option<u64>,
     /// The tokens handed out lately, newest last, for scrubbing echoes of them.
     recent: std::collections::VecDeque<crate::token::AuthToken>,
 }
@@ -141,9 +146,17 @@ impl State {
     }
 
     /// Records a strike and returns its backoff step: the next step when it follows the
-    /// previous strike (no token has proven itself since), else `first`.
-    fn strike(&mut self, now: Instant, first: Duration, policy: &CachePolicy) -> Duration {
+    /// previous strike (no token has proven itself since), else `first`. A rejected token
+    /// the gateway had accepted before (`proven`) is a rotation, never a follow-up strike.
+    fn strike(
+        &mut self,
+        now: Instant,
+        first: Duration,
+        proven: bool,
+        policy: &CachePolicy,
+    ) -> Duration {
         let follows = match (self.backoff, self.probation_until) {
+            _ if proven => false,
             (None, _) => false,
             (Some(_), None) => true,
             (Some(_), Some(until)) => now < until,
@@ -298,9 +311,11 @@ impl TokenCache {
     /// one run starts (or the run in progress is joined).
     ///
     /// Rejected-token breaker: a rejection of the newest token counts as a failure for
-    /// backoff. The first is retried at once (a rotation); a token rejected before it has
-    /// proven itself holds the next run back one step (1 s, 2 s, ... 30 s after that token
-    /// was minted), and until then callers get [`AuthError::Rejected`] without a run.
+    /// backoff. A token the gateway had accepted (see [`TokenCache::accepted`]), or the first
+    /// rejection after a quiet time, is a rotation and is recovered at once; a token rejected
+    /// before it has proven itself holds the next run back one step (1 s, 2 s, ... 30 s
+    /// after that token was minted): until then that token stays in use and rejections of
+    /// it get [`AuthError::Rejected`] without a run.
     pub async fn unauthorized(
         self: &Arc<Self>,
         sent: &Credential,
@@ -330,8 +345,11 @@ impl TokenCache {
                         .take_if(|c| c.credential.generation <= sent.generation);
                     if let Some(rejected) = rejected
                         && rejected.credential.generation == state.generation
+                        && state.held != Some(rejected.credential.generation)
                     {
-                        let step = state.strike(now, Duration::ZERO, &self.policy);
+                        let proven = rejected.credential.generation
+                            <= self.counters.proven.load(Ordering::Relaxed);
+                        let step = state.strike(now, Duration::ZERO, proven, &self.policy);
                         let not_before = rejected.obtained_at.checked_add(step).unwrap_or(now);
                         if now < not_before {
                             let err = AuthError::Rejected {
@@ -351,6 +369,10 @@ impl TokenCache {
                             );
                             state.retry_not_before = Some(not_before);
                             state.last_error = Some(err.clone());
+                            state.held = Some(rejected.credential.generation);
+                            // The token stays in use: no run is spent on it, and if the
+                            // rejections were a passing storm, requests succeed again at once.
+                            state.current = Some(rejected);
                             return Err(err);
                         }
                     }
@@ -360,6 +382,15 @@ impl TokenCache {
             }
         };
         flight.await
+    }
+
+    /// Reports that the gateway accepted `sent` (a success answer): a later rejection of
+    /// that token is a rotation, recovered at once, not a sign of a gateway that rejects
+    /// every token. One atomic operation; no lock.
+    pub fn accepted(&self, sent: &Credential) {
+        self.counters
+            .proven
+            .fetch_max(sent.generation, Ordering::Relaxed);
     }
 
     fn start_flight(self: &Arc<Self>, state: &mut State, reason: RefreshReason) -> Flight {
@@ -391,7 +422,7 @@ impl TokenCache {
                 if cached.expires_at.is_some_and(|t| t <= now) {
                     // Already expired: a strike. The token is served for one backoff step
                     // (a skewed clock may be all that is wrong), then the command reruns.
-                    let step = state.strike(now, self.policy.initial_backoff, &self.policy);
+                    let step = state.strike(now, self.policy.initial_backoff, false, &self.policy);
                     cached.refresh_at = None;
                     cached.expires_at = now.checked_add(step);
                     tracing::warn!(
@@ -424,7 +455,7 @@ impl TokenCache {
             }
             Err(err) => {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                let backoff = state.strike(now, self.policy.initial_backoff, &self.policy);
+                let backoff = state.strike(now, self.policy.initial_backoff, false, &self.policy);
                 state.retry_not_before = now.checked_add(backoff);
                 state.last_error = Some(err.clone());
                 tracing::warn!(

@@ -13,6 +13,12 @@ const ACCEPTED_SHAPES: &str = "expected one JSON object of these shapes: an OAut
 {\"access_token\": \"...\", \"expires_in\": 3600}, {\"token\": \"...\", \"expires_at\": \"RFC 3339 time\"}, \
 or a Kubernetes ExecCredential {\"kind\": \"ExecCredential\", \"status\": {\"token\": \"...\", \"expirationTimestamp\": \"...\"}}";
 
+/// Reads a token out of a command's stdout in `format`, as a run of the command would
+/// (expiries relative to now). Errors never quote the output.
+pub fn parse_token_output(stdout: &str, format: TokenFormat) -> Result<FreshToken, CommandFailure> {
+    parse_output(stdout, format, SystemTime::now())
+}
+
 /// Parses a command's (UTF-8) stdout in the configured format. `now` is when it finished.
 pub(crate) fn parse_output(
     stdout: &str,

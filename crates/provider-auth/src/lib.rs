@@ -30,6 +30,7 @@ pub use command::{
     CommandRefresher, MAX_STDERR_EXCERPT_BYTES, MAX_STDOUT_BYTES, run_token_command,
 };
 pub use error::{AuthError, CommandFailure};
+pub use format::parse_token_output;
 pub use headers::{USER_AGENT, configured_header_values, provider_headers};
 pub use manager::{
     AuthManager, AuthRetry, CachedAuthManager, NoAuthManager, Recovery, RequestAuth,

@@ -55,6 +55,10 @@ pub trait AuthManager: Send + Sync + fmt::Debug {
     fn recent_tokens(&self) -> Vec<AuthToken> {
         Vec::new()
     }
+
+    /// The gateway accepted `sent` (a success answer). Cheap; called once per successful
+    /// request so that a later rejection of the same token reads as a rotation.
+    fn accepted(&self, _sent: &Credential) {}
 }
 
 /// A manager over a [`TokenCache`] (command auth, or any [`crate::ExternalAuthRefresher`]).
@@ -111,6 +115,10 @@ impl AuthManager for CachedAuthManager {
 
     fn recent_tokens(&self) -> Vec<AuthToken> {
         self.cache.recent_tokens()
+    }
+
+    fn accepted(&self, sent: &Credential) {
+        self.cache.accepted(sent);
     }
 }
 
@@ -345,6 +353,14 @@ impl RequestAuth {
     /// Text from the gateway (an error body) made safe to show: see [`Scrubber::excerpt`].
     pub fn scrub_excerpt(&self, text: &str, max_chars: usize) -> String {
         self.scrubber().excerpt(text, max_chars)
+    }
+
+    /// The attempt succeeded: tells the manager its credential was accepted (see
+    /// [`AuthManager::accepted`]).
+    pub fn on_success(&self) {
+        if let Some(sent) = &self.sent {
+            self.manager.accepted(sent);
+        }
     }
 
     /// The attempt got a 401: decide whether to retry.

@@ -295,7 +295,8 @@ async fn a_gateway_rejecting_every_token_costs_one_run_per_backoff_step() {
     // per step: +100, +200, +400, +800 ms. Without the breaker: one run per rejection.
     let runs = script.runs();
     assert!((4..=6).contains(&runs), "{runs} runs in 1.6 s");
-    let err = cache.credential().await.unwrap_err().to_string();
+    let sent = cache.credential().await.unwrap();
+    let err = cache.unauthorized(&sent).await.unwrap_err().to_string();
     assert!(
         err.contains("the gateway rejected a newly minted token from command")
             && err.contains("the next run is held back"),
@@ -354,19 +355,39 @@ async fn a_rotation_is_recovered_at_once_and_a_rejected_new_token_is_held_back()
     let again = cache.unauthorized(&first).await.unwrap();
     assert_eq!(again.token.expose_secret(), "tok-2");
     assert_eq!(script.runs(), 2);
-    // The new token is rejected as well, before it proved itself: held back one step.
+    // The new token is rejected as well, before it proved itself: held back one step, and
+    // it stays in use meanwhile (the rejections may have been a passing storm).
     let err = cache.unauthorized(&second).await.unwrap_err();
     assert!(err.to_string().contains("held back"), "{err}");
-    assert!(cache.credential().await.is_err());
+    assert_eq!(secret(&cache).await, "tok-2");
+    assert!(cache.unauthorized(&second).await.is_err());
     assert_eq!(script.runs(), 2);
     tokio::time::sleep(Duration::from_millis(120)).await;
-    assert_eq!(secret(&cache).await, "tok-3");
+    let third = cache.unauthorized(&second).await.unwrap();
+    assert_eq!(third.token.expose_secret(), "tok-3");
     // tok-3 proves itself (lives past its probation of 200 ms): the next rotation is again
     // recovered at once.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let third = cache.credential().await.unwrap();
     let fourth = cache.unauthorized(&third).await.unwrap();
     assert_eq!(fourth.token.expose_secret(), "tok-4");
+}
+
+#[tokio::test]
+async fn rotations_in_quick_succession_are_recovered_at_once_when_each_token_was_accepted() {
+    let script = Script::new("echo tok-$N");
+    let auth = script.auth(300_000);
+    let cache = TokenCache::new(
+        Arc::new(CommandRefresher::new("corp", auth.clone())),
+        fast_policy(auth.refresh_interval()),
+    );
+    let mut sent = cache.credential().await.unwrap();
+    for generation in 2..=6 {
+        // The gateway took the token, then rotated it (within the 100 ms probation).
+        cache.accepted(&sent);
+        sent = cache.unauthorized(&sent).await.unwrap();
+        assert_eq!(sent.token.expose_secret(), format!("tok-{generation}"));
+    }
+    assert_eq!(script.runs(), 6);
 }
 
 async fn lifetime_of(body: &str, format: TokenFormat) -> Duration {

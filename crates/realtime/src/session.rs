@@ -162,6 +162,7 @@ impl RealtimeClient {
                 };
             match result {
                 Ok(socket) => {
+                    auth.on_success();
                     tracing::debug!(target: "realtime", provider = %self.provider, model, "realtime session opened");
                     return Ok(socket);
                 }
