@@ -105,6 +105,23 @@ enum Command {
     },
     /// An end-to-end run against the embedded dev gateway (no network, no config).
     Demo,
+    /// A loopback proxy that adds each provider's credential: point any OpenAI-compatible
+    /// tool at http://HOST:PORT/<provider>.
+    Proxy {
+        /// A provider to serve (repeatable; default: every provider of the config file).
+        #[arg(short, long = "provider", value_name = "ID")]
+        provider: Vec<String>,
+        /// Listen address (port 0: any free port).
+        #[arg(long, value_name = "ADDR", default_value = proxy::DEFAULT_LISTEN)]
+        listen: String,
+        /// Require every client to present the key in this environment variable (needed to
+        /// listen on a non-loopback address).
+        #[arg(long, value_name = "VAR")]
+        client_key_env: Option<String>,
+        /// Largest request body buffered to replay after a 401.
+        #[arg(long, value_name = "N", default_value_t = proxy::DEFAULT_MAX_REPLAY_BYTES)]
+        max_replay_bytes: usize,
+    },
     /// Run the dev gateway in the foreground (for trying configs by hand).
     #[command(hide = true)]
     DevGateway {
@@ -217,6 +234,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
             block_on(commands::bench::bench(&client, requests, concurrency, json))
         }
         Command::Demo => block_on(commands::demo::demo()),
+        Command::Proxy {
+            provider,
+            listen,
+            client_key_env,
+            max_replay_bytes,
+        } => {
+            let config = config_file::load(config)?;
+            let settings = commands::proxy::Settings {
+                providers: provider,
+                listen,
+                client_key_env,
+                max_replay_bytes,
+            };
+            let runtime = runtime()?;
+            let result = runtime.block_on(commands::proxy::proxy(&config, settings));
+            runtime.shutdown_timeout(Duration::from_secs(2));
+            result
+        }
         Command::DevGateway {
             port,
             token_lifetime_ms,
@@ -276,6 +311,7 @@ fn init_logging() {
         .with_target(provider_auth::TRACING_TARGET, tracing::Level::DEBUG)
         .with_target("model_client", tracing::Level::DEBUG)
         .with_target("realtime", tracing::Level::DEBUG)
+        .with_target(proxy::TRACING_TARGET, tracing::Level::DEBUG)
         .with_target("dev_gateway", tracing::Level::DEBUG);
     let _ = tracing_subscriber::registry()
         .with(

@@ -12,4 +12,4 @@ mod proxy;
 mod session;
 
 pub use error::RealtimeError;
-pub use session::{MAX_MESSAGE_BYTES, RealtimeClient, RealtimeEvent, RealtimeSession};
+pub use session::{MAX_MESSAGE_BYTES, RealtimeClient, RealtimeEvent, RealtimeSession, Socket};

@@ -51,7 +51,8 @@ pub struct RealtimeClient {
     host: String,
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// An open websocket to the gateway (plain or TLS).
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// An open realtime session.
 #[derive(Debug)]
@@ -128,6 +129,21 @@ impl RealtimeClient {
 
     async fn handshake(&self, model: &str) -> Result<Socket, RealtimeError> {
         let url = self.url(model)?;
+        let (socket, _protocol) = self.connect_socket(&url, &http::HeaderMap::new()).await?;
+        tracing::debug!(target: "realtime", provider = %self.provider, model, "realtime session opened");
+        Ok(socket)
+    }
+
+    /// Opens a websocket to any `ws://` or `wss://` `url` of this provider: the provider's
+    /// headers, then `extra_headers` (e.g. a client's `Sec-WebSocket-Protocol`), then the
+    /// credential; one reconnect after a handshake 401; the environment's proxy; bounded by
+    /// `websocket_connect_timeout_ms`. Returns the socket and the subprotocol the server
+    /// chose. This is the one websocket handshake path (the credential proxy uses it too).
+    pub async fn connect_socket(
+        &self,
+        url: &Url,
+        extra_headers: &http::HeaderMap,
+    ) -> Result<(Socket, Option<http::HeaderValue>), RealtimeError> {
         let mut auth = RequestAuth::new(self.auth.clone());
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
@@ -142,13 +158,13 @@ impl RealtimeClient {
             let base = provider_auth::provider_headers(&self.info)
                 .map_err(|detail| self.config_error(detail))?;
             let headers = request.headers_mut();
-            for (name, value) in &base {
+            for (name, value) in base.iter().chain(extra_headers) {
                 headers.insert(name, value.clone());
             }
             if let Some(value) = auth.authorization().await? {
                 headers.insert(header::AUTHORIZATION, value);
             }
-            let connect = self.open_socket(request, config, &url);
+            let connect = self.open_socket(request, config, url);
             let result =
                 match tokio::time::timeout(self.info.websocket_connect_timeout(), connect).await {
                     Err(_) => {
@@ -161,10 +177,9 @@ impl RealtimeClient {
                     Ok(result) => result,
                 };
             match result {
-                Ok(socket) => {
+                Ok((socket, protocol)) => {
                     auth.on_success();
-                    tracing::debug!(target: "realtime", provider = %self.provider, model, "realtime session opened");
-                    return Ok(socket);
+                    return Ok((socket, protocol));
                 }
                 Err(tungstenite::Error::Http(response)) => {
                     let status = response.status().as_u16();
@@ -202,7 +217,7 @@ impl RealtimeClient {
         request: tungstenite::handshake::client::Request,
         config: WebSocketConfig,
         url: &Url,
-    ) -> Result<Socket, tungstenite::Error> {
+    ) -> Result<(Socket, Option<http::HeaderValue>), tungstenite::Error> {
         let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
         let port = url.port_or_known_default().unwrap_or(443);
         let socket = match proxy_for(url, |var| std::env::var(var).ok()) {
@@ -216,7 +231,13 @@ impl RealtimeClient {
         socket.set_nodelay(true).map_err(tungstenite::Error::Io)?;
         tokio_tungstenite::client_async_tls_with_config(request, socket, Some(config), None)
             .await
-            .map(|(socket, _response)| socket)
+            .map(|(socket, response)| {
+                let protocol = response
+                    .headers()
+                    .get(header::SEC_WEBSOCKET_PROTOCOL)
+                    .cloned();
+                (socket, protocol)
+            })
     }
 
     /// The scrubber for this provider's gateway text: the tokens sent lately (and the one

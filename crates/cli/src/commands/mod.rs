@@ -5,5 +5,6 @@ pub mod check;
 pub mod demo;
 pub mod dev;
 pub mod models;
+pub mod proxy;
 pub mod realtime;
 pub mod token;

@@ -1,0 +1,78 @@
+//! `modelauth proxy`: the credential-injecting loopback proxy (the `proxy` crate) as a
+//! command: choose the providers, print the addresses, serve until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+
+use provider_config::Config;
+use proxy::{Proxy, ProxyConfig, ProxyError, ProxyProvider};
+
+use crate::auth::manager_for;
+use crate::error::CliError;
+use crate::output::print;
+
+/// The command's flags.
+pub struct Settings {
+    /// `-p`, repeatable; empty: every provider of the config file.
+    pub providers: Vec<String>,
+    /// `--listen`.
+    pub listen: String,
+    /// `--client-key-env`.
+    pub client_key_env: Option<String>,
+    /// `--max-replay-bytes`.
+    pub max_replay_bytes: usize,
+}
+
+/// Serves until a signal; exit 0 after a clean stop.
+pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> {
+    let listen: SocketAddr = settings.listen.parse().map_err(|_| {
+        CliError::Usage(format!(
+            "--listen `{}` is not an address like 127.0.0.1:8585",
+            settings.listen
+        ))
+    })?;
+    let ids: Vec<String> = if settings.providers.is_empty() {
+        config.toml().model_providers.keys().cloned().collect()
+    } else {
+        settings.providers.clone()
+    };
+    let mut providers = Vec::new();
+    for id in &ids {
+        let (id, info) = crate::config_file::provider(config, Some(id))?;
+        providers.push(ProxyProvider::new(id, info.clone(), manager_for(id, info)?));
+    }
+    let mut proxy_config =
+        ProxyConfig::new(listen, providers).with_max_replay_bytes(settings.max_replay_bytes);
+    if let Some(var) = &settings.client_key_env {
+        let key = std::env::var(var)
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--client-key-env {var}: the environment variable `{var}` is not set or empty"
+                ))
+            })?;
+        proxy_config = proxy_config.with_client_key(key.trim());
+    }
+    let proxy = Proxy::bind(proxy_config).await.map_err(|e| match e {
+        ProxyError::NotLoopback { .. } | ProxyError::NoProviders => CliError::Usage(e.to_string()),
+        other => CliError::from_error("could not start the proxy", &other),
+    })?;
+    let addr = proxy.local_addr();
+    let mut lines = format!("listening on http://{addr}\n");
+    for id in proxy.provider_ids() {
+        if let Some(info) = config.provider(&id) {
+            lines.push_str(&format!(
+                "{id}  http://{addr}/{id}  ->  {}\n",
+                info.base_url
+            ));
+        }
+    }
+    print(&lines)?;
+    proxy
+        .serve(async {
+            let name = crate::signals::terminated().await;
+            tracing::info!(target: proxy::TRACING_TARGET, signal = name, "stopping");
+        })
+        .await
+        .map_err(|e| CliError::from_error("the proxy failed", &e))
+}

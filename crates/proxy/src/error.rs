@@ -1,0 +1,99 @@
+//! The errors of this crate: why a proxy cannot start, and the OpenAI-style answers it
+//! makes itself.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+/// Why the proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// A non-loopback listen address without a client key.
+    #[error(
+        "refusing to listen on {addr}: it is not a loopback address; require a client key with --client-key-env to listen there"
+    )]
+    NotLoopback {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+    },
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No provider to serve.
+    #[error("no provider to serve: name one with -p, or define one in the config file")]
+    NoProviders,
+    /// A provider cannot be served (its headers or client cannot be built).
+    #[error("provider `{provider}`: {detail}")]
+    Provider {
+        /// Provider id.
+        provider: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Serving failed.
+    #[error("the proxy stopped: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The codes of the errors the proxy makes itself (`error.code` in the JSON body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyErrorCode {
+    /// 404: no such provider id in the path.
+    UnknownProvider,
+    /// 502: the token command failed.
+    TokenUnavailable,
+    /// 502: the gateway could not be reached.
+    UpstreamUnreachable,
+    /// 504: the gateway did not answer in time.
+    UpstreamTimeout,
+    /// 401: the client key is missing or wrong.
+    ClientKeyRequired,
+    /// 403: the `Host` header is not loopback.
+    ForbiddenHost,
+}
+
+impl ProxyErrorCode {
+    /// The code as it appears in the body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyErrorCode::UnknownProvider => "unknown_provider",
+            ProxyErrorCode::TokenUnavailable => "token_unavailable",
+            ProxyErrorCode::UpstreamUnreachable => "upstream_unreachable",
+            ProxyErrorCode::UpstreamTimeout => "upstream_timeout",
+            ProxyErrorCode::ClientKeyRequired => "client_key_required",
+            ProxyErrorCode::ForbiddenHost => "forbidden_host",
+        }
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyErrorCode::UnknownProvider => StatusCode::NOT_FOUND,
+            ProxyErrorCode::TokenUnavailable | ProxyErrorCode::UpstreamUnreachable => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyErrorCode::ClientKeyRequired => StatusCode::UNAUTHORIZED,
+            ProxyErrorCode::ForbiddenHost => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// An answer the proxy makes itself: `{"error": {"message", "type": "proxy_error", "code"}}`.
+/// The message never holds a token, a command's stdout or a header value.
+pub(crate) fn answer(code: ProxyErrorCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "message": message.into(),
+            "type": "proxy_error",
+            "code": code.as_str(),
+        }
+    });
+    (code.status(), axum::Json(body)).into_response()
+}

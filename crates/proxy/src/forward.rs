@@ -1,0 +1,363 @@
+//! Forwarding one HTTP request: routing, header rules, the credential, replay after an auth
+//! failure, streaming both ways.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt as _};
+use http::{HeaderMap, HeaderName, StatusCode, header};
+use provider_auth::{AuthError, AuthRetry, RequestAuth};
+use provider_config::ModelProviderInfo;
+use url::Url;
+
+use crate::TRACING_TARGET;
+use crate::error::{ProxyErrorCode, answer};
+use crate::server::{Route, Shared};
+
+/// Most of an error answer's body read (to scrub it) before it goes back to the client.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Inbound headers that carry the client's own (dummy) credential: never forwarded.
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "api-key", "x-api-key"];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus those the upstream client sets itself.
+const NOT_FORWARDED: [&str; 12] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    // Bodies come back uncompressed, so error answers can be scrubbed.
+    "accept-encoding",
+];
+
+type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, axum::Error>> + Send>>;
+
+/// A request body: buffered (can be replayed) or streaming through (cannot).
+enum Payload {
+    Buffered(Bytes),
+    Streaming(Option<BodyStream>),
+}
+
+/// Every request that is not health or stats.
+pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path().to_owned();
+    let trimmed = path.trim_start_matches('/');
+    let (id, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+    let Some(route) = shared.routes.get(id).cloned() else {
+        let known: Vec<&str> = shared.routes.keys().map(String::as_str).collect();
+        return answer(
+            ProxyErrorCode::UnknownProvider,
+            format!(
+                "no such provider in the path; this proxy serves /{}/...",
+                known.join("/..., /")
+            ),
+        );
+    };
+    route.count(|c| &c.requests);
+    let method = request.method().clone();
+    let rest = rest.to_owned();
+    let (response, replayed) = if is_websocket(request.headers()) {
+        (crate::websocket::relay(&route, request, &rest).await, false)
+    } else {
+        forward(&route, request, &rest, shared.max_replay_bytes).await
+    };
+    // Path only: the query may hold a key, header values are never logged.
+    tracing::info!(
+        target: TRACING_TARGET,
+        provider = %route.id,
+        method = %method,
+        path = %format!("/{rest}"),
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis(),
+        replayed,
+        "request"
+    );
+    response
+}
+
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// `<base_url>/<rest>` with the client's query, then the provider's `query_params`.
+pub(crate) fn upstream_url(
+    info: &ModelProviderInfo,
+    rest: &str,
+    query: Option<&str>,
+) -> Result<Url, String> {
+    let mut url = info.endpoint_url(rest)?;
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        let merged = match url.query() {
+            Some(params) if !params.is_empty() => format!("{q}&{params}"),
+            _ => q.to_owned(),
+        };
+        url.set_query(Some(&merged));
+    }
+    Ok(url)
+}
+
+/// The inbound headers that may go upstream: no credential, no hop-by-hop header (nor one
+/// the `Connection` header names).
+pub(crate) fn forwardable(inbound: &HeaderMap) -> HeaderMap {
+    let named_by_connection: Vec<String> = inbound
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::new();
+    for (name, value) in inbound {
+        let n = name.as_str();
+        if CREDENTIAL_HEADERS.contains(&n)
+            || NOT_FORWARDED.contains(&n)
+            || named_by_connection.iter().any(|c| c == n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// The provider's headers over the client's; the client's `User-Agent` is kept.
+pub(crate) fn upstream_headers(route: &Route, inbound: &HeaderMap) -> HeaderMap {
+    let mut headers = forwardable(inbound);
+    for (name, value) in &route.headers {
+        if name == header::USER_AGENT && headers.contains_key(header::USER_AGENT) {
+            continue;
+        }
+        headers.insert(name.clone(), value.clone());
+    }
+    headers
+}
+
+async fn forward(
+    route: &Arc<Route>,
+    request: Request<Body>,
+    rest: &str,
+    limit: usize,
+) -> (Response, bool) {
+    let url = match upstream_url(&route.info, rest, request.uri().query()) {
+        Ok(url) => url,
+        Err(detail) => {
+            route.count(|c| &c.errors);
+            return (answer(ProxyErrorCode::UpstreamUnreachable, detail), false);
+        }
+    };
+    let method = request.method().clone();
+    let headers = upstream_headers(route, request.headers());
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut payload = match read_for_replay(request.into_body(), limit, declared).await {
+        Ok(p) => p,
+        Err(_) => {
+            return (
+                plain(StatusCode::BAD_REQUEST, "the request body broke off"),
+                false,
+            );
+        }
+    };
+    let mut auth = RequestAuth::new(route.auth.clone());
+    let mut replayed = false;
+    loop {
+        let authorization = match auth.authorization().await {
+            Ok(value) => value,
+            Err(e) => {
+                route.count(|c| &c.errors);
+                return (token_unavailable(route, &e), replayed);
+            }
+        };
+        let mut attempt = headers.clone();
+        if let Some(value) = authorization {
+            attempt.insert(header::AUTHORIZATION, value);
+        }
+        let body = match &mut payload {
+            Payload::Buffered(bytes) => reqwest::Body::from(bytes.clone()),
+            Payload::Streaming(stream) => match stream.take() {
+                Some(s) => reqwest::Body::wrap_stream(s),
+                None => reqwest::Body::from(Bytes::new()),
+            },
+        };
+        let send = route
+            .http
+            .request(method.clone(), url.clone())
+            .headers(attempt)
+            .body(body)
+            .send();
+        let response = match tokio::time::timeout(route.info.stream_idle_timeout(), send).await {
+            Err(_) => {
+                route.count(|c| &c.errors);
+                return (
+                    answer(
+                        ProxyErrorCode::UpstreamTimeout,
+                        format!(
+                            "provider `{}`: the gateway sent no answer within {} ms (stream_idle_timeout_ms)",
+                            route.id, route.info.stream_idle_timeout_ms
+                        ),
+                    ),
+                    replayed,
+                );
+            }
+            Ok(Err(e)) => {
+                route.count(|c| &c.errors);
+                let code = if e.is_timeout() {
+                    ProxyErrorCode::UpstreamTimeout
+                } else {
+                    ProxyErrorCode::UpstreamUnreachable
+                };
+                return (answer(code, unreachable_message(route, &url, &e)), replayed);
+            }
+            Ok(Ok(response)) => response,
+        };
+        if response.status() == StatusCode::UNAUTHORIZED {
+            route.count(|c| &c.upstream_auth_failures);
+            match &payload {
+                Payload::Buffered(_) if !replayed => match auth.on_unauthorized().await {
+                    Ok(AuthRetry::Retry) => {
+                        replayed = true;
+                        route.count(|c| &c.replays);
+                        continue;
+                    }
+                    // A static key, or the breaker holds runs back: the 401 goes back.
+                    Ok(_) | Err(AuthError::Rejected { .. }) => {}
+                    Err(e) => {
+                        route.count(|c| &c.errors);
+                        return (token_unavailable(route, &e), replayed);
+                    }
+                },
+                Payload::Buffered(_) => {}
+                // Cannot be replayed: the 401 goes back, and the report makes the client's
+                // own retry find a fresh token.
+                Payload::Streaming(_) => {
+                    tokio::spawn(async move {
+                        let _ = auth.on_unauthorized().await;
+                    });
+                    return (pass_back(route, response, None).await, replayed);
+                }
+            }
+        } else if response.status().is_success() {
+            auth.on_success();
+        }
+        return (pass_back(route, response, Some(&auth)).await, replayed);
+    }
+}
+
+fn token_unavailable(route: &Route, e: &AuthError) -> Response {
+    // The auth error names the provider and the program, never the token or stdout.
+    answer(
+        ProxyErrorCode::TokenUnavailable,
+        format!("no token for provider `{}`: {e}", route.id),
+    )
+}
+
+fn unreachable_message(route: &Route, url: &Url, e: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    // The host only: the URL's query may hold a key.
+    format!(
+        "provider `{}`: cannot reach {}:{}: {root}",
+        route.id,
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    )
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    let mut response = Response::new(Body::from(text));
+    *response.status_mut() = status;
+    response
+}
+
+/// Reads a body for replay: buffered when it fits in `limit`, else streamed (what was read
+/// already goes first).
+async fn read_for_replay(
+    body: Body,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<Payload, axum::Error> {
+    let mut stream = body.into_data_stream();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Ok(Payload::Streaming(Some(Box::pin(stream))));
+    }
+    let mut buffered = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if buffered.len() + chunk.len() > limit {
+            let read = futures::stream::iter([Ok(buffered.freeze()), Ok(chunk)]);
+            return Ok(Payload::Streaming(Some(Box::pin(read.chain(stream)))));
+        }
+        buffered.extend_from_slice(&chunk);
+    }
+    Ok(Payload::Buffered(buffered.freeze()))
+}
+
+/// The gateway's answer for the client: status and headers (hop-by-hop ones dropped), the
+/// body streamed as it arrives. An error answer's body (status 400 and up) is read first, at
+/// most 64 KiB within `request_timeout_ms`, and scrubbed of every token sent to the provider.
+async fn pass_back(
+    route: &Route,
+    response: reqwest::Response,
+    auth: Option<&RequestAuth>,
+) -> Response {
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    for (name, value) in response.headers() {
+        if !NOT_FORWARDED.contains(&name.as_str()) || name == header::CONTENT_LENGTH {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let body = if status.as_u16() >= 400 {
+        headers.remove(header::CONTENT_LENGTH);
+        let raw = read_error_body(route, response).await;
+        let scrubber = match auth {
+            Some(auth) => auth.scrubber_with(&route.header_secrets),
+            None => RequestAuth::new(route.auth.clone()).scrubber_with(&route.header_secrets),
+        };
+        Body::from(scrubber.scrub(&String::from_utf8_lossy(&raw)))
+    } else {
+        Body::from_stream(response.bytes_stream())
+    };
+    let mut out = Response::new(body);
+    *out.status_mut() = status;
+    for (name, value) in &headers {
+        if name != HeaderName::from_static("content-encoding") || status.as_u16() < 400 {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+async fn read_error_body(route: &Route, mut response: reqwest::Response) -> Vec<u8> {
+    let deadline = Instant::now() + route.info.request_timeout();
+    let mut raw = Vec::new();
+    while raw.len() < MAX_ERROR_BODY {
+        match tokio::time::timeout_at(deadline.into(), response.chunk()).await {
+            Ok(Ok(Some(chunk))) => raw.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    raw.truncate(MAX_ERROR_BODY);
+    raw
+}

@@ -1,0 +1,37 @@
+//! A credential-injecting loopback proxy, so that any OpenAI-compatible tool (the OpenAI
+//! SDKs, curl, IDE plugins), which only knows a base URL and a static key, gets
+//! command-backed tokens with no change: `http://HOST:PORT/<provider>/<rest>?<q>` goes to
+//! `<base_url>/<rest>?<q>` with the provider's credential.
+//!
+//! The proxy is a client of the same libraries as everything else: credentials come only
+//! through [`provider_auth::RequestAuth`] over the provider's scoped
+//! [`provider_auth::AuthManager`] (one process-wide cache per auth config, refresh ahead,
+//! single flight, the rejected-token breaker), websockets through
+//! [`realtime::RealtimeClient::connect_socket`], and gateway text through the one
+//! [`provider_auth::Scrubber`].
+//!
+//! What it guarantees:
+//! - loopback only unless a client key is required; without a client key the `Host` header
+//!   must be loopback (a page on another origin using DNS rebinding gets 403);
+//! - every inbound `Authorization`, `api-key` and `x-api-key` header is removed, and
+//!   hop-by-hop headers are not forwarded; redirects are passed back, never followed;
+//! - a request body up to the replay limit is replayed once after an auth failure; a larger
+//!   one streams through and its 401 goes back to the client; nothing else is retried;
+//! - response bodies stream through as they arrive; websocket upgrades are relayed both ways;
+//! - log lines carry provider, method, path (no query), status, time and whether the
+//!   request was replayed: never a token, a query string or a header value.
+
+mod access;
+mod error;
+mod forward;
+mod server;
+mod websocket;
+
+pub use error::{ProxyError, ProxyErrorCode};
+pub use server::{
+    DEFAULT_LISTEN, DEFAULT_MAX_REPLAY_BYTES, ProviderStats, Proxy, ProxyConfig, ProxyProvider,
+    SHUTDOWN_GRACE, StatsHandle,
+};
+
+/// Target of this crate's tracing events (one per request).
+pub const TRACING_TARGET: &str = "proxy";

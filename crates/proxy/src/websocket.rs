@@ -1,0 +1,168 @@
+//! Relaying a websocket: the upstream handshake first (the credential, one retry after a
+//! 401, through [`realtime::RealtimeClient::connect_socket`]), then the client's upgrade,
+//! then messages both ways with close codes and (scrubbed) reasons.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::FromRequestParts as _;
+use axum::extract::Request;
+use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse as _, Response};
+use futures::{SinkExt as _, StreamExt as _};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use provider_auth::{RequestAuth, Scrubber};
+use realtime::{MAX_MESSAGE_BYTES, RealtimeClient, RealtimeError};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::error::{ProxyErrorCode, answer};
+use crate::forward::{forwardable, upstream_url};
+use crate::server::Route;
+
+/// Handshake headers the websocket layers set themselves.
+const HANDSHAKE_HEADERS: [&str; 4] = [
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+];
+
+/// A browser's way of sending an OpenAI key in the subprotocol list: never forwarded.
+const KEY_IN_PROTOCOL: &str = "openai-insecure-api-key.";
+
+pub(crate) async fn relay(route: &Arc<Route>, request: Request<Body>, rest: &str) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let mut url = match upstream_url(&route.info, rest, parts.uri.query()) {
+        Ok(url) => url,
+        Err(detail) => return answer(ProxyErrorCode::UpstreamUnreachable, detail),
+    };
+    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+    if url.set_scheme(scheme).is_err() {
+        return answer(
+            ProxyErrorCode::UpstreamUnreachable,
+            "cannot make a websocket URL",
+        );
+    }
+    let mut extra = forwardable(&parts.headers);
+    for name in HANDSHAKE_HEADERS {
+        extra.remove(name);
+    }
+    let offered = offered_protocols(&parts.headers);
+    if !offered.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&offered.join(", "))
+    {
+        extra.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    let client = RealtimeClient::new(&route.id, route.info.clone(), route.auth.clone());
+    let (upstream, chosen) = match client.connect_socket(&url, &extra).await {
+        Ok(open) => open,
+        Err(e) => return handshake_failure(route, e),
+    };
+    let mut upgrade = upgrade.max_message_size(MAX_MESSAGE_BYTES);
+    if let Some(chosen) = chosen.as_ref().and_then(|c| c.to_str().ok()) {
+        upgrade = upgrade.protocols([chosen.to_owned()]);
+    }
+    let scrubber = RequestAuth::new(route.auth.clone()).scrubber_with(&route.header_secrets);
+    upgrade.on_upgrade(move |socket| pump(socket, upstream, scrubber))
+}
+
+fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.starts_with(KEY_IN_PROTOCOL))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn handshake_failure(route: &Route, e: RealtimeError) -> Response {
+    route.count(|c| &c.errors);
+    match e {
+        RealtimeError::Handshake { status, body, .. } => {
+            if status == 401 {
+                route.count(|c| &c.upstream_auth_failures);
+            }
+            // The body is already a scrubbed excerpt.
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            response
+        }
+        RealtimeError::Auth(e) => answer(
+            ProxyErrorCode::TokenUnavailable,
+            format!("no token for provider `{}`: {e}", route.id),
+        ),
+        RealtimeError::ConnectTimeout { .. } => {
+            answer(ProxyErrorCode::UpstreamTimeout, e.to_string())
+        }
+        other => answer(ProxyErrorCode::UpstreamUnreachable, other.to_string()),
+    }
+}
+
+/// Messages both ways until either side closes; a close is relayed with its code and its
+/// reason (scrubbed). Pings are answered by each side's own websocket layer.
+async fn pump(client: WebSocket, upstream: realtime::Socket, scrubber: Scrubber) {
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_upstream, mut from_upstream) = upstream.split();
+    let up = async {
+        while let Some(Ok(message)) = from_client.next().await {
+            let Some(message) = client_to_upstream(message) else {
+                continue;
+            };
+            let close = message.is_close();
+            if to_upstream.send(message).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = to_upstream.close().await;
+    };
+    let down = async {
+        while let Some(Ok(message)) = from_upstream.next().await {
+            let Some(message) = upstream_to_client(message, &scrubber) else {
+                continue;
+            };
+            let close = matches!(message, ws::Message::Close(_));
+            if to_client.send(message).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = to_client.close().await;
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+}
+
+fn client_to_upstream(message: ws::Message) -> Option<Message> {
+    Some(match message {
+        ws::Message::Text(text) => Message::text(text.as_str()),
+        ws::Message::Binary(bytes) => Message::binary(bytes),
+        ws::Message::Close(frame) => {
+            Message::Close(frame.map(|f| tungstenite::protocol::CloseFrame {
+                code: f.code.into(),
+                reason: f.reason.as_str().into(),
+            }))
+        }
+        ws::Message::Ping(_) | ws::Message::Pong(_) => return None,
+    })
+}
+
+fn upstream_to_client(message: Message, scrubber: &Scrubber) -> Option<ws::Message> {
+    Some(match message {
+        Message::Text(text) => ws::Message::Text(text.as_str().into()),
+        Message::Binary(bytes) => ws::Message::Binary(bytes),
+        Message::Close(frame) => ws::Message::Close(frame.map(|f| ws::CloseFrame {
+            code: f.code.into(),
+            reason: scrubber.excerpt(&f.reason, 120).into(),
+        })),
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
+    })
+}
