@@ -159,6 +159,9 @@ async fn counters(State(shared): State<AppState>) -> Response {
     axum::Json(shared.counters()).into_response()
 }
 
+/// The `created` time of models and chunks (a fixed instant: answers are reproducible).
+const CREATED: u64 = 1_767_225_600;
+
 async fn models(State(shared): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(response) = admit(&shared, Route::Models, &headers) {
         return response;
@@ -167,7 +170,7 @@ async fn models(State(shared): State<AppState>, headers: HeaderMap) -> Response 
         .config
         .models
         .iter()
-        .map(|id| json!({"id": id, "object": "model", "owned_by": "dev-gateway"}))
+        .map(|id| json!({"id": id, "object": "model", "created": CREATED, "owned_by": "dev-gateway"}))
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
@@ -317,7 +320,7 @@ async fn chat(State(shared): State<AppState>, headers: HeaderMap, body: Bytes) -
     }
     let chunk = |delta: Value, finish: Value| {
         Event::default().data(
-            json!({"id": id, "object": "chat.completion.chunk", "model": model,
+            json!({"id": id, "object": "chat.completion.chunk", "created": CREATED, "model": model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
             .to_string(),
         )

@@ -1,0 +1,578 @@
+//! The proxy in front of the dev gateway and wiremock on `127.0.0.1:0`, with real token
+//! scripts, driven by plain HTTP and websocket clients and by `async-openai`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::{Duration, Instant};
+
+use dev_gateway::{DevGateway, Fault, GatewayConfig, Route};
+use futures::{SinkExt as _, StreamExt as _};
+use provider_auth::auth_manager_for_provider;
+use provider_config::{ModelProviderAuthInfo, ModelProviderInfo};
+use proxy::{Proxy, ProxyConfig, ProxyError, ProxyProvider, StatsHandle};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// A token script in a temp dir: prints the file `token`, counts its runs in `runs`.
+struct Script {
+    dir: tempfile::TempDir,
+}
+
+impl Script {
+    fn new(body: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.sh");
+        std::fs::write(&path, format!("#!/bin/sh\necho run >> runs\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self { dir }
+    }
+
+    fn printing_file() -> Self {
+        Self::new("cat token")
+    }
+
+    fn set_token(&self, token: &str) {
+        std::fs::write(self.dir.path().join("token"), token).unwrap();
+    }
+
+    fn auth(&self) -> ModelProviderAuthInfo {
+        let mut auth =
+            ModelProviderAuthInfo::new(self.dir.path().join("token.sh").to_str().unwrap());
+        auth.cwd = self.dir.path().to_path_buf();
+        auth
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("runs"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+/// A running proxy; it stops when dropped.
+struct Running {
+    base: String,
+    stats: StatsHandle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Running {
+    fn url(&self, rest: &str) -> String {
+        format!("{}{rest}", self.base)
+    }
+}
+
+async fn start(config: ProxyConfig) -> Running {
+    let proxy = Proxy::bind(config).await.unwrap();
+    let base = format!("http://{}", proxy.local_addr());
+    let stats = proxy.stats_handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(proxy.serve(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        base,
+        stats,
+        _stop: stop,
+    }
+}
+
+fn provider(base_url: &str, script: &Script) -> ProxyProvider {
+    let mut info = ModelProviderInfo::new("Test", base_url);
+    info.auth = Some(script.auth());
+    provider_with(info)
+}
+
+fn provider_with(info: ModelProviderInfo) -> ProxyProvider {
+    let auth = auth_manager_for_provider("dev", &info, None).unwrap();
+    ProxyProvider::new("dev", info, auth)
+}
+
+fn on_loopback(providers: Vec<ProxyProvider>) -> ProxyConfig {
+    ProxyConfig::new("127.0.0.1:0".parse().unwrap(), providers)
+}
+
+/// The dev gateway, a script printing its current token, and a proxy in front.
+async fn dev_setup() -> (DevGateway, Script, Running) {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let script = Script::printing_file();
+    script.set_token(&gw.mint_token().access_token);
+    let running = start(on_loopback(vec![provider(&gw.base_url(), &script)])).await;
+    (gw, script, running)
+}
+
+fn rotate(gw: &DevGateway, script: &Script) {
+    gw.rotate();
+    script.set_token(&gw.mint_token().access_token);
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "proxy_error", "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    (status, body["error"]["code"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn the_gateway_sees_the_minted_token_and_none_of_the_clients_credentials() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models"))
+        .and(header("authorization", "Bearer minted-abc"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": []})))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    let script = Script::new("echo minted-abc");
+    let running = start(on_loopback(vec![provider(
+        &format!("{}/v1", upstream.uri()),
+        &script,
+    )]))
+    .await;
+    let response = http()
+        .get(running.url("/dev/models"))
+        .header("authorization", "Bearer dummy-key")
+        .header("api-key", "dummy-key")
+        .header("x-api-key", "dummy-key")
+        .header("connection", "x-hop")
+        .header("x-hop", "must not pass")
+        .header("proxy-authorization", "Basic c2VjcmV0")
+        .header("x-kept", "yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let received = upstream.received_requests().await.unwrap();
+    let headers = &received[0].headers;
+    assert_eq!(headers.get_all("authorization").iter().count(), 1);
+    for gone in ["api-key", "x-api-key", "x-hop", "proxy-authorization"] {
+        assert!(!headers.contains_key(gone), "{gone} was forwarded");
+    }
+    assert_eq!(headers.get("x-kept").unwrap(), "yes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rotation_1000_concurrent_requests_succeed_with_one_run() {
+    let (gw, script, running) = dev_setup().await;
+    let client = http();
+    assert_eq!(
+        client
+            .get(running.url("/dev/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(script.runs(), 1);
+    rotate(&gw, &script);
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (client, url) = (client.clone(), running.url("/dev/models"));
+            tokio::spawn(async move {
+                client
+                    .get(url)
+                    .bearer_auth("dummy")
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(script.runs(), 2, "one run for the rotation");
+    let stats = &running.stats.get()["dev"];
+    assert_eq!(stats.requests, 1001);
+    assert!(
+        stats.replays >= 1 && stats.replays == stats.upstream_auth_failures,
+        "{stats:?}"
+    );
+    assert_eq!(stats.command_runs, 2);
+}
+
+#[tokio::test]
+async fn a_401_to_a_body_over_the_replay_limit_goes_back_to_the_client() {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let script = Script::printing_file();
+    script.set_token(&gw.mint_token().access_token);
+    let running =
+        start(on_loopback(vec![provider(&gw.base_url(), &script)]).with_max_replay_bytes(1024))
+            .await;
+    let client = http();
+    let small = serde_json::json!({"model": "dev-small", "input": "hi", "stream": true});
+    assert_eq!(
+        client
+            .post(running.url("/dev/responses"))
+            .json(&small)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    rotate(&gw, &script);
+    let big = serde_json::json!({"model": "dev-small", "input": "x".repeat(4096), "stream": true});
+    let response = client
+        .post(running.url("/dev/responses"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "streamed through, not replayed");
+    assert_eq!(running.stats.get()["dev"].replays, 0);
+    // The 401 was reported: the client's own retry finds the fresh token.
+    let retry = client
+        .post(running.url("/dev/responses"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 200);
+    assert_eq!(script.runs(), 2);
+}
+
+#[tokio::test]
+async fn a_small_body_is_replayed_once_after_a_rotation() {
+    let (gw, script, running) = dev_setup().await;
+    let client = http();
+    let body = serde_json::json!({"model": "dev-small", "input": "hi", "stream": true});
+    assert_eq!(
+        client
+            .post(running.url("/dev/responses"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    rotate(&gw, &script);
+    let text = client
+        .post(running.url("/dev/responses"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("response.completed"), "{text}");
+    assert_eq!(running.stats.get()["dev"].replays, 1);
+    assert_eq!(gw.counters().unauthorized(Route::Responses), 1);
+}
+
+#[tokio::test]
+async fn too_many_requests_and_server_errors_pass_through_unretried() {
+    let (gw, _script, running) = dev_setup().await;
+    for (fault, status) in [
+        (
+            Fault::TooManyRequests {
+                retry_after_secs: 1,
+            },
+            429,
+        ),
+        (Fault::ServerError, 500),
+    ] {
+        gw.set_fault(Route::Models, Some(fault));
+        let before = gw.counters().requests(Route::Models);
+        let response = http().get(running.url("/dev/models")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        if status == 429 {
+            assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+        }
+        assert_eq!(gw.counters().requests(Route::Models), before + 1, "retried");
+    }
+}
+
+#[tokio::test]
+async fn sse_bytes_reach_the_client_before_the_stream_ends() {
+    let (gw, _script, running) = dev_setup().await;
+    gw.set_fault(
+        Route::Responses,
+        Some(Fault::SlowStream {
+            delay: Duration::from_millis(300),
+        }),
+    );
+    let started = Instant::now();
+    let response = http()
+        .post(running.url("/dev/responses"))
+        .json(&serde_json::json!({"model": "dev-small", "input": "say hello", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    let first = started.elapsed();
+    while body.next().await.is_some() {}
+    let total = started.elapsed();
+    assert!(
+        first + Duration::from_millis(600) < total,
+        "first bytes at {first:?}, end at {total:?}: the stream was held back"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_handshake_401_after_a_rotation_is_recovered_once() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let (gw, script, running) = dev_setup().await;
+    http().get(running.url("/dev/models")).send().await.unwrap();
+    rotate(&gw, &script);
+    let url = running
+        .url("/dev/realtime?model=dev-small")
+        .replace("http://", "ws://");
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer dummy".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let first = socket.next().await.unwrap().unwrap();
+    assert!(
+        first.to_text().unwrap().contains("session.created"),
+        "{first:?}"
+    );
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            r#"{"type":"response.create","response":{"instructions":"hi"}}"#,
+        ))
+        .await
+        .unwrap();
+    let mut saw_done = false;
+    while let Some(Ok(message)) = socket.next().await {
+        if message
+            .to_text()
+            .unwrap_or_default()
+            .contains("response.done")
+        {
+            saw_done = true;
+            break;
+        }
+    }
+    assert!(saw_done);
+    assert_eq!(gw.counters().unauthorized(Route::Realtime), 1);
+    assert_eq!(script.runs(), 2);
+}
+
+#[tokio::test]
+async fn each_error_the_proxy_makes_has_its_code_and_status() {
+    let silent = test_support::HostileServer::start();
+    let ok = Script::new("echo tok");
+    let failing = Script::new("echo 'no session' >&2\nexit 3");
+    let mut slow = ModelProviderInfo::new("Slow", silent.base_url("silent"));
+    slow.auth = Some(ok.auth());
+    slow.stream_idle_timeout_ms = 300;
+    let mut down = ModelProviderInfo::new("Down", "http://127.0.0.1:1/v1");
+    down.auth = Some(ok.auth());
+    let mut broken = ModelProviderInfo::new("Broken", "http://127.0.0.1:1/v1");
+    broken.auth = Some(failing.auth());
+    let make = |id: &str, info: ModelProviderInfo| {
+        let auth = auth_manager_for_provider(id, &info, None).unwrap();
+        ProxyProvider::new(id, info, auth)
+    };
+    let running = start(on_loopback(vec![
+        make("slow", slow),
+        make("down", down),
+        make("broken", broken),
+    ]))
+    .await;
+    let client = http();
+    let get = |rest: &str| client.get(running.url(rest)).send();
+    assert_eq!(
+        error_code(get("/nope/models").await.unwrap()).await,
+        (404, "unknown_provider".into())
+    );
+    let broken = get("/broken/models").await.unwrap();
+    let body = broken.text().await.unwrap();
+    assert!(
+        body.contains("\"code\":\"token_unavailable\"") && body.contains("exited with status 3"),
+        "{body}"
+    );
+    assert_eq!(
+        error_code(get("/down/models").await.unwrap()).await,
+        (502, "upstream_unreachable".into())
+    );
+    assert_eq!(
+        error_code(get("/slow/models").await.unwrap()).await,
+        (504, "upstream_timeout".into())
+    );
+    let foreign = client
+        .get(running.url("/down/models"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(foreign).await, (403, "forbidden_host".into()));
+    let stats = running.stats.get();
+    assert_eq!(stats["broken"].errors, 1);
+    assert_eq!(stats["down"].errors, 1);
+}
+
+#[tokio::test]
+async fn a_client_key_is_required_from_every_request_when_set() {
+    let (gw, script, _) = dev_setup().await;
+    let running = start(
+        on_loopback(vec![provider(&gw.base_url(), &script)]).with_client_key("s3cret-client-key"),
+    )
+    .await;
+    let client = http();
+    let url = running.url("/dev/models");
+    assert_eq!(
+        error_code(client.get(&url).send().await.unwrap()).await,
+        (401, "client_key_required".into())
+    );
+    let wrong = client
+        .get(&url)
+        .bearer_auth("s3cret-client-kez")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(wrong).await, (401, "client_key_required".into()));
+    let health = client
+        .get(running.url("/_modelauth/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 401, "health is behind the key too");
+    for (name, value) in [
+        ("authorization", "Bearer s3cret-client-key"),
+        ("api-key", "s3cret-client-key"),
+        ("x-api-key", "s3cret-client-key"),
+    ] {
+        let response = client
+            .get(&url)
+            .header(name, value)
+            .header("host", "anything.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_non_loopback_address_needs_a_client_key() {
+    let script = Script::new("echo tok");
+    let p = provider("http://127.0.0.1:1/v1", &script);
+    let open = ProxyConfig::new("0.0.0.0:0".parse().unwrap(), vec![p.clone()]);
+    let err = Proxy::bind(open).await.unwrap_err();
+    assert!(matches!(err, ProxyError::NotLoopback { .. }), "{err}");
+    let keyed = ProxyConfig::new("0.0.0.0:0".parse().unwrap(), vec![p]).with_client_key("k3y");
+    assert!(Proxy::bind(keyed).await.is_ok());
+}
+
+#[tokio::test]
+async fn health_and_stats() {
+    let (_gw, script, running) = dev_setup().await;
+    let client = http();
+    let health: serde_json::Value = client
+        .get(running.url("/_modelauth/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, serde_json::json!({"status": "ok"}));
+    client.get(running.url("/dev/models")).send().await.unwrap();
+    let stats: serde_json::Value = client
+        .get(running.url("/_modelauth/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats,
+        serde_json::json!({"providers": {"dev": {"requests": 1, "replays": 0, "upstream_auth_failures": 0, "command_runs": 1, "errors": 0}}})
+    );
+    assert_eq!(script.runs(), 1);
+}
+
+#[tokio::test]
+async fn redirects_go_back_to_the_client_and_error_bodies_are_scrubbed() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/v1/moved"))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header("location", "http://elsewhere.example/x"),
+        )
+        .mount(&upstream)
+        .await;
+    Mock::given(path("/v1/echo"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(
+            "{\"error\":{\"message\":\"bad token minted-xyz-123456 \\u001b[31m\"}}",
+        ))
+        .mount(&upstream)
+        .await;
+    let script = Script::new("echo minted-xyz-123456");
+    let running = start(on_loopback(vec![provider(
+        &format!("{}/v1", upstream.uri()),
+        &script,
+    )]))
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let moved = client.get(running.url("/dev/moved")).send().await.unwrap();
+    assert_eq!(moved.status(), 307);
+    assert_eq!(
+        moved.headers().get("location").unwrap(),
+        "http://elsewhere.example/x"
+    );
+    let echo = client
+        .get(running.url("/dev/echo"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!echo.contains("minted-xyz"), "{echo}");
+    assert!(echo.contains("bad token [REDACTED]"), "{echo}");
+    let parsed: serde_json::Value = serde_json::from_str(&echo).unwrap();
+    assert!(parsed["error"]["message"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_openai_lists_models_and_streams_a_chat_through_the_proxy() {
+    use async_openai::Client;
+    use async_openai::config::OpenAIConfig;
+    use async_openai::types::chat::{
+        ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs,
+    };
+    let (gw, script, running) = dev_setup().await;
+    let client = Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(running.url("/dev"))
+            .with_api_key("dummy-key-the-proxy-replaces"),
+    );
+    let models = client.models().list().await.unwrap();
+    let ids: Vec<&str> = models.data.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["dev-small", "dev-large"]);
+    rotate(&gw, &script);
+    let request = CreateChatCompletionRequestArgs::default()
+        .model("dev-small")
+        .messages([ChatCompletionRequestUserMessageArgs::default()
+            .content("say hello")
+            .build()
+            .unwrap()
+            .into()])
+        .build()
+        .unwrap();
+    let mut stream = client.chat().create_stream(request).await.unwrap();
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        for choice in chunk.unwrap().choices {
+            text.push_str(choice.delta.content.as_deref().unwrap_or_default());
+        }
+    }
+    assert!(!text.is_empty());
+    assert_eq!(script.runs(), 2, "the rotation cost one run");
+}
