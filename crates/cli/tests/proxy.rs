@@ -1,0 +1,210 @@
+//! `modelauth proxy`, the binary, as a user runs it: its output, its logs, its refusals,
+//! and how it stops.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dev_gateway::{DevGateway, GatewayConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
+
+fn write_script(dir: &Path, body: &str) {
+    let path = dir.join("token.sh");
+    std::fs::write(&path, format!("#!/bin/sh\necho $$ >> pids\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn write_config(dir: &Path, base_url: &str) {
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"{base_url}\"\nauth = {{ command = \"./token.sh\" }}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Starts `modelauth proxy ARGS` and reads its address lines.
+fn spawn(dir: &Path, args: &[&str]) -> (Child, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .arg("proxy")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        lines.push(line.trim_end().to_owned());
+    }
+    (child, lines)
+}
+
+fn pids(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prints_its_addresses_serves_logs_without_secrets_and_stops_on_sigterm() {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_script(dir.path(), &format!("echo {}", gw.mint_token().access_token));
+    write_config(dir.path(), &gw.base_url());
+    let (child, lines) = spawn(dir.path(), &["-v"]);
+    let addr = lines[0].strip_prefix("listening on http://").unwrap().to_owned();
+    assert_eq!(
+        lines[1],
+        format!("corp  http://{addr}/corp  ->  {}", gw.base_url())
+    );
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/corp/models?api-key=query-secret-123"))
+        .bearer_auth("dummy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    terminate(&child);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains("proxy: request"))
+        .unwrap_or_else(|| panic!("no request line in {log}"));
+    for part in ["provider=corp", "method=GET", "path=/models", "status=200", "replayed=false"] {
+        assert!(line.contains(part), "{part} missing: {line}");
+    }
+    assert!(!log.contains("query-secret-123") && !log.contains("dummy"), "{log}");
+    let token = gw.mint_token().access_token;
+    assert!(!log.contains(&token[..16]), "{log}");
+}
+
+#[test]
+fn sigterm_waits_for_a_request_in_flight_then_exits_0_with_no_command_left() {
+    let dir = tempfile::tempdir().unwrap();
+    // A command that takes 1.5 s: a request is waiting for it when SIGTERM comes.
+    write_script(dir.path(), "sleep 1.5 &\necho $! >> pids\nwait\necho tok");
+    write_config(dir.path(), "http://127.0.0.1:1/v1");
+    let (child, lines) = spawn(dir.path(), &[]);
+    let addr = lines[0].strip_prefix("listening on http://").unwrap().to_owned();
+    let request = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        std::io::Write::write_all(
+            &mut stream,
+            format!("GET /corp/models HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+        answer
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids(dir.path()).len() < 2 {
+        assert!(Instant::now() < deadline, "the token command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    terminate(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    // The request in flight got its answer (the gateway is down: 502 from the proxy).
+    let answer = request.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("upstream_unreachable"), "{answer}");
+    let left = test_support::still_alive_after(&pids(dir.path()), Duration::from_secs(2));
+    assert!(left.is_empty(), "{left:?} outlived the proxy");
+}
+
+#[test]
+fn a_token_command_still_running_after_the_grace_period_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_script(dir.path(), "sleep 60 &\necho $! >> pids\nwait\necho tok");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:1/v1\"\nauth = { command = \"./token.sh\", timeout_ms = 600000 }\n",
+    )
+    .unwrap();
+    let (child, lines) = spawn(dir.path(), &[]);
+    let addr = lines[0].strip_prefix("listening on http://").unwrap().to_owned();
+    std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        let _ = std::io::Write::write_all(
+            &mut stream,
+            format!("GET /corp/models HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes(),
+        );
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut sink);
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids(dir.path()).len() < 2 {
+        assert!(Instant::now() < deadline, "the token command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    terminate(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let left = test_support::still_alive_after(&pids(dir.path()), Duration::from_secs(2));
+    assert!(left.is_empty(), "{left:?} outlived the proxy");
+}
+
+fn refusal(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    write_script(dir.path(), "echo tok");
+    write_config(dir.path(), "http://127.0.0.1:1/v1");
+    let out = Command::new(BIN)
+        .args(["--config", "config.toml", "proxy"])
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("MODELAUTH_TEST_KEY")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn refusals_exit_2_with_the_reason() {
+    insta::assert_snapshot!(
+        "proxy_non_loopback_without_a_key",
+        format!("{:?}", refusal(&["--listen", "0.0.0.0:0"], &[]))
+    );
+    insta::assert_snapshot!(
+        "proxy_client_key_variable_unset",
+        format!("{:?}", refusal(&["--client-key-env", "MODELAUTH_TEST_KEY"], &[]))
+    );
+    insta::assert_snapshot!(
+        "proxy_unknown_provider",
+        format!("{:?}", refusal(&["-p", "nope"], &[]))
+    );
+    insta::assert_snapshot!(
+        "proxy_bad_listen_address",
+        format!("{:?}", refusal(&["--listen", "localhost"], &[]))
+    );
+}
