@@ -235,6 +235,7 @@ async fn demo_runs_every_step_and_exits_0() {
         "respond",
         "rotation",
         "realtime",
+        "proxy",
         "refresh-ahead",
     ] {
         assert!(

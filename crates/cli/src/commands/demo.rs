@@ -226,6 +226,33 @@ pub async fn demo() -> Result<(), CliError> {
     })
     .await?;
 
+    demo.step("proxy", "modelauth proxy in front of the gateway", async {
+        let proxy = proxy::Proxy::bind(proxy::ProxyConfig::new(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            vec![proxy::ProxyProvider::new(PROVIDER, info.clone(), manager.clone())],
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+        let base = format!("http://{}/{PROVIDER}", proxy.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(proxy.serve(async {
+            let _ = stopped.await;
+        }));
+        // A plain HTTP client with a dummy key, as any OpenAI SDK pointed at the proxy.
+        let plain = reqwest::Client::new();
+        let get = || plain.get(format!("{base}/models")).bearer_auth("sk-dummy").send();
+        let first = get().await.map_err(|e| e.to_string())?.status();
+        gw.rotate();
+        let after = get().await.map_err(|e| e.to_string())?.status();
+        let _ = stop.send(());
+        let _ = serving.await;
+        if !(first.is_success() && after.is_success()) {
+            return Err(format!("GET {base}/models answered {first}, then {after} after a rotation"));
+        }
+        Ok(((), format!("GET {base}/models with a dummy key: {first}; rotated; {after} (the proxy replayed it with a fresh token)")))
+    })
+    .await?;
+
     let refresh_in = manager
         .token_status()
         .and_then(|s| s.refresh_in)
