@@ -71,16 +71,24 @@ fn terminate(child: &Child) {
 async fn prints_its_addresses_serves_logs_without_secrets_and_stops_on_sigterm() {
     let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    write_script(dir.path(), &format!("echo {}", gw.mint_token().access_token));
+    write_script(
+        dir.path(),
+        &format!("echo {}", gw.mint_token().access_token),
+    );
     write_config(dir.path(), &gw.base_url());
     let (child, lines) = spawn(dir.path(), &["-v"]);
-    let addr = lines[0].strip_prefix("listening on http://").unwrap().to_owned();
+    let addr = lines[0]
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_owned();
     assert_eq!(
         lines[1],
         format!("corp  http://{addr}/corp  ->  {}", gw.base_url())
     );
     let response = reqwest::Client::new()
-        .get(format!("http://{addr}/corp/models?api-key=query-secret-123"))
+        .get(format!(
+            "http://{addr}/corp/models?api-key=query-secret-123"
+        ))
         .bearer_auth("dummy")
         .send()
         .await
@@ -97,10 +105,19 @@ async fn prints_its_addresses_serves_logs_without_secrets_and_stops_on_sigterm()
         .lines()
         .find(|l| l.contains("proxy: request"))
         .unwrap_or_else(|| panic!("no request line in {log}"));
-    for part in ["provider=corp", "method=GET", "path=/models", "status=200", "replayed=false"] {
+    for part in [
+        "provider=corp",
+        "method=GET",
+        "path=/models",
+        "status=200",
+        "replayed=false",
+    ] {
         assert!(line.contains(part), "{part} missing: {line}");
     }
-    assert!(!log.contains("query-secret-123") && !log.contains("dummy"), "{log}");
+    assert!(
+        !log.contains("query-secret-123") && !log.contains("dummy"),
+        "{log}"
+    );
     let token = gw.mint_token().access_token;
     assert!(!log.contains(&token[..16]), "{log}");
 }
@@ -112,12 +129,16 @@ fn sigterm_waits_for_a_request_in_flight_then_exits_0_with_no_command_left() {
     write_script(dir.path(), "sleep 1.5 &\necho $! >> pids\nwait\necho tok");
     write_config(dir.path(), "http://127.0.0.1:1/v1");
     let (child, lines) = spawn(dir.path(), &[]);
-    let addr = lines[0].strip_prefix("listening on http://").unwrap().to_owned();
+    let addr = lines[0]
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_owned();
     let request = std::thread::spawn(move || {
         let mut stream = std::net::TcpStream::connect(&addr).unwrap();
         std::io::Write::write_all(
             &mut stream,
-            format!("GET /corp/models HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+            format!("GET /corp/models HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
         )
         .unwrap();
         let mut answer = String::new();
@@ -132,8 +153,17 @@ fn sigterm_waits_for_a_request_in_flight_then_exits_0_with_no_command_left() {
     let started = Instant::now();
     terminate(&child);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     // The request in flight got its answer (the gateway is down: 502 from the proxy).
     let answer = request.join().unwrap();
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
@@ -152,7 +182,10 @@ fn a_token_command_still_running_after_the_grace_period_is_killed() {
     )
     .unwrap();
     let (child, lines) = spawn(dir.path(), &[]);
-    let addr = lines[0].strip_prefix("listening on http://").unwrap().to_owned();
+    let addr = lines[0]
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_owned();
     std::thread::spawn(move || {
         let mut stream = std::net::TcpStream::connect(&addr).unwrap();
         let _ = std::io::Write::write_all(
@@ -186,7 +219,10 @@ fn refusal(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -197,7 +233,10 @@ fn refusals_exit_2_with_the_reason() {
     );
     insta::assert_snapshot!(
         "proxy_client_key_variable_unset",
-        format!("{:?}", refusal(&["--client-key-env", "MODELAUTH_TEST_KEY"], &[]))
+        format!(
+            "{:?}",
+            refusal(&["--client-key-env", "MODELAUTH_TEST_KEY"], &[])
+        )
     );
     insta::assert_snapshot!(
         "proxy_unknown_provider",

@@ -337,7 +337,8 @@ async fn pass_back(
         };
         Body::from(scrubber.scrub(&String::from_utf8_lossy(&raw)))
     } else {
-        Body::from_stream(response.bytes_stream())
+        // The upstream body as it is: every frame goes on as it arrives.
+        Body::new(http::Response::from(response).into_body())
     };
     let mut out = Response::new(body);
     *out.status_mut() = status;

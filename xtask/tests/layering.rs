@@ -1,0 +1,92 @@
+//! The layering of ARCHITECTURE.md, checked: every crate's dependencies on workspace crates
+//! are the ones its layer allows (a lower crate never depends on a higher one).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Each crate and the workspace crates it may depend on (normal dependencies).
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("crates/provider-config", &[]),
+    ("crates/provider-auth", &["provider-config"]),
+    ("crates/model-client", &["provider-config", "provider-auth"]),
+    ("crates/realtime", &["provider-config", "provider-auth"]),
+    (
+        "crates/proxy",
+        &["provider-config", "provider-auth", "realtime"],
+    ),
+    ("crates/dev-gateway", &[]),
+    ("crates/test-support", &[]),
+    (
+        "crates/cli",
+        &[
+            "provider-config",
+            "provider-auth",
+            "model-client",
+            "realtime",
+            "proxy",
+            "dev-gateway",
+        ],
+    ),
+    ("xtask", &["provider-config"]),
+];
+
+/// Only tests and benches may use these.
+const TEST_ONLY: &[&str] = &["test-support"];
+
+fn workspace_crates(root: &Path) -> BTreeSet<String> {
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    manifest["workspace"]["dependencies"]
+        .as_table()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v.get("path").is_some())
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+#[test]
+fn every_crate_depends_only_on_the_layers_below_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ours = workspace_crates(&root);
+    let members: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listed: BTreeSet<&str> = members["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let checked: BTreeSet<&str> = ALLOWED.iter().map(|(c, _)| *c).collect();
+    assert_eq!(listed, checked, "a workspace member has no layer here");
+    for (krate, allowed) in ALLOWED {
+        let manifest: toml::Table = std::fs::read_to_string(root.join(krate).join("Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let deps: BTreeSet<&str> = manifest
+            .get("dependencies")
+            .and_then(|d| d.as_table())
+            .map(|t| {
+                t.keys()
+                    .map(String::as_str)
+                    .filter(|d| ours.contains(*d))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let allowed: BTreeSet<&str> = allowed.iter().copied().collect();
+        let extra: Vec<&&str> = deps.difference(&allowed).collect();
+        assert!(
+            extra.is_empty(),
+            "{krate} depends on {extra:?}, above its layer"
+        );
+        for t in TEST_ONLY {
+            assert!(!deps.contains(t), "{krate} ships {t}");
+        }
+    }
+}
