@@ -165,7 +165,15 @@ async fn scenarios(seconds: u64) -> Vec<Row> {
             "{:.0} req/s",
             median(measured.iter().map(|r| r.rps).collect())
         ),
-        ratio: format!("{:.3}x", median_ratio(&base, &measured, |r| r.rps)),
+        ratio: format!(
+            "{:.3}x (rounds: {})",
+            median_ratio(&base, &measured, |r| r.rps),
+            base.iter()
+                .zip(&measured)
+                .map(|(a, b)| format!("{:.3}", b.rps / a.rps))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         target: ">= 0.97x".into(),
     });
 

@@ -388,9 +388,12 @@ impl TokenCache {
     /// that token is a rotation, recovered at once, not a sign of a gateway that rejects
     /// every token. One atomic operation; no lock.
     pub fn accepted(&self, sent: &Credential) {
-        self.counters
-            .proven
-            .fetch_max(sent.generation, Ordering::Relaxed);
+        // A read first: the hot path (already proven) never writes the shared line.
+        if self.counters.proven.load(Ordering::Relaxed) < sent.generation {
+            self.counters
+                .proven
+                .fetch_max(sent.generation, Ordering::Relaxed);
+        }
     }
 
     fn start_flight(self: &Arc<Self>, state: &mut State, reason: RefreshReason) -> Flight {
