@@ -28,6 +28,9 @@ struct Cli {
     /// Log token-command runs, retries and connections on stderr (never the token).
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Keep tokens in this process only: neither read nor write the shared token store.
+    #[arg(long, global = true)]
+    no_shared_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,9 +46,18 @@ enum Command {
         /// Provider id (default: the config's model_provider).
         #[arg(short, long = "provider", value_name = "ID")]
         provider: Option<String>,
-        /// Print only the token, for piping into another tool.
+        /// Print only the token, for piping into another tool (with --json: add it).
         #[arg(long)]
         show: bool,
+        /// Print {"provider", "expires_at", "obtained_at", "source"} as one JSON object.
+        #[arg(long, conflicts_with_all = ["exec_credential", "forget"])]
+        json: bool,
+        /// Print a Kubernetes client.authentication.k8s.io/v1 ExecCredential.
+        #[arg(long, conflicts_with_all = ["show", "forget"])]
+        exec_credential: bool,
+        /// Delete the provider's entry in the shared token store.
+        #[arg(long, conflicts_with = "show")]
+        forget: bool,
     },
     /// List model ids, one per line.
     Models {
@@ -169,6 +181,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     if cli.verbose {
         init_logging();
     }
+    let store = shared_store(&cli);
     let config = cli.config.as_deref();
     match cli.command {
         Command::Check => {
@@ -179,11 +192,26 @@ fn run(cli: Cli) -> Result<(), CliError> {
             print(&commands::check::check(&config))
         }
         Command::Schema => print(&commands::check::schema()),
-        Command::Token { provider, show } => {
+        Command::Token {
+            provider,
+            show,
+            json,
+            exec_credential,
+            forget,
+        } => {
             let config = config_file::load(config)?;
             let (id, info) = config_file::provider(&config, provider.as_deref())?;
+            if forget {
+                return print(&commands::token::forget(id, info, store.as_ref())?);
+            }
+            let output = match (show, json, exec_credential) {
+                (_, true, _) => commands::token::Output::Json { with_token: show },
+                (_, _, true) => commands::token::Output::ExecCredential,
+                (true, _, _) => commands::token::Output::Bare,
+                _ => commands::token::Output::Summary,
+            };
             let manager = auth::manager_for(id, info)?;
-            let out = block_on(commands::token::token(id, info, manager.as_ref(), show))?;
+            let out = block_on(commands::token::token(id, info, manager.as_ref(), output))?;
             print(&out)
         }
         Command::Models { provider, json } => {
@@ -265,6 +293,39 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// The shared token store, opted in for this process unless `--no-shared-cache`, or the
+/// command does not obtain tokens from the user's config (`demo` has its own). Without a
+/// usable store, tokens stay in this process (`-v` says why).
+fn shared_store(cli: &Cli) -> Option<provider_auth::SharedStore> {
+    let uses_tokens = matches!(
+        cli.command,
+        Command::Token { .. }
+            | Command::Models { .. }
+            | Command::Respond { .. }
+            | Command::Realtime { .. }
+            | Command::Bench { .. }
+            | Command::Proxy { .. }
+    );
+    if !uses_tokens {
+        return None;
+    }
+    if cli.no_shared_cache {
+        tracing::info!(target: "modelauth", "shared token store off (--no-shared-cache): tokens stay in this process");
+        return None;
+    }
+    match provider_auth::SharedStore::from_env() {
+        Ok(store) => {
+            tracing::info!(target: "modelauth", dir = %store.dir().display(), "shared token store");
+            provider_auth::use_shared_store(store.clone());
+            Some(store)
+        }
+        Err(why) => {
+            tracing::info!(target: "modelauth", "no shared token store ({why}): tokens stay in this process");
+            None
+        }
+    }
+}
+
 /// The HTTP client for the chosen provider.
 fn client(
     config: Option<&std::path::Path>,
@@ -309,6 +370,7 @@ fn init_logging() {
     let ours = tracing_subscriber::filter::Targets::new()
         .with_default(tracing::Level::WARN)
         .with_target(provider_auth::TRACING_TARGET, tracing::Level::DEBUG)
+        .with_target("modelauth", tracing::Level::DEBUG)
         .with_target("model_client", tracing::Level::DEBUG)
         .with_target("realtime", tracing::Level::DEBUG)
         .with_target(proxy::TRACING_TARGET, tracing::Level::DEBUG)

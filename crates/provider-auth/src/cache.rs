@@ -54,7 +54,8 @@ impl CachePolicy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
-    /// Times the token source ran (the command was spawned).
+    /// Times the token source ran (the command was spawned; a token read from the shared
+    /// store does not count).
     pub command_runs: u64,
     /// Runs that failed.
     pub failures: u64,
@@ -74,6 +75,11 @@ pub struct TokenStatus {
     pub expires_in: Option<Duration>,
     /// Time left before a background refresh starts; `None` = never.
     pub refresh_in: Option<Duration>,
+    /// When the token was obtained (by this process, or by another through the shared
+    /// store).
+    pub obtained_at: SystemTime,
+    /// Whether it came from the shared store rather than a run of this process.
+    pub from_shared_store: bool,
 }
 
 #[derive(Default)]
@@ -92,6 +98,9 @@ struct Cached {
     credential: Credential,
     /// When the run that produced it ended.
     obtained_at: Instant,
+    /// When it was obtained, by the clock (earlier than `obtained_at` for a shared token).
+    obtained_wall: SystemTime,
+    from_shared_store: bool,
     /// When a background refresh should start (80% of the lifetime).
     refresh_at: Option<Instant>,
     /// End of the lifetime: from here a caller waits for a new token, unless a refresh is
@@ -223,10 +232,19 @@ impl TokenCache {
         caches
             .entry(auth.clone())
             .or_insert_with(|| {
-                TokenCache::new(
-                    Arc::new(CommandRefresher::new(provider_id, auth.clone())),
-                    CachePolicy::new(auth.refresh_interval()),
-                )
+                let command: Arc<dyn ExternalAuthRefresher> =
+                    Arc::new(CommandRefresher::new(provider_id, auth.clone()));
+                // With a shared store (opted in by `use_shared_store`), tokens are shared
+                // with every process of the user.
+                let source: Arc<dyn ExternalAuthRefresher> = match crate::store::process_store() {
+                    Some(store) => Arc::new(crate::store::StoreRefresher::new(
+                        command,
+                        store.clone(),
+                        auth,
+                    )),
+                    None => command,
+                };
+                TokenCache::new(source, CachePolicy::new(auth.refresh_interval()))
             })
             .clone()
     }
@@ -250,6 +268,8 @@ impl TokenCache {
             return None;
         }
         Some(TokenStatus {
+            obtained_at: cached.obtained_wall,
+            from_shared_store: cached.from_shared_store,
             generation: cached.credential.generation,
             expires_in: cached.expires_at.map(|t| t.saturating_duration_since(now)),
             refresh_in: cached.refresh_at.map(|t| t.saturating_duration_since(now)),
@@ -377,7 +397,11 @@ impl TokenCache {
                         }
                     }
                     self.counters.after_401.fetch_add(1, Ordering::Relaxed);
-                    self.start_flight(&mut state, RefreshReason::Unauthorized)
+                    self.start_flight_with(
+                        &mut state,
+                        RefreshReason::Unauthorized,
+                        Some(sent.token.clone()),
+                    )
                 }
             }
         };
@@ -397,18 +421,41 @@ impl TokenCache {
     }
 
     fn start_flight(self: &Arc<Self>, state: &mut State, reason: RefreshReason) -> Flight {
+        self.start_flight_with(state, reason, None)
+    }
+
+    fn start_flight_with(
+        self: &Arc<Self>,
+        state: &mut State,
+        reason: RefreshReason,
+        rejected: Option<crate::token::AuthToken>,
+    ) -> Flight {
         state.flight_id += 1;
         let id = state.flight_id;
         let cache = Arc::clone(self);
-        let flight = async move { cache.run(id, reason).await }.boxed().shared();
+        let flight = async move { cache.run(id, reason, rejected).await }
+            .boxed()
+            .shared();
         state.flight = flight.downgrade();
         flight
     }
 
-    async fn run(self: Arc<Self>, id: u64, reason: RefreshReason) -> Result<Credential, AuthError> {
-        self.counters.runs.fetch_add(1, Ordering::Relaxed);
+    async fn run(
+        self: Arc<Self>,
+        id: u64,
+        reason: RefreshReason,
+        rejected: Option<crate::token::AuthToken>,
+    ) -> Result<Credential, AuthError> {
         let started = Instant::now();
-        let result = self.refresher.refresh(reason).await;
+        let result = match &rejected {
+            Some(token) => self.refresher.refresh_rejected(token).await,
+            None => self.refresher.refresh(reason).await,
+        };
+        // A token another process obtained (the shared store) cost no run here.
+        let shared = matches!(&result, Ok(fresh) if fresh.obtained_at.is_some());
+        if !shared {
+            self.counters.runs.fetch_add(1, Ordering::Relaxed);
+        }
         let elapsed_ms = started.elapsed().as_millis();
         let mut state = lock(&self.state);
         if state.flight_id == id {
@@ -446,7 +493,9 @@ impl TokenCache {
                     generation,
                     lifetime_ms = cached.expires_at.map(|t| t.saturating_duration_since(now).as_millis()),
                     outcome = "ok",
-                    "token refreshed"
+                    shared_store = shared,
+                    "{}",
+                    if shared { "token read from the shared store" } else { "token refreshed" }
                 );
                 let credential = cached.credential.clone();
                 if state.recent.len() >= RECENT_TOKENS {
@@ -485,7 +534,12 @@ impl TokenCache {
     /// Lifetime = refresh interval, shortened to (expiry - skew) when the token states an
     /// expiry, with skew = min(60 s, 10% of the time left).
     fn install(&self, fresh: FreshToken, generation: u64, now: Instant) -> Cached {
-        let mut lifetime = self.policy.refresh_interval;
+        // A token obtained earlier (by another process) has lived part of its lifetime.
+        let age = fresh
+            .obtained_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or(Duration::ZERO);
+        let mut lifetime = self.policy.refresh_interval.map(|l| l.saturating_sub(age));
         let mut hard_expiry = None;
         if let Some(expires_at) = fresh.expires_at {
             let left = expires_at
@@ -502,6 +556,8 @@ impl TokenCache {
                 generation,
             },
             obtained_at: now,
+            obtained_wall: fresh.obtained_at.unwrap_or_else(SystemTime::now),
+            from_shared_store: fresh.obtained_at.is_some(),
             refresh_at: lifetime.and_then(|l| now.checked_add(l.mul_f64(0.8))),
             expires_at: lifetime.and_then(|l| now.checked_add(l)),
             hard_expiry,

@@ -43,7 +43,11 @@ fn parse_text(stdout: &str) -> Result<FreshToken, CommandFailure> {
     let token =
         AuthToken::parse(trimmed).map_err(|reason| CommandFailure::InvalidToken { reason })?;
     let expires_at = jwt_expiry(token.expose_secret());
-    Ok(FreshToken { token, expires_at })
+    Ok(FreshToken {
+        token,
+        expires_at,
+        obtained_at: None,
+    })
 }
 
 fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailure> {
@@ -112,7 +116,11 @@ fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailur
     let token =
         AuthToken::parse(token).map_err(|reason| CommandFailure::InvalidToken { reason })?;
     let expires_at = expires_at.or_else(|| jwt_expiry(token.expose_secret()));
-    Ok(FreshToken { token, expires_at })
+    Ok(FreshToken {
+        token,
+        expires_at,
+        obtained_at: None,
+    })
 }
 
 fn string_field<'a>(v: &'a Value, name: &str) -> Result<&'a str, CommandFailure> {

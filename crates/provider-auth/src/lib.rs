@@ -23,6 +23,7 @@ mod headers;
 mod manager;
 mod refresher;
 mod scrub;
+mod store;
 mod token;
 
 pub use cache::{CachePolicy, CacheStats, TRACING_TARGET, TokenCache, TokenStatus};
@@ -38,4 +39,5 @@ pub use manager::{
 };
 pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
 pub use scrub::{REDACTED, Scrubber};
+pub use store::{SharedStore, StoreRefresher, use_shared_store};
 pub use token::{AuthToken, Credential, FreshToken};

@@ -40,6 +40,13 @@ pub trait ExternalAuthRefresher: Send + Sync + 'static {
     /// Produces a token (and its expiry, when known). Errors must not contain the token.
     async fn refresh(&self, reason: RefreshReason) -> Result<FreshToken, AuthError>;
 
+    /// Produces a token after the gateway rejected `rejected` (a source with a store of
+    /// its own must not hand `rejected` out again). By default, `refresh(Unauthorized)`.
+    async fn refresh_rejected(&self, rejected: &AuthToken) -> Result<FreshToken, AuthError> {
+        let _ = rejected;
+        self.refresh(RefreshReason::Unauthorized).await
+    }
+
     /// What this source is, for logs (e.g. the program name). Never a secret.
     fn describe(&self) -> String {
         "token source".to_owned()

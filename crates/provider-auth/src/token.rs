@@ -82,14 +82,18 @@ pub struct FreshToken {
     pub token: AuthToken,
     /// When the token says it expires (`expires_in`, `expires_at`, a JWT's `exp`...).
     pub expires_at: Option<SystemTime>,
+    /// When it was obtained, if not just now (a token read from the shared store): its
+    /// lifetime counts from then.
+    pub obtained_at: Option<SystemTime>,
 }
 
 impl FreshToken {
-    /// A token with no stated expiry.
+    /// A token with no stated expiry, obtained now.
     pub fn new(token: AuthToken) -> Self {
         Self {
             token,
             expires_at: None,
+            obtained_at: None,
         }
     }
 }

@@ -1,19 +1,35 @@
-//! `modelauth token [-p ID] [--show]`.
+//! `modelauth token [-p ID] [--show] [--json] [--exec-credential] [--forget]`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use provider_auth::AuthManager;
+use provider_auth::{AuthManager, SharedStore};
 use provider_config::{AuthKind, ModelProviderInfo};
 
 use crate::error::CliError;
 
-/// Obtains a token; returns what to print: the token alone with `show`, else a summary in
-/// which the token itself never appears.
+/// What `token` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A one-line summary in which the token never appears.
+    Summary,
+    /// The token alone (`--show`).
+    Bare,
+    /// `{"provider", "expires_at", "obtained_at", "source"}` (`--json`), with `"token"`
+    /// when `with_token` (`--json --show`).
+    Json {
+        /// Whether the token is included.
+        with_token: bool,
+    },
+    /// A Kubernetes `client.authentication.k8s.io/v1` ExecCredential.
+    ExecCredential,
+}
+
+/// Obtains a token; returns what to print.
 pub async fn token(
     id: &str,
     info: &ModelProviderInfo,
     manager: &dyn AuthManager,
-    show: bool,
+    output: Output,
 ) -> Result<String, CliError> {
     let started = std::time::Instant::now();
     let credential = manager
@@ -21,24 +37,66 @@ pub async fn token(
         .await
         .map_err(|e| CliError::from_error("could not obtain a token", &e))?;
     let Some(credential) = credential else {
-        return if show {
+        return if output == Output::Summary {
+            Ok(format!("{id}: this provider sends no credentials\n"))
+        } else {
             Err(CliError::runtime(format!(
                 "provider `{id}` uses no credentials; there is no token to show"
             )))
-        } else {
-            Ok(format!("{id}: this provider sends no credentials\n"))
         };
     };
-    if show {
-        return Ok(format!("{}\n", credential.token.expose_secret()));
-    }
     let token = &credential.token;
+    let status = manager.token_status();
+    let expires_at = status
+        .and_then(|s| s.expires_in)
+        .and_then(|left| SystemTime::now().checked_add(left));
+    let obtained_at = status.map_or_else(SystemTime::now, |s| s.obtained_at);
+    let source = match info.auth_kind() {
+        AuthKind::Command if status.is_some_and(|s| s.from_shared_store) => "shared_store",
+        AuthKind::Command => "command",
+        AuthKind::EnvKey => "env_key",
+        AuthKind::BearerToken => "bearer_token",
+        AuthKind::BaseSession => "base_session",
+        _ => "none",
+    };
+    match output {
+        Output::Bare => return Ok(format!("{}\n", token.expose_secret())),
+        Output::Json { with_token } => {
+            let mut object = serde_json::json!({
+                "provider": id,
+                "expires_at": expires_at.map(rfc3339),
+                "obtained_at": rfc3339(obtained_at),
+                "source": source,
+            });
+            if with_token {
+                object["token"] = serde_json::Value::String(token.expose_secret().to_owned());
+            }
+            return Ok(format!("{object}\n"));
+        }
+        Output::ExecCredential => {
+            let mut status = serde_json::json!({"token": token.expose_secret()});
+            if let Some(at) = expires_at {
+                status["expirationTimestamp"] = serde_json::Value::String(rfc3339(at));
+            }
+            let object = serde_json::json!({
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "kind": "ExecCredential",
+                "spec": {"interactive": false},
+                "status": status,
+            });
+            return Ok(format!("{object}\n"));
+        }
+        Output::Summary => {}
+    }
     let kind = if token.expose_secret().split('.').count() == 3 {
         "JWT"
     } else {
         "opaque"
     };
-    let source = match (info.auth_kind(), &info.auth) {
+    let from = match (info.auth_kind(), &info.auth) {
+        (AuthKind::Command, Some(auth)) if source == "shared_store" => {
+            format!("the shared store (command `{}`)", auth.command)
+        }
         (AuthKind::Command, Some(auth)) => format!("command `{}`", auth.command),
         (AuthKind::EnvKey, _) => format!(
             "environment variable `{}`",
@@ -49,11 +107,11 @@ pub async fn token(
         _ => "none".to_owned(),
     };
     let mut line = format!(
-        "{id}: token from {source} ({} chars, {kind}, redacted) in {} ms",
+        "{id}: token from {from} ({} chars, {kind}, redacted) in {} ms",
         token.len(),
         started.elapsed().as_millis()
     );
-    if let Some(status) = manager.token_status() {
+    if let Some(status) = status {
         match status.expires_in {
             Some(left) => line.push_str(&format!("; used for {}", human(left))),
             None => line.push_str("; used until the gateway answers 401"),
@@ -64,6 +122,36 @@ pub async fn token(
     }
     line.push('\n');
     Ok(line)
+}
+
+/// `--forget`: deletes the provider's shared entry.
+pub fn forget(
+    id: &str,
+    info: &ModelProviderInfo,
+    store: Option<&SharedStore>,
+) -> Result<String, CliError> {
+    let Some(auth) = &info.auth else {
+        return Err(CliError::Usage(format!(
+            "provider `{id}` has no token command; there is no shared token to forget"
+        )));
+    };
+    let Some(store) = store else {
+        return Err(CliError::runtime(
+            "there is no shared token store (set XDG_RUNTIME_DIR or MODELAUTH_CACHE_DIR)",
+        ));
+    };
+    match store.forget(auth) {
+        Ok(true) => Ok(format!("{id}: shared token forgotten\n")),
+        Ok(false) => Ok(format!("{id}: no shared token to forget\n")),
+        Err(e) => Err(CliError::runtime(format!(
+            "cannot delete {}: {e}",
+            store.entry_path(auth).display()
+        ))),
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// `1h 2m 3s`, `4m 5s`, `6s`, `250ms`.

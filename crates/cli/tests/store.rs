@@ -1,0 +1,353 @@
+//! The shared token store through the `modelauth` binary: one token and one command run
+//! for every process of a user, and nothing in the store trusted blindly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
+
+/// A config whose token command counts its runs and prints `tok-<run>-<nonce>`, and a store
+/// folder for it.
+struct Setup {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+}
+
+impl Setup {
+    fn new(body: &str, refresh_interval_ms: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("token.sh");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho $$ >> runs\nN=$(wc -l < runs | tr -d ' ')\n{body}\necho tok-$N-x7Qk2\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+                 [model_providers.corp.auth]\ncommand = \"./token.sh\"\ntimeout_ms = 20000\nrefresh_interval_ms = {refresh_interval_ms}\n"
+            ),
+        )
+        .unwrap();
+        let store = dir.path().join("store");
+        Self { dir, store }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(["--config", "config.toml"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("MODELAUTH_CACHE_DIR", &self.store)
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("runs"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn entry(&self) -> PathBuf {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&self.store)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        entries.pop().unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `count` concurrent `modelauth token --show`; their outputs.
+fn wave(s: &Setup, count: usize) -> Vec<String> {
+    let children: Vec<_> = (0..count)
+        .map(|_| {
+            s.command(&["token", "--show"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            text(&out.stdout)
+        })
+        .collect()
+}
+
+#[test]
+fn fifty_concurrent_processes_share_one_run_and_a_second_wave_after_the_lifetime_one_more() {
+    let s = Setup::new("sleep 0.3", 3000);
+    let tokens = wave(&s, 50);
+    assert_eq!(
+        s.runs(),
+        1,
+        "50 processes ran the command {} times",
+        s.runs()
+    );
+    assert!(tokens.iter().all(|t| t == "tok-1-x7Qk2\n"), "{tokens:?}");
+    // The second wave, after the token's lifetime (it was obtained before the first wave
+    // ended): one more run, shared again.
+    std::thread::sleep(Duration::from_millis(3100));
+    let tokens = wave(&s, 50);
+    assert_eq!(s.runs(), 2);
+    assert!(tokens.iter().all(|t| t == "tok-2-x7Qk2\n"), "{tokens:?}");
+}
+
+#[test]
+fn the_store_is_private_and_its_entry_reveals_nothing() {
+    let s = Setup::new("", 300_000);
+    assert!(s.run(&["token"]).status.success());
+    let dir_mode = std::fs::metadata(&s.store).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    let entry = s.entry();
+    assert_eq!(
+        std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let name = entry.file_stem().unwrap().to_str().unwrap();
+    assert!(
+        name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()),
+        "{name}"
+    );
+    // A second process reads it: no run.
+    let out = s.run(&["token"]);
+    assert!(
+        text(&out.stdout).contains("token from the shared store"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(s.runs(), 1);
+}
+
+#[test]
+fn a_process_killed_while_holding_the_lock_does_not_block_the_next() {
+    let s = Setup::new("[ -f slow ] && sleep 30", 300_000);
+    std::fs::write(s.dir.path().join("slow"), "").unwrap();
+    let mut holder = s
+        .command(&["token", "--show"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.runs() == 0 {
+        assert!(Instant::now() < deadline, "the first command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SIGKILL: no cleanup at all; the kernel releases the lock.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    std::fs::remove_file(s.dir.path().join("slow")).unwrap();
+    let started = Instant::now();
+    let out = s.run(&["token", "--show"]);
+    assert_eq!(text(&out.stdout), "tok-2-x7Qk2\n", "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The orphaned command of the killed process: end it.
+    let first: u32 = std::fs::read_to_string(s.dir.path().join("runs"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-9", &format!("-{first}")])
+        .status();
+}
+
+#[test]
+fn entries_that_are_links_foreign_or_readable_by_others_are_ignored_and_reported() {
+    let s = Setup::new("", 300_000);
+    assert!(s.run(&["token"]).status.success());
+    let entry = s.entry();
+    let planted = s.dir.path().join("planted.json");
+    let forged = std::fs::read_to_string(&entry)
+        .unwrap()
+        .replace("tok-1-x7Qk2", "forged-token-99");
+    std::fs::write(&planted, &forged).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A link to a forged entry: never followed.
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink(&planted, &entry).unwrap();
+    let out = s.run(&["-v", "token", "--show"]);
+    assert_eq!(text(&out.stdout), "tok-2-x7Qk2\n");
+    assert!(
+        text(&out.stderr).contains("is a link"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !std::fs::symlink_metadata(&entry)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a real entry"
+    );
+
+    // Readable by others: ignored.
+    std::fs::write(&entry, &forged).unwrap();
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = s.run(&["-v", "token", "--show"]);
+    assert_eq!(text(&out.stdout), "tok-3-x7Qk2\n");
+    assert!(
+        text(&out.stderr).contains("readable by others"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Another user's: ignored (the tests run as root, which can hand a file to nobody).
+    if nix_is_root() {
+        std::fs::write(&entry, &forged).unwrap();
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let chown = Command::new("chown")
+            .args(["65534", entry.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let out = s.run(&["-v", "token", "--show"]);
+        assert_eq!(text(&out.stdout), "tok-4-x7Qk2\n");
+        assert!(
+            text(&out.stderr).contains("belongs to another user"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+
+    // Corrupt: replaced.
+    std::fs::write(&entry, "{not json").unwrap();
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = s.runs();
+    assert!(s.run(&["token", "--show"]).status.success());
+    assert_eq!(s.runs(), before + 1);
+    assert!(
+        std::fs::read_to_string(&entry)
+            .unwrap()
+            .contains("\"token\"")
+    );
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| text(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_store_folder_open_to_others_is_not_used() {
+    let s = Setup::new("", 300_000);
+    std::fs::create_dir(&s.store).unwrap();
+    std::fs::set_permissions(&s.store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = s.run(&["-v", "token", "--show"]);
+    assert_eq!(text(&out.stdout), "tok-1-x7Qk2\n");
+    assert!(
+        text(&out.stderr).contains("no shared token store"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("it must be 0700"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(&s.store).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+}
+
+#[test]
+fn forget_no_shared_cache_and_no_store_at_all() {
+    let s = Setup::new("", 300_000);
+    assert_eq!(
+        text(&s.run(&["token", "--forget"]).stdout),
+        "corp: no shared token to forget\n"
+    );
+    assert!(s.run(&["token"]).status.success());
+    assert_eq!(
+        text(&s.run(&["token", "--forget"]).stdout),
+        "corp: shared token forgotten\n"
+    );
+    assert!(s.run(&["token"]).status.success());
+    assert_eq!(s.runs(), 2, "forgotten: the next call runs the command");
+    // --no-shared-cache: neither read nor written.
+    let out = s.run(&["--no-shared-cache", "token", "--show"]);
+    assert_eq!(text(&out.stdout), "tok-3-x7Qk2\n");
+    assert_eq!(text(&s.run(&["token", "--show"]).stdout), "tok-2-x7Qk2\n");
+    // Neither variable set: in-process only, and -v says so.
+    let out = s
+        .command(&["-v", "token", "--show"])
+        .env_remove("MODELAUTH_CACHE_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "tok-4-x7Qk2\n");
+    assert!(
+        text(&out.stderr).contains(
+            "no shared token store (neither MODELAUTH_CACHE_DIR nor XDG_RUNTIME_DIR is set)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn json_and_exec_credential_outputs() {
+    let s = Setup::new("", 300_000);
+    let out = s.run(&["token", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["provider"], "corp");
+    assert_eq!(v["source"], "command");
+    assert!(v.get("token").is_none(), "{v}");
+    for field in ["expires_at", "obtained_at"] {
+        let t = v[field].as_str().unwrap();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(t).is_ok(),
+            "{field}: {t}"
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&s.run(&["token", "--json", "--show"]).stdout).unwrap();
+    assert_eq!(v["token"], "tok-1-x7Qk2");
+    assert_eq!(v["source"], "shared_store");
+    // Kubernetes client.authentication.k8s.io/v1 ExecCredential.
+    let v: serde_json::Value =
+        serde_json::from_slice(&s.run(&["token", "--exec-credential"]).stdout).unwrap();
+    assert_eq!(v["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(v["kind"], "ExecCredential");
+    assert_eq!(v["status"]["token"], "tok-1-x7Qk2");
+    let expiry = v["status"]["expirationTimestamp"].as_str().unwrap();
+    assert!(
+        expiry.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(expiry).is_ok(),
+        "{expiry}"
+    );
+    assert_eq!(v.as_object().unwrap().len(), 4, "{v}");
+    assert_eq!(s.runs(), 1);
+}
