@@ -24,12 +24,13 @@ fn main() -> ExitCode {
 
 fn bench() -> ExitCode {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let runs: [&[&str]; 5] = [
+    let runs: [&[&str]; 6] = [
         &["bench", "-p", "provider-auth"],
         &["bench", "-p", "model-client"],
         &["bench", "-p", "modelauth", "--bench", "scenarios"],
         &["bench", "-p", "modelauth", "--bench", "soak"],
         &["bench", "-p", "modelauth", "--bench", "proxy"],
+        &["bench", "-p", "modelauth", "--bench", "store"],
     ];
     for args in runs {
         eprintln!("== cargo {}", args.join(" "));
