@@ -351,3 +351,55 @@ fn json_and_exec_credential_outputs() {
     assert_eq!(v.as_object().unwrap().len(), 4, "{v}");
     assert_eq!(s.runs(), 1);
 }
+
+#[test]
+fn a_waiter_gives_up_after_the_commands_timeout_and_says_why() {
+    let s = Setup::new("", 300_000);
+    std::fs::write(
+        s.dir.path().join("config.toml"),
+        "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         [model_providers.corp.auth]\ncommand = \"./token.sh\"\ntimeout_ms = 500\n",
+    )
+    .unwrap();
+    // Learn the entry's name, then empty the store and hold the entry's lock elsewhere.
+    assert!(s.run(&["token"]).status.success());
+    let entry = s.entry();
+    std::fs::remove_file(&entry).unwrap();
+    let lock = entry.with_extension("lock");
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    // flock has the lock once it runs sleep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !Command::new("flock")
+        .args(["-n"])
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .code()
+        .is_some_and(|c| c != 0)
+    {
+        assert!(Instant::now() < deadline, "flock never took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    let out = s.run(&["token", "--show"]);
+    let waited = started.elapsed();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        waited >= Duration::from_millis(5500) && waited < Duration::from_secs(9),
+        "{waited:?}"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("another process held the lock")
+            && stderr.contains("for more than 5500 ms"),
+        "{stderr}"
+    );
+    assert_eq!(s.runs(), 1, "no run while another process holds the lock");
+}
