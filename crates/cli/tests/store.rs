@@ -373,15 +373,17 @@ fn a_waiter_gives_up_after_the_commands_timeout_and_says_why() {
         .unwrap();
     // flock has the lock once it runs sleep.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !Command::new("flock")
-        .args(["-n"])
-        .arg(&lock)
-        .arg("true")
-        .status()
-        .unwrap()
-        .code()
-        .is_some_and(|c| c != 0)
-    {
+    let held = || {
+        Command::new("flock")
+            .arg("-n")
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .code()
+            .is_some_and(|c| c != 0)
+    };
+    while !held() {
         assert!(Instant::now() < deadline, "flock never took the lock");
         std::thread::sleep(Duration::from_millis(10));
     }
