@@ -45,8 +45,14 @@ impl CommandRefresher {
 
 #[async_trait]
 impl ExternalAuthRefresher for CommandRefresher {
-    async fn refresh(&self, _reason: RefreshReason) -> Result<FreshToken, AuthError> {
-        run_token_command(&self.auth)
+    async fn refresh(&self, reason: RefreshReason) -> Result<FreshToken, AuthError> {
+        // Why it runs, so a helper with a cache of its own knows to bypass it after a
+        // rejection. Never the old token.
+        let context = [
+            ("MODELAUTH_PROVIDER", self.provider.as_ref()),
+            ("MODELAUTH_REFRESH_REASON", reason.as_str()),
+        ];
+        run_with_context(&self.auth, &context)
             .await
             .map_err(|failure| AuthError::Command {
                 provider: self.provider.clone(),
@@ -62,7 +68,15 @@ impl ExternalAuthRefresher for CommandRefresher {
 
 /// Runs the command once and reads its token.
 pub async fn run_token_command(auth: &ModelProviderAuthInfo) -> Result<FreshToken, CommandFailure> {
-    let stdout = run_capturing(auth).await?;
+    run_with_context(auth, &[]).await
+}
+
+/// Runs the command with `context` added to its environment (after the config's `env`).
+async fn run_with_context(
+    auth: &ModelProviderAuthInfo,
+    context: &[(&str, &str)],
+) -> Result<FreshToken, CommandFailure> {
+    let stdout = run_capturing(auth, context).await?;
     let text = String::from_utf8(stdout).map_err(|_| CommandFailure::NotUtf8)?;
     parse_output(&text, auth.format, SystemTime::now())
 }
@@ -104,7 +118,10 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn run_capturing(auth: &ModelProviderAuthInfo) -> Result<Vec<u8>, CommandFailure> {
+async fn run_capturing(
+    auth: &ModelProviderAuthInfo,
+    context: &[(&str, &str)],
+) -> Result<Vec<u8>, CommandFailure> {
     let cwd = auth.cwd.as_path();
     if !cwd.is_dir() {
         return Err(CommandFailure::CwdMissing {
@@ -122,6 +139,7 @@ async fn run_capturing(auth: &ModelProviderAuthInfo) -> Result<Vec<u8>, CommandF
         .args(&auth.args)
         .current_dir(cwd)
         .envs(&auth.env)
+        .envs(context.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -453,3 +453,27 @@ printf 'eyJhbGciOiJub25lIn0.%s.c2ln\n' "$payload""#;
         "{left:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_is_told_its_provider_and_why_it_runs() {
+    let script = Script::new(
+        "echo \"$MODELAUTH_PROVIDER $MODELAUTH_REFRESH_REASON\" >> \"$D/reasons\"\necho tok-$N",
+    );
+    let cache = cache(&script.auth(500), true);
+    let first = cache.credential().await.unwrap();
+    tokio::time::sleep(cache.token_status().unwrap().refresh_in.unwrap() + Duration::from_millis(20)).await;
+    cache.credential().await.unwrap();
+    support::wait_until(Duration::from_secs(5), || (script.runs() == 2).then_some(()))
+        .expect("no refresh ahead");
+    let current = cache.credential().await.unwrap();
+    assert!(current.generation > first.generation);
+    cache.unauthorized(&current).await.unwrap();
+    // No call until the lifetime is over: the next one finds it expired.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    cache.credential().await.unwrap();
+    let reasons = std::fs::read_to_string(script.dir.path().join("reasons")).unwrap();
+    assert_eq!(
+        reasons,
+        "corp initial\ncorp refresh_ahead\ncorp unauthorized\ncorp expired\n"
+    );
+}
