@@ -495,7 +495,8 @@ impl ModelClient {
             };
             let can_retry = retries < inner.info.request_max_retries;
             let delay = match outcome {
-                Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+                // 401, or a status of `auth.reauth_on` (403 for some gateways).
+                Ok(response) if inner.info.is_reauth_status(response.status().as_u16()) => {
                     inner.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
                     match auth.on_unauthorized().await? {
                         AuthRetry::Retry => {

@@ -593,3 +593,40 @@ async fn a_model_list_over_4_mib_is_refused_unread() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_403_starts_recovery_only_when_reauth_on_says_so() {
+    let server = MockServer::start().await;
+    let forbidden = || {
+        ResponseTemplate::new(403)
+            .set_body_json(serde_json::json!({"error": {"message": "token expired"}}))
+    };
+    Mock::given(path("/v1/models"))
+        .and(header("authorization", "Bearer tok-1"))
+        .respond_with(forbidden())
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/models"))
+        .and(header("authorization", "Bearer tok-2"))
+        .respond_with(ok_models())
+        .mount(&server)
+        .await;
+    // Default: a 403 is returned as it is.
+    let plain = TokenScript::new();
+    let (plain_client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &plain));
+    assert_eq!(
+        plain_client.list_models().await.unwrap_err().status(),
+        Some(403)
+    );
+    assert_eq!(plain.runs(), 1);
+    // reauth_on = [401, 403]: the 403 is recovered like a 401, with one more run.
+    let script = TokenScript::new();
+    let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
+    if let Some(auth) = info.auth.as_mut() {
+        auth.reauth_on = vec![401, 403];
+    }
+    let (recovering, _) = client(&info);
+    assert_eq!(recovering.list_models().await.unwrap().data.len(), 2);
+    assert_eq!(script.runs(), 2);
+    assert_eq!(recovering.stats().unauthorized, 1);
+}

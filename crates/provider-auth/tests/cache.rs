@@ -461,10 +461,15 @@ async fn the_command_is_told_its_provider_and_why_it_runs() {
     );
     let cache = cache(&script.auth(500), true);
     let first = cache.credential().await.unwrap();
-    tokio::time::sleep(cache.token_status().unwrap().refresh_in.unwrap() + Duration::from_millis(20)).await;
+    tokio::time::sleep(
+        cache.token_status().unwrap().refresh_in.unwrap() + Duration::from_millis(20),
+    )
+    .await;
     cache.credential().await.unwrap();
-    support::wait_until(Duration::from_secs(5), || (script.runs() == 2).then_some(()))
-        .expect("no refresh ahead");
+    support::wait_until(Duration::from_secs(5), || {
+        (script.runs() == 2).then_some(())
+    })
+    .expect("no refresh ahead");
     let current = cache.credential().await.unwrap();
     assert!(current.generation > first.generation);
     cache.unauthorized(&current).await.unwrap();

@@ -203,6 +203,14 @@ pub struct ModelProviderAuthInfo {
     /// How the command prints its token.
     #[serde(default)]
     pub format: TokenFormat,
+    /// The statuses that mean "this token is no longer good": `[401]` (default) or
+    /// `[401, 403]` for gateways that answer 403 to an expired token.
+    #[serde(
+        default = "default_reauth_on",
+        deserialize_with = "validate::reauth_on"
+    )]
+    #[schemars(schema_with = "validate::reauth_on_schema")]
+    pub reauth_on: Vec<u16>,
 }
 
 fn default_request_max_retries() -> u64 {
@@ -228,6 +236,9 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_refresh_interval_ms() -> u64 {
     DEFAULT_REFRESH_INTERVAL_MS
+}
+fn default_reauth_on() -> Vec<u16> {
+    vec![401]
 }
 fn default_cwd() -> PathBuf {
     PathBuf::from(".")
@@ -357,6 +368,15 @@ impl ModelProviderInfo {
         Duration::from_millis(self.websocket_connect_timeout_ms)
     }
 
+    /// Whether `status` means the credential is no longer good: 401, or a status of
+    /// `auth.reauth_on`. Every client and the proxy ask here.
+    pub fn is_reauth_status(&self, status: u16) -> bool {
+        match &self.auth {
+            Some(auth) => auth.reauth_on.contains(&status),
+            None => status == 401,
+        }
+    }
+
     /// `connect_timeout_ms` as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
@@ -402,6 +422,7 @@ impl ModelProviderAuthInfo {
             cwd: default_cwd(),
             env: BTreeMap::new(),
             format: TokenFormat::default(),
+            reauth_on: default_reauth_on(),
         }
     }
 
@@ -461,6 +482,7 @@ impl fmt::Debug for ModelProviderAuthInfo {
             .field("cwd", &self.cwd)
             .field("env", &self.env.keys())
             .field("format", &self.format)
+            .field("reauth_on", &self.reauth_on)
             .finish()
     }
 }

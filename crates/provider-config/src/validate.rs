@@ -220,7 +220,35 @@ pub(crate) fn env_map<'de, D: Deserializer<'de>>(
     Ok(map)
 }
 
+/// `auth.reauth_on`: 401, optionally with 403, each once.
+pub(crate) fn reauth_on<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    let statuses = Vec::<u16>::deserialize(d)?;
+    let known = statuses.iter().all(|s| matches!(s, 401 | 403));
+    let unique = statuses.len()
+        == statuses
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+    if known && unique && statuses.contains(&401) {
+        Ok(statuses)
+    } else {
+        Err(D::Error::custom(
+            "must be [401] or [401, 403]: 401 always, 403 for gateways that answer it to an expired token, nothing else",
+        ))
+    }
+}
+
 // ---- schema fragments -----------------------------------------------------------------
+
+pub(crate) fn reauth_on_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": { "enum": [401, 403] },
+        "uniqueItems": true,
+        "contains": { "const": 401 },
+        "default": [401]
+    })
+}
 
 pub(crate) fn header_map_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({

@@ -37,6 +37,9 @@ fn value() -> impl Strategy<Value = String> {
         Just("{ \"bad name\" = \"a\" }".to_owned()),
         Just("{ A = \"B\" }".to_owned()),
         Just("{ \"A=B\" = \"c\" }".to_owned()),
+        Just("[401, 403]".to_owned()),
+        Just("[403]".to_owned()),
+        Just("[401, 401]".to_owned()),
     ]
 }
 
@@ -70,6 +73,7 @@ fn auth_key() -> impl Strategy<Value = &'static str> {
         Just("cwd"),
         Just("env"),
         Just("format"),
+        Just("reauth_on"),
         Just("surprise"),
     ]
 }

@@ -229,7 +229,7 @@ async fn forward(
             }
             Ok(Ok(response)) => response,
         };
-        if response.status() == StatusCode::UNAUTHORIZED {
+        if route.info.is_reauth_status(response.status().as_u16()) {
             route.count(|c| &c.upstream_auth_failures);
             match &payload {
                 Payload::Buffered(_) if !replayed => match auth.on_unauthorized().await {

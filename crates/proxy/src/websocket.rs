@@ -86,7 +86,7 @@ fn handshake_failure(route: &Route, e: RealtimeError) -> Response {
     route.count(|c| &c.errors);
     match e {
         RealtimeError::Handshake { status, body, .. } => {
-            if status == 401 {
+            if route.info.is_reauth_status(status) {
                 route.count(|c| &c.upstream_auth_failures);
             }
             // The body is already a scrubbed excerpt.

@@ -191,7 +191,7 @@ impl RealtimeClient {
                                 .excerpt(&String::from_utf8_lossy(b), EXCERPT_CHARS)
                         })
                         .unwrap_or_default();
-                    if status == 401 {
+                    if self.info.is_reauth_status(status) {
                         match auth.on_unauthorized().await? {
                             AuthRetry::Retry => {
                                 tracing::debug!(target: "realtime", provider = %self.provider, "handshake 401: reconnecting with a newer token");
