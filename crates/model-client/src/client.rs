@@ -459,11 +459,11 @@ impl ModelClient {
         let mut auth = RequestAuth::new(inner.auth.clone());
         let mut retries = 0u64;
         loop {
-            let authorization = auth.authorization().await?;
-            // The credential replaces any Authorization header from the config.
+            let credential = auth.credential_header().await?;
+            // The credential replaces a configured header of the same name.
             let mut headers = inner.headers.clone();
-            if let Some(value) = authorization {
-                headers.insert(header::AUTHORIZATION, value);
+            if let Some((name, value)) = credential {
+                headers.insert(name, value);
             }
             let mut request = inner
                 .http

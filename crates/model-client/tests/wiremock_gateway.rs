@@ -630,3 +630,24 @@ async fn a_403_starts_recovery_only_when_reauth_on_says_so() {
     assert_eq!(script.runs(), 2);
     assert_eq!(recovering.stats().unauthorized, 1);
 }
+
+#[tokio::test]
+async fn an_api_key_gateway_gets_the_bare_token_in_its_header() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/models"))
+        .and(header("api-key", "tok-1"))
+        .respond_with(ok_models())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let script = TokenScript::new();
+    let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
+    if let Some(auth) = info.auth.as_mut() {
+        auth.header = "api-key".to_owned();
+        auth.scheme = String::new();
+    }
+    let (client, _) = client(&info);
+    assert_eq!(client.list_models().await.unwrap().data.len(), 2);
+    let received = server.received_requests().await.unwrap();
+    assert!(!received[0].headers.contains_key("authorization"));
+}

@@ -40,4 +40,4 @@ pub use manager::{
 pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
 pub use scrub::{REDACTED, Scrubber};
 pub use store::{SharedStore, StoreRefresher, use_shared_store};
-pub use token::{AuthToken, Credential, FreshToken};
+pub use token::{AuthToken, Credential, CredentialHeader, FreshToken};

@@ -5,13 +5,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use provider_config::{AuthKind, ModelProviderInfo};
 
 use crate::cache::{CacheStats, TokenCache, TokenStatus};
 use crate::error::AuthError;
 use crate::scrub::Scrubber;
-use crate::token::{AuthToken, Credential};
+use crate::token::{AuthToken, Credential, CredentialHeader};
 
 /// What to do after a 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,22 +59,39 @@ pub trait AuthManager: Send + Sync + fmt::Debug {
     /// The gateway accepted `sent` (a success answer). Cheap; called once per successful
     /// request so that a later rejection of the same token reads as a rotation.
     fn accepted(&self, _sent: &Credential) {}
+
+    /// Where the token goes (`Authorization: Bearer` unless the provider's `auth.header` and
+    /// `auth.scheme` say otherwise).
+    fn credential_header(&self) -> &CredentialHeader {
+        &DEFAULT_HEADER
+    }
 }
+
+static DEFAULT_HEADER: std::sync::LazyLock<CredentialHeader> =
+    std::sync::LazyLock::new(CredentialHeader::default);
 
 /// A manager over a [`TokenCache`] (command auth, or any [`crate::ExternalAuthRefresher`]).
 #[derive(Debug, Clone)]
 pub struct CachedAuthManager {
     provider: Arc<str>,
     cache: Arc<TokenCache>,
+    header: CredentialHeader,
 }
 
 impl CachedAuthManager {
-    /// A manager for `provider` over `cache`.
+    /// A manager for `provider` over `cache`, sending `Authorization: Bearer TOKEN`.
     pub fn new(provider: impl Into<Arc<str>>, cache: Arc<TokenCache>) -> Self {
         Self {
             provider: provider.into(),
             cache,
+            header: CredentialHeader::default(),
         }
+    }
+
+    /// The same manager sending the token in `header`.
+    pub fn with_header(mut self, header: CredentialHeader) -> Self {
+        self.header = header;
+        self
     }
 
     /// The cache behind this manager.
@@ -119,6 +136,10 @@ impl AuthManager for CachedAuthManager {
 
     fn accepted(&self, sent: &Credential) {
         self.cache.accepted(sent);
+    }
+
+    fn credential_header(&self) -> &CredentialHeader {
+        &self.header
     }
 }
 
@@ -239,10 +260,21 @@ pub fn auth_manager_for_provider(
         })
     };
     Ok(match (info.auth_kind(), &info.auth) {
-        (AuthKind::Command, Some(auth)) => Arc::new(CachedAuthManager::new(
-            provider.clone(),
-            TokenCache::shared_for_command(provider_id, auth),
-        )),
+        (AuthKind::Command, Some(auth)) => {
+            let header = CredentialHeader::new(&auth.header, &auth.scheme).ok_or_else(|| {
+                AuthError::Source {
+                    provider: provider.clone(),
+                    message: format!("auth.header `{}` is not a header name", auth.header),
+                }
+            })?;
+            Arc::new(
+                CachedAuthManager::new(
+                    provider.clone(),
+                    TokenCache::shared_for_command(provider_id, auth),
+                )
+                .with_header(header),
+            )
+        }
         (AuthKind::BearerToken, _) => {
             let secret = info
                 .experimental_bearer_token
@@ -316,17 +348,24 @@ impl RequestAuth {
         }
     }
 
-    /// The `Authorization` header for the next attempt (`None` for providers without
-    /// credentials). An error means no request may be sent.
-    pub async fn authorization(&mut self) -> Result<Option<HeaderValue>, AuthError> {
+    /// The credential header for the next attempt (`Authorization: Bearer TOKEN`, or the
+    /// provider's `auth.header` and `auth.scheme`); `None` for providers without
+    /// credentials. An error means no request may be sent.
+    pub async fn credential_header(
+        &mut self,
+    ) -> Result<Option<(HeaderName, HeaderValue)>, AuthError> {
         let credential = self.manager.credential().await?;
         let header = match &credential {
             None => None,
             // Fail closed: a token that cannot be a header value is never dropped silently.
-            Some(c) => Some(c.header_value().ok_or_else(|| AuthError::Source {
-                provider: self.manager.provider_id().into(),
-                message: "the token cannot be sent as an HTTP header value".to_owned(),
-            })?),
+            Some(c) => {
+                let place = self.manager.credential_header();
+                let value = place.value(&c.token).ok_or_else(|| AuthError::Source {
+                    provider: self.manager.provider_id().into(),
+                    message: "the token cannot be sent as an HTTP header value".to_owned(),
+                })?;
+                Some((place.name().clone(), value))
+            }
         };
         self.sent = credential;
         Ok(header)

@@ -75,6 +75,52 @@ impl fmt::Debug for AuthToken {
     }
 }
 
+/// Where a provider takes its token: a header name and a scheme (`Authorization: Bearer
+/// TOKEN` by default; `api-key: TOKEN` for gateways that take a bare key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialHeader {
+    name: http::HeaderName,
+    scheme: String,
+}
+
+impl Default for CredentialHeader {
+    fn default() -> Self {
+        Self {
+            name: http::header::AUTHORIZATION,
+            scheme: "Bearer".to_owned(),
+        }
+    }
+}
+
+impl CredentialHeader {
+    /// `auth.header` and `auth.scheme` (validated by the config loader); `None` if the name
+    /// is not a header name.
+    pub fn new(name: &str, scheme: &str) -> Option<Self> {
+        Some(Self {
+            name: http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+            scheme: scheme.to_owned(),
+        })
+    }
+
+    /// The header name.
+    pub fn name(&self) -> &http::HeaderName {
+        &self.name
+    }
+
+    /// The header value for `token`, marked sensitive: `SCHEME TOKEN`, or the bare token
+    /// when the scheme is empty.
+    pub fn value(&self, token: &AuthToken) -> Option<HeaderValue> {
+        let text = if self.scheme.is_empty() {
+            Zeroizing::new(token.expose_secret().to_owned())
+        } else {
+            Zeroizing::new(format!("{} {}", self.scheme, token.expose_secret()))
+        };
+        let mut value = HeaderValue::from_str(&text).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
 /// A token as a source produced it, with the expiry it stated, if any.
 #[derive(Debug, Clone)]
 pub struct FreshToken {

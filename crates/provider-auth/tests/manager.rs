@@ -54,11 +54,12 @@ async fn request_auth_allows_one_recovery_per_logical_request() {
     let script = Script::new("echo tok-$N");
     let manager = auth_manager_for_provider("corp", &provider_with(&script), None).unwrap();
     let mut request = RequestAuth::new(manager.clone());
-    let first = request.authorization().await.unwrap().unwrap();
+    let (name, first) = request.credential_header().await.unwrap().unwrap();
+    assert_eq!(name, http::header::AUTHORIZATION);
     assert!(first.is_sensitive());
     assert_eq!(first.to_str().unwrap(), "Bearer tok-1");
     assert_eq!(request.on_unauthorized().await.unwrap(), AuthRetry::Retry);
-    let second = request.authorization().await.unwrap().unwrap();
+    let (_, second) = request.credential_header().await.unwrap().unwrap();
     assert_eq!(second.to_str().unwrap(), "Bearer tok-2");
     assert_eq!(
         request.on_unauthorized().await.unwrap(),
@@ -82,7 +83,7 @@ async fn static_token_401_is_not_recoverable() {
         Recovery::NotRecoverable
     );
     let mut request = RequestAuth::new(manager);
-    request.authorization().await.unwrap();
+    request.credential_header().await.unwrap();
     assert_eq!(
         request.on_unauthorized().await.unwrap(),
         AuthRetry::GiveUp {
@@ -163,10 +164,29 @@ async fn a_token_that_cannot_be_a_header_fails_closed() {
         AuthToken::new("bad\ntoken".to_owned()),
     ));
     let mut request = RequestAuth::new(manager);
-    let err = request.authorization().await.unwrap_err();
+    let err = request.credential_header().await.unwrap_err();
     assert!(
         err.to_string().contains("cannot be sent as an HTTP header"),
         "{err}"
     );
     assert!(!err.to_string().contains("bad"), "{err}");
+}
+
+#[tokio::test]
+async fn a_bare_key_goes_in_the_configured_header() {
+    let script = Script::new("echo key-$N");
+    let mut info = provider_with(&script);
+    if let Some(auth) = info.auth.as_mut() {
+        auth.header = "api-key".to_owned();
+        auth.scheme = String::new();
+    }
+    let manager = auth_manager_for_provider("azure", &info, None).unwrap();
+    let (name, value) = RequestAuth::new(manager)
+        .credential_header()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(name.as_str(), "api-key");
+    assert_eq!(value.to_str().unwrap(), "key-1");
+    assert!(value.is_sensitive());
 }

@@ -211,6 +211,21 @@ pub struct ModelProviderAuthInfo {
     )]
     #[schemars(schema_with = "validate::reauth_on_schema")]
     pub reauth_on: Vec<u16>,
+    /// The header the token goes in (default `Authorization`; e.g. `api-key`, `x-api-key`).
+    /// `Host`, `Content-Length`, `Connection` and `Transfer-Encoding` are refused.
+    #[serde(
+        default = "default_auth_header",
+        deserialize_with = "validate::credential_header"
+    )]
+    #[schemars(regex(pattern = validate::CREDENTIAL_HEADER_PATTERN))]
+    pub header: String,
+    /// The scheme before the token (default `Bearer`); `""` sends the token bare.
+    #[serde(
+        default = "default_auth_scheme",
+        deserialize_with = "validate::auth_scheme"
+    )]
+    #[schemars(regex(pattern = validate::AUTH_SCHEME_PATTERN))]
+    pub scheme: String,
 }
 
 fn default_request_max_retries() -> u64 {
@@ -236,6 +251,12 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_refresh_interval_ms() -> u64 {
     DEFAULT_REFRESH_INTERVAL_MS
+}
+fn default_auth_header() -> String {
+    "Authorization".to_owned()
+}
+fn default_auth_scheme() -> String {
+    "Bearer".to_owned()
 }
 fn default_reauth_on() -> Vec<u16> {
     vec![401]
@@ -423,6 +444,8 @@ impl ModelProviderAuthInfo {
             env: BTreeMap::new(),
             format: TokenFormat::default(),
             reauth_on: default_reauth_on(),
+            header: default_auth_header(),
+            scheme: default_auth_scheme(),
         }
     }
 
@@ -483,6 +506,8 @@ impl fmt::Debug for ModelProviderAuthInfo {
             .field("env", &self.env.keys())
             .field("format", &self.format)
             .field("reauth_on", &self.reauth_on)
+            .field("header", &self.header)
+            .field("scheme", &self.scheme)
             .finish()
     }
 }

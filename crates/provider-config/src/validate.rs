@@ -14,6 +14,13 @@ pub(crate) const BASE_URL_PATTERN: &str = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$";
 pub(crate) const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 /// Pattern for an HTTP header value: no control characters but tab.
 pub(crate) const HEADER_VALUE_PATTERN: &str = r"^[^\u0000-\u0008\u000A-\u001F\u007F]*$";
+/// Pattern for `auth.header`: a header name, but none of those that frame the request.
+pub(crate) const CREDENTIAL_HEADER_PATTERN: &str = "^(?!(?:[Hh][Oo][Ss][Tt]|[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-[Ll][Ee][Nn][Gg][Tt][Hh]|[Cc][Oo][Nn][Nn][Ee][Cc][Tt][Ii][Oo][Nn]|[Tt][Rr][Aa][Nn][Ss][Ff][Ee][Rr]-[Ee][Nn][Cc][Oo][Dd][Ii][Nn][Gg])$)[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+/// Pattern for `auth.scheme`: empty, or an RFC 9110 token.
+pub(crate) const AUTH_SCHEME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]*$";
+/// Header names that frame a request: never set from config or a helper.
+pub(crate) const RESERVED_HEADERS: [&str; 4] =
+    ["host", "content-length", "connection", "transfer-encoding"];
 /// Pattern for an environment variable name.
 pub(crate) const ENV_NAME_PATTERN: &str = r"^[^=\u0000]+$";
 /// Pattern for an environment variable value.
@@ -218,6 +225,34 @@ pub(crate) fn env_map<'de, D: Deserializer<'de>>(
         }
     }
     Ok(map)
+}
+
+/// `auth.header`: a header name that is not reserved.
+pub(crate) fn credential_header<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    if !is_header_name(&name) {
+        return Err(D::Error::custom(format!(
+            "`{name}` is not a valid HTTP header name"
+        )));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(D::Error::custom(format!(
+            "`{name}` frames the request and cannot carry the token"
+        )));
+    }
+    Ok(name)
+}
+
+/// `auth.scheme`: empty or a token (no spaces).
+pub(crate) fn auth_scheme<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let scheme = String::deserialize(d)?;
+    if scheme.is_empty() || is_header_name(&scheme) {
+        Ok(scheme)
+    } else {
+        Err(D::Error::custom(
+            "must be a word such as `Bearer` or `Token` (no spaces), or \"\" to send the token bare",
+        ))
+    }
 }
 
 /// `auth.reauth_on`: 401, optionally with 403, each once.

@@ -40,6 +40,8 @@ fn value() -> impl Strategy<Value = String> {
         Just("[401, 403]".to_owned()),
         Just("[403]".to_owned()),
         Just("[401, 401]".to_owned()),
+        Just("\"Host\"".to_owned()),
+        Just("\"api-key\"".to_owned()),
     ]
 }
 
@@ -74,6 +76,8 @@ fn auth_key() -> impl Strategy<Value = &'static str> {
         Just("env"),
         Just("format"),
         Just("reauth_on"),
+        Just("header"),
+        Just("scheme"),
         Just("surprise"),
     ]
 }

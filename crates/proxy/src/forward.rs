@@ -180,7 +180,7 @@ async fn forward(
     let mut auth = RequestAuth::new(route.auth.clone());
     let mut replayed = false;
     loop {
-        let authorization = match auth.authorization().await {
+        let credential = match auth.credential_header().await {
             Ok(value) => value,
             Err(e) => {
                 route.count(|c| &c.errors);
@@ -188,8 +188,8 @@ async fn forward(
             }
         };
         let mut attempt = headers.clone();
-        if let Some(value) = authorization {
-            attempt.insert(header::AUTHORIZATION, value);
+        if let Some((name, value)) = credential {
+            attempt.insert(name, value);
         }
         let body = match &mut payload {
             Payload::Buffered(bytes) => reqwest::Body::from(bytes.clone()),

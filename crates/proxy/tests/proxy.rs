@@ -576,3 +576,31 @@ async fn async_openai_lists_models_and_streams_a_chat_through_the_proxy() {
     assert!(!text.is_empty());
     assert_eq!(script.runs(), 2, "the rotation cost one run");
 }
+
+#[tokio::test]
+async fn an_api_key_gateway_gets_the_providers_key_never_the_clients() {
+    let upstream = MockServer::start().await;
+    Mock::given(path("/v1/models"))
+        .and(header("api-key", "minted-key-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": []})))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    let script = Script::new("echo minted-key-1");
+    let mut info = ModelProviderInfo::new("Azure", format!("{}/v1", upstream.uri()));
+    let mut auth = script.auth();
+    auth.header = "api-key".to_owned();
+    auth.scheme = String::new();
+    info.auth = Some(auth);
+    let running = start(on_loopback(vec![provider_with(info)])).await;
+    let response = http()
+        .get(running.url("/dev/models"))
+        .header("api-key", "client-dummy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let received = upstream.received_requests().await.unwrap();
+    assert_eq!(received[0].headers.get_all("api-key").iter().count(), 1);
+    assert!(!received[0].headers.contains_key("authorization"));
+}

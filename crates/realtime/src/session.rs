@@ -161,8 +161,8 @@ impl RealtimeClient {
             for (name, value) in base.iter().chain(extra_headers) {
                 headers.insert(name, value.clone());
             }
-            if let Some(value) = auth.authorization().await? {
-                headers.insert(header::AUTHORIZATION, value);
+            if let Some((name, value)) = auth.credential_header().await? {
+                headers.insert(name, value);
             }
             let connect = self.open_socket(request, config, url);
             let result =
