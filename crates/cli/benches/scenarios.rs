@@ -71,10 +71,7 @@ impl AuthManager for PerRequestCommand {
                 program: "naive".into(),
                 failure,
             })?;
-        Ok(Some(Credential {
-            token: fresh.token,
-            generation: 0,
-        }))
+        Ok(Some(Credential::new(fresh.token, 0)))
     }
     async fn unauthorized(&self, _sent: &Credential) -> Result<Recovery, AuthError> {
         Ok(Recovery::NotRecoverable)
@@ -85,7 +82,7 @@ async fn ns_per_header(manager: &Arc<dyn AuthManager>, iterations: u32) -> f64 {
     let t = Instant::now();
     for _ in 0..iterations {
         let mut request = RequestAuth::new(manager.clone());
-        std::hint::black_box(request.credential_header().await.unwrap());
+        std::hint::black_box(request.credential_headers().await.unwrap());
     }
     t.elapsed().as_nanos() as f64 / f64::from(iterations)
 }

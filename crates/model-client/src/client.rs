@@ -459,10 +459,10 @@ impl ModelClient {
         let mut auth = RequestAuth::new(inner.auth.clone());
         let mut retries = 0u64;
         loop {
-            let credential = auth.credential_header().await?;
+            let credential = auth.credential_headers().await?;
             // The credential replaces a configured header of the same name.
             let mut headers = inner.headers.clone();
-            if let Some((name, value)) = credential {
+            for (name, value) in credential {
                 headers.insert(name, value);
             }
             let mut request = inner

@@ -651,3 +651,38 @@ async fn an_api_key_gateway_gets_the_bare_token_in_its_header() {
     let received = server.received_requests().await.unwrap();
     assert!(!received[0].headers.contains_key("authorization"));
 }
+
+#[tokio::test]
+async fn helper_headers_reach_the_gateway_rotate_with_the_token_and_are_scrubbed() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/models"))
+        .and(header("authorization", "Bearer tok-1"))
+        .and(header("x-tenant", "tenant-secret-1"))
+        .respond_with(unauthorized())
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/models"))
+        .and(header("authorization", "Bearer tok-2"))
+        .and(header("x-tenant", "tenant-secret-2"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_string("tenant tenant-secret-2 is not allowed"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let script = TokenScript::with_body(
+        "echo '{\"token\":\"tok-'$N'\",\"headers\":{\"X-Tenant\":\"tenant-secret-'$N'\"}}'",
+    );
+    let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
+    if let Some(auth) = info.auth.as_mut() {
+        auth.format = provider_config::TokenFormat::Json;
+    }
+    let (client, _) = client(&info);
+    let err = client.list_models().await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "provider `corp`: the gateway answered HTTP 400 Bad Request: tenant [REDACTED] is not allowed"
+    );
+    assert_eq!(script.runs(), 2);
+}

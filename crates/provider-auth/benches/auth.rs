@@ -42,13 +42,13 @@ fn warm_cache(c: &mut Criterion) {
     group.bench_function("static_token", |b| {
         b.to_async(&rt).iter(|| async {
             let mut request = RequestAuth::new(fixed.clone());
-            black_box(request.credential_header().await.unwrap())
+            black_box(request.credential_headers().await.unwrap())
         })
     });
     group.bench_function("command_cache", |b| {
         b.to_async(&rt).iter(|| async {
             let mut request = RequestAuth::new(command.clone());
-            black_box(request.credential_header().await.unwrap())
+            black_box(request.credential_headers().await.unwrap())
         })
     });
     group.finish();

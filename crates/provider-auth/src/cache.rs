@@ -141,8 +141,9 @@ struct State {
     /// The generation the breaker held back last: its hold has been served, so the next
     /// rejection of it runs the command (one strike per token).
     held: Option<u64>,
-    /// The tokens handed out lately, newest last, for scrubbing echoes of them.
-    recent: std::collections::VecDeque<crate::token::AuthToken>,
+    /// The secrets (token and helper header values) of the generations handed out lately,
+    /// newest last, for scrubbing echoes of them.
+    recent: std::collections::VecDeque<Vec<crate::token::AuthToken>>,
 }
 
 impl State {
@@ -189,7 +190,7 @@ fn next_step(b: Duration, policy: &CachePolicy) -> Duration {
     }
 }
 
-/// How many past tokens are kept for scrubbing echoes (current and previous generations).
+/// How many generations of secrets are kept for scrubbing echoes (current and previous).
 const RECENT_TOKENS: usize = 4;
 
 /// A token cache around one token source. Cheap to share (`Arc`); see the crate docs for
@@ -501,7 +502,11 @@ impl TokenCache {
                 if state.recent.len() >= RECENT_TOKENS {
                     state.recent.pop_front();
                 }
-                state.recent.push_back(credential.token.clone());
+                // Helper headers are secrets of the same generation.
+                let secrets = std::iter::once(credential.token.clone())
+                    .chain(credential.headers.iter().map(|(_, v)| v.clone()))
+                    .collect();
+                state.recent.push_back(secrets);
                 state.current = Some(cached);
                 Ok(credential)
             }
@@ -528,7 +533,7 @@ impl TokenCache {
     /// The tokens this cache handed out lately (current and previous generations), so that
     /// gateway text echoing any of them can be scrubbed.
     pub fn recent_tokens(&self) -> Vec<crate::token::AuthToken> {
-        lock(&self.state).recent.iter().cloned().collect()
+        lock(&self.state).recent.iter().flatten().cloned().collect()
     }
 
     /// Lifetime = refresh interval, shortened to (expiry - skew) when the token states an
@@ -554,6 +559,7 @@ impl TokenCache {
             credential: Credential {
                 token: fresh.token,
                 generation,
+                headers: Arc::from(fresh.headers),
             },
             obtained_at: now,
             obtained_wall: fresh.obtained_at.unwrap_or_else(SystemTime::now),

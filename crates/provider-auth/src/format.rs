@@ -47,6 +47,7 @@ fn parse_text(stdout: &str) -> Result<FreshToken, CommandFailure> {
         token,
         expires_at,
         obtained_at: None,
+        headers: Vec::new(),
     })
 }
 
@@ -116,11 +117,55 @@ fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailur
     let token =
         AuthToken::parse(token).map_err(|reason| CommandFailure::InvalidToken { reason })?;
     let expires_at = expires_at.or_else(|| jwt_expiry(token.expose_secret()));
+    let headers = match obj.get("headers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => helper_headers(v)?,
+    };
     Ok(FreshToken {
         token,
         expires_at,
         obtained_at: None,
+        headers,
     })
+}
+
+/// Header names a helper may not set: they frame the request or carry the token.
+const RESERVED_HELPER_HEADERS: [&str; 5] = [
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "authorization",
+];
+
+/// `"headers": {"Name": "value"}`. Errors name the problem, never a name or a value.
+fn helper_headers(v: &Value) -> Result<Vec<(http::HeaderName, AuthToken)>, CommandFailure> {
+    let bad = |reason: &str| CommandFailure::BadJson {
+        reason: reason.to_owned(),
+    };
+    let Value::Object(map) = v else {
+        return Err(bad(
+            "`headers` is not an object of header names to string values",
+        ));
+    };
+    let mut headers = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad("`headers` has a name that is not a valid HTTP header name"))?;
+        if RESERVED_HELPER_HEADERS.contains(&name.as_str()) {
+            return Err(bad(
+                "`headers` names a header modelauth sets itself (Host, Content-Length, Connection, Transfer-Encoding or Authorization)",
+            ));
+        }
+        let Value::String(value) = value else {
+            return Err(bad("a value in `headers` is not a string"));
+        };
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(bad("a value in `headers` is not a valid HTTP header value"));
+        }
+        headers.push((name, AuthToken::new(value.clone())));
+    }
+    Ok(headers)
 }
 
 fn string_field<'a>(v: &'a Value, name: &str) -> Result<&'a str, CommandFailure> {
@@ -295,6 +340,47 @@ mod tests {
             !err.contains("s3cr3t") && err.contains("not valid JSON"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn helper_headers_are_read_and_reserved_names_refused_without_quoting() {
+        let t = parse_output(
+            r#"{"token":"t","headers":{"X-Tenant":"tenant-1","X-Org":"org a"}}"#,
+            TokenFormat::Json,
+            SystemTime::now(),
+        )
+        .unwrap();
+        let names: Vec<&str> = t.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-org", "x-tenant"]);
+        assert_eq!(t.headers[1].1.expose_secret(), "tenant-1");
+        for (stdout, says) in [
+            (
+                r#"{"token":"t","headers":{"Host":"evil.example"}}"#,
+                "sets itself",
+            ),
+            (
+                r#"{"token":"t","headers":{"AUTHORIZATION":"Bearer s3cr3t"}}"#,
+                "sets itself",
+            ),
+            (
+                r#"{"token":"t","headers":{"bad name":"v"}}"#,
+                "not a valid HTTP header name",
+            ),
+            (
+                r#"{"token":"t","headers":{"X-A":"bell\u0007 s3cr3t"}}"#,
+                "not a valid HTTP header value",
+            ),
+            (r#"{"token":"t","headers":{"X-A":7}}"#, "not a string"),
+            (r#"{"token":"t","headers":["X-A"]}"#, "not an object"),
+        ] {
+            let err = parse_output(stdout, TokenFormat::Json, SystemTime::now())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{stdout}: {err}");
+            for quoted in ["evil", "s3cr3t", "bad name", "X-A"] {
+                assert!(!err.contains(quoted), "{quoted} quoted: {err}");
+            }
+        }
     }
 
     mod properties {

@@ -155,10 +155,7 @@ impl StaticAuthManager {
     pub fn new(provider: impl Into<Arc<str>>, token: AuthToken) -> Self {
         Self {
             provider: provider.into(),
-            credential: Credential {
-                token,
-                generation: 0,
-            },
+            credential: Credential::new(token, 0),
         }
     }
 }
@@ -348,27 +345,36 @@ impl RequestAuth {
         }
     }
 
-    /// The credential header for the next attempt (`Authorization: Bearer TOKEN`, or the
-    /// provider's `auth.header` and `auth.scheme`); `None` for providers without
+    /// The credential headers for the next attempt: the token (`Authorization: Bearer
+    /// TOKEN`, or the provider's `auth.header` and `auth.scheme`), then the helper's headers
+    /// of the same generation, every value marked sensitive. Empty for providers without
     /// credentials. An error means no request may be sent.
-    pub async fn credential_header(
+    pub async fn credential_headers(
         &mut self,
-    ) -> Result<Option<(HeaderName, HeaderValue)>, AuthError> {
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, AuthError> {
         let credential = self.manager.credential().await?;
-        let header = match &credential {
-            None => None,
+        let mut headers = Vec::new();
+        if let Some(c) = &credential {
             // Fail closed: a token that cannot be a header value is never dropped silently.
-            Some(c) => {
-                let place = self.manager.credential_header();
-                let value = place.value(&c.token).ok_or_else(|| AuthError::Source {
-                    provider: self.manager.provider_id().into(),
-                    message: "the token cannot be sent as an HTTP header value".to_owned(),
-                })?;
-                Some((place.name().clone(), value))
+            let unusable = || AuthError::Source {
+                provider: self.manager.provider_id().into(),
+                message: "the token (or a helper header) cannot be sent as an HTTP header value"
+                    .to_owned(),
+            };
+            let place = self.manager.credential_header();
+            headers.push((
+                place.name().clone(),
+                place.value(&c.token).ok_or_else(unusable)?,
+            ));
+            for (name, secret) in c.headers.iter() {
+                let mut value =
+                    HeaderValue::from_str(secret.expose_secret()).map_err(|_| unusable())?;
+                value.set_sensitive(true);
+                headers.push((name.clone(), value));
             }
-        };
+        }
         self.sent = credential;
-        Ok(header)
+        Ok(headers)
     }
 
     /// The scrubber for gateway text about this request: every token this process sent to
@@ -380,7 +386,10 @@ impl RequestAuth {
     /// [`RequestAuth::scrubber`] that also scrubs `extra` secrets (configured header values).
     pub fn scrubber_with(&self, extra: &[String]) -> Scrubber {
         let mut tokens = self.manager.recent_tokens();
-        tokens.extend(self.sent.as_ref().map(|c| c.token.clone()));
+        if let Some(sent) = &self.sent {
+            tokens.push(sent.token.clone());
+            tokens.extend(sent.headers.iter().map(|(_, v)| v.clone()));
+        }
         Scrubber::new(
             tokens
                 .iter()

@@ -63,6 +63,9 @@ struct Entry {
     token: String,
     obtained_at_ms: u64,
     expires_at_ms: Option<u64>,
+    /// The helper's headers (secrets too).
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
 }
 
 /// What a reader makes of an entry.
@@ -184,10 +187,20 @@ impl SharedStore {
         let Ok(token) = AuthToken::parse(&entry.token) else {
             return Read::Corrupt;
         };
+        let mut headers = Vec::new();
+        for (name, value) in entry.headers {
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(name) if http::HeaderValue::from_str(&value).is_ok() => {
+                    headers.push((name, AuthToken::new(value)));
+                }
+                _ => return Read::Corrupt,
+            }
+        }
         Read::Found(FreshToken {
             token,
             expires_at: entry.expires_at_ms.map(from_ms),
             obtained_at: Some(from_ms(entry.obtained_at_ms)),
+            headers,
         })
     }
 
@@ -198,6 +211,11 @@ impl SharedStore {
             token: fresh.token.expose_secret().to_owned(),
             obtained_at_ms: to_ms(fresh.obtained_at.unwrap_or_else(SystemTime::now)),
             expires_at_ms: fresh.expires_at.map(to_ms),
+            headers: fresh
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.expose_secret().to_owned()))
+                .collect(),
         };
         let text =
             zeroize::Zeroizing::new(serde_json::to_string(&entry).map_err(std::io::Error::other)?);

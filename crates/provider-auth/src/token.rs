@@ -131,6 +131,9 @@ pub struct FreshToken {
     /// When it was obtained, if not just now (a token read from the shared store): its
     /// lifetime counts from then.
     pub obtained_at: Option<SystemTime>,
+    /// Headers the helper printed with the token (`format = "json"`, `"headers"`), sent
+    /// with it and refreshed with it; their values are secrets like the token.
+    pub headers: Vec<(http::HeaderName, AuthToken)>,
 }
 
 impl FreshToken {
@@ -140,6 +143,7 @@ impl FreshToken {
             token,
             expires_at: None,
             obtained_at: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -153,9 +157,20 @@ pub struct Credential {
     pub token: AuthToken,
     /// Which cache generation minted it (0 for static credentials).
     pub generation: u64,
+    /// The helper's headers of the same generation (values are secrets).
+    pub headers: Arc<[(http::HeaderName, AuthToken)]>,
 }
 
 impl Credential {
+    /// A credential with no helper headers.
+    pub fn new(token: AuthToken, generation: u64) -> Self {
+        Self {
+            token,
+            generation,
+            headers: Arc::from(Vec::new()),
+        }
+    }
+
     /// The `Authorization` header value (`Bearer ...`, marked sensitive).
     pub fn header_value(&self) -> Option<HeaderValue> {
         self.token.bearer_header()

@@ -54,12 +54,12 @@ async fn request_auth_allows_one_recovery_per_logical_request() {
     let script = Script::new("echo tok-$N");
     let manager = auth_manager_for_provider("corp", &provider_with(&script), None).unwrap();
     let mut request = RequestAuth::new(manager.clone());
-    let (name, first) = request.credential_header().await.unwrap().unwrap();
+    let (name, first) = request.credential_headers().await.unwrap().remove(0);
     assert_eq!(name, http::header::AUTHORIZATION);
     assert!(first.is_sensitive());
     assert_eq!(first.to_str().unwrap(), "Bearer tok-1");
     assert_eq!(request.on_unauthorized().await.unwrap(), AuthRetry::Retry);
-    let (_, second) = request.credential_header().await.unwrap().unwrap();
+    let (_, second) = request.credential_headers().await.unwrap().remove(0);
     assert_eq!(second.to_str().unwrap(), "Bearer tok-2");
     assert_eq!(
         request.on_unauthorized().await.unwrap(),
@@ -83,7 +83,7 @@ async fn static_token_401_is_not_recoverable() {
         Recovery::NotRecoverable
     );
     let mut request = RequestAuth::new(manager);
-    request.credential_header().await.unwrap();
+    request.credential_headers().await.unwrap();
     assert_eq!(
         request.on_unauthorized().await.unwrap(),
         AuthRetry::GiveUp {
@@ -164,7 +164,7 @@ async fn a_token_that_cannot_be_a_header_fails_closed() {
         AuthToken::new("bad\ntoken".to_owned()),
     ));
     let mut request = RequestAuth::new(manager);
-    let err = request.credential_header().await.unwrap_err();
+    let err = request.credential_headers().await.unwrap_err();
     assert!(
         err.to_string().contains("cannot be sent as an HTTP header"),
         "{err}"
@@ -182,10 +182,10 @@ async fn a_bare_key_goes_in_the_configured_header() {
     }
     let manager = auth_manager_for_provider("azure", &info, None).unwrap();
     let (name, value) = RequestAuth::new(manager)
-        .credential_header()
+        .credential_headers()
         .await
         .unwrap()
-        .unwrap();
+        .remove(0);
     assert_eq!(name.as_str(), "api-key");
     assert_eq!(value.to_str().unwrap(), "key-1");
     assert!(value.is_sensitive());

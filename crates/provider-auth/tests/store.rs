@@ -74,3 +74,30 @@ async fn a_token_read_from_the_store_keeps_its_age() {
         "{left:?}: the age was not counted"
     );
 }
+
+#[tokio::test]
+async fn helper_headers_travel_with_the_token_through_the_store() {
+    let script =
+        Script::new("echo '{\"token\":\"tok-'$N'\",\"headers\":{\"X-Tenant\":\"tenant-'$N'\"}}'");
+    let dir = tempfile::tempdir().unwrap();
+    let store = SharedStore::at(&dir.path().join("store")).unwrap();
+    let mut auth = script.auth(300_000);
+    auth.format = provider_config::TokenFormat::Json;
+    let make = || {
+        let command: Arc<dyn ExternalAuthRefresher> =
+            Arc::new(CommandRefresher::new("corp", auth.clone()));
+        TokenCache::new(
+            Arc::new(StoreRefresher::new(command, store.clone(), &auth)),
+            CachePolicy::new(auth.refresh_interval()),
+        )
+    };
+    make().credential().await.unwrap();
+    let other = make().credential().await.unwrap();
+    assert_eq!(script.runs(), 1);
+    let headers: Vec<(String, String)> = other
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.expose_secret().to_owned()))
+        .collect();
+    assert_eq!(headers, [("x-tenant".to_owned(), "tenant-1".to_owned())]);
+}

@@ -180,7 +180,7 @@ async fn forward(
     let mut auth = RequestAuth::new(route.auth.clone());
     let mut replayed = false;
     loop {
-        let credential = match auth.credential_header().await {
+        let credential = match auth.credential_headers().await {
             Ok(value) => value,
             Err(e) => {
                 route.count(|c| &c.errors);
@@ -188,7 +188,7 @@ async fn forward(
             }
         };
         let mut attempt = headers.clone();
-        if let Some((name, value)) = credential {
+        for (name, value) in credential {
             attempt.insert(name, value);
         }
         let body = match &mut payload {

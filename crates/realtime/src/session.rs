@@ -161,7 +161,7 @@ impl RealtimeClient {
             for (name, value) in base.iter().chain(extra_headers) {
                 headers.insert(name, value.clone());
             }
-            if let Some((name, value)) = auth.credential_header().await? {
+            for (name, value) in auth.credential_headers().await? {
                 headers.insert(name, value);
             }
             let connect = self.open_socket(request, config, url);
