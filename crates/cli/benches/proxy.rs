@@ -127,17 +127,6 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.get(i).copied().unwrap_or(f64::NAN)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Time to the first body byte of a streamed `POST /responses`.
 async fn first_byte(http: &reqwest::Client, url: &str, token: &str) -> Duration {
     let started = Instant::now();
@@ -266,7 +255,7 @@ async fn main() {
     );
 
     // Memory: 1000 concurrent idle streams held open through the proxy.
-    let idle_before = rss_kib(proxy.0.id());
+    let idle_before = test_support::rss_kib(proxy.0.id());
     gw.set_fault(
         Route::Responses,
         Some(Fault::SlowStream {
@@ -293,7 +282,7 @@ async fn main() {
     for o in open {
         responses.push(o.await.unwrap().unwrap());
     }
-    let held = rss_kib(proxy.0.id());
+    let held = test_support::rss_kib(proxy.0.id());
     println!(
         "| RSS of the proxy with 1,000 concurrent idle SSE streams | idle: {:.1} MiB | 1,000 streams: {:.1} MiB | {:.1} KiB per stream | < 64 MiB |",
         idle_before as f64 / 1024.0,

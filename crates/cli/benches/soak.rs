@@ -17,17 +17,6 @@ use model_client::{LoadLimit, ModelClient, run_load};
 use provider_auth::auth_manager_for_provider;
 use provider_config::{ModelProviderAuthInfo, ModelProviderInfo};
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
@@ -49,7 +38,7 @@ async fn soak(requests: u64) {
     // Warm up at the same concurrency, so the connection pool and the gateway's sockets are
     // open before the start figures are taken.
     run_load(&client, LoadLimit::Requests(20_000), 64).await;
-    let (rss_start, fds_start) = (rss_kib(), open_fds());
+    let (rss_start, fds_start) = (test_support::rss_kib(std::process::id()), open_fds());
 
     let done = Arc::new(AtomicBool::new(false));
     let rotations = Arc::new(AtomicU64::new(0));
@@ -79,7 +68,7 @@ async fn soak(requests: u64) {
     let report = run_load(&client, LoadLimit::Requests(requests), 64).await;
     done.store(true, Ordering::Relaxed);
     rotator.abort();
-    let (rss_end, fds_end) = (rss_kib(), open_fds());
+    let (rss_end, fds_end) = (test_support::rss_kib(std::process::id()), open_fds());
     let rotations = rotations.load(Ordering::Relaxed).max(1);
     println!(
         "soak: {} requests at c=64 in {:.1} s ({:.0} req/s)",

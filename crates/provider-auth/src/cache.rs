@@ -544,17 +544,16 @@ impl TokenCache {
             .obtained_at
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .unwrap_or(Duration::ZERO);
-        let mut lifetime = self.policy.refresh_interval.map(|l| l.saturating_sub(age));
-        let mut hard_expiry = None;
-        if let Some(expires_at) = fresh.expires_at {
-            let left = expires_at
+        let left = fresh.expires_at.map(|expires_at| {
+            expires_at
                 .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            hard_expiry = now.checked_add(left);
-            let skew = (left / 10).min(Duration::from_secs(60));
-            let usable = left - skew;
-            lifetime = Some(lifetime.map_or(usable, |l| l.min(usable)));
-        }
+                .unwrap_or(Duration::ZERO)
+        });
+        let hard_expiry = left.and_then(|left| now.checked_add(left));
+        let lifetime = lifetime(
+            self.policy.refresh_interval.map(|l| l.saturating_sub(age)),
+            left,
+        );
         Cached {
             credential: Credential {
                 token: fresh.token,
@@ -567,6 +566,19 @@ impl TokenCache {
             refresh_at: lifetime.and_then(|l| now.checked_add(l.mul_f64(0.8))),
             expires_at: lifetime.and_then(|l| now.checked_add(l)),
             hard_expiry,
+        }
+    }
+}
+
+/// A token's lifetime: the refresh interval, shortened to (time left - skew) when the token
+/// states how long it has `left`, with skew = min(60 s, 10% of the time left). `None` = kept
+/// until a 401.
+pub(crate) fn lifetime(interval: Option<Duration>, left: Option<Duration>) -> Option<Duration> {
+    match left {
+        None => interval,
+        Some(left) => {
+            let usable = left - (left / 10).min(Duration::from_secs(60));
+            Some(interval.map_or(usable, |l| l.min(usable)))
         }
     }
 }

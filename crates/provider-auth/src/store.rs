@@ -366,13 +366,10 @@ impl StoreRefresher {
         let age = SystemTime::now()
             .duration_since(obtained)
             .unwrap_or(Duration::MAX);
-        let mut lifetime = self.refresh_interval;
-        if let Some(expires) = fresh.expires_at {
-            let left = expires.duration_since(obtained).unwrap_or(Duration::ZERO);
-            let usable = left - (left / 10).min(Duration::from_secs(60));
-            lifetime = Some(lifetime.map_or(usable, |l| l.min(usable)));
-        }
-        let limit = match (lifetime, ahead) {
+        let left = fresh
+            .expires_at
+            .map(|expires| expires.duration_since(obtained).unwrap_or(Duration::ZERO));
+        let limit = match (crate::cache::lifetime(self.refresh_interval, left), ahead) {
             (None, _) => Duration::MAX,
             (Some(l), true) => l.mul_f64(0.8),
             (Some(l), false) => l,

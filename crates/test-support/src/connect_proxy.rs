@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// The proxy; it stops when dropped. [`ConnectProxy::tunnels`] lists the `CONNECT`
 /// targets it opened.
@@ -18,33 +18,10 @@ impl ConnectProxy {
     /// Starts the proxy on its own thread.
     pub fn start() -> Self {
         let tunnels = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let seen = tunnels.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let accept = async {
-                    loop {
-                        if let Ok((stream, _)) = listener.accept().await {
-                            tokio::spawn(tunnel(stream, seen.clone()));
-                        }
-                    }
-                };
-                tokio::select! {
-                    () = accept => {}
-                    _ = stopped => {}
-                }
-            });
-            runtime.shutdown_background();
-        });
+        let (addr, stop) = crate::serve_on_thread(move |stream| tunnel(stream, seen.clone()));
         Self {
-            addr: addr_rx.recv().unwrap(),
+            addr,
             tunnels,
             stop: Some(stop),
         }

@@ -43,6 +43,56 @@ pub fn still_alive_after(pids: &[u32], limit: Duration) -> Vec<u32> {
     }
 }
 
+/// A process's resident memory now, in KiB (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `serve` for every connection accepted on `127.0.0.1:0`, on a thread of its own
+/// (usable from sync and async tests alike), until the returned sender is dropped or used.
+pub(crate) fn serve_on_thread<F, Fut>(
+    serve: F,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let accept = async {
+                loop {
+                    if let Ok((stream, _)) = listener.accept().await {
+                        tokio::spawn(serve(stream));
+                    }
+                }
+            };
+            tokio::select! {
+                () = accept => {}
+                _ = stopped => {}
+            }
+        });
+        runtime.shutdown_background();
+    });
+    (addr_rx.recv().unwrap(), stop)
+}
+
 /// Samples a process's resident memory until it exits; [`PeakRss::peak_kib`] is the
 /// highest sample.
 pub struct PeakRss {
@@ -54,18 +104,15 @@ impl PeakRss {
     pub fn watch(pid: u32) -> Self {
         let handle = std::thread::spawn(move || {
             let mut peak = 0;
-            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                let rss = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-                match rss {
-                    Some(kib) => peak = peak.max(kib),
-                    None => break, // a zombie has no memory left
+            // A process that is gone (or a zombie) reads as 0.
+            loop {
+                let kib = rss_kib(pid);
+                if kib == 0 {
+                    break peak;
                 }
+                peak = peak.max(kib);
                 std::thread::sleep(Duration::from_millis(5));
             }
-            peak
         });
         Self { handle }
     }

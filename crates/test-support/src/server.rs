@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::SinkExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -158,33 +158,8 @@ impl HostileServer {
     /// Starts the server on its own thread (usable from sync and async tests alike).
     pub fn start() -> Self {
         let shared = Arc::new(Shared::default());
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = shared.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let accept = async {
-                    loop {
-                        if let Ok((stream, _)) = listener.accept().await {
-                            tokio::spawn(serve(stream, state.clone()));
-                        }
-                    }
-                };
-                tokio::select! {
-                    () = accept => {}
-                    _ = stopped => {}
-                }
-            });
-            runtime.shutdown_background();
-        });
-        let addr = addr_rx.recv().unwrap();
+        let (addr, stop) = crate::serve_on_thread(move |stream| serve(stream, state.clone()));
         Self {
             addr,
             shared,
@@ -370,12 +345,15 @@ async fn respond(
     content_type: &str,
     body: &[u8],
 ) -> std::io::Result<()> {
-    let head = format!(
+    // One write: a client that reads the head may take only what came with it (a
+    // websocket handshake answer does), so the body travels in the same segment.
+    let mut answer = format!(
         "HTTP/1.1 {status} Status\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await
+    )
+    .into_bytes();
+    answer.extend_from_slice(body);
+    stream.write_all(&answer).await
 }
 
 async fn sse(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
