@@ -117,6 +117,13 @@ enum Command {
     },
     /// An end-to-end run against the embedded dev gateway (no network, no config).
     Demo,
+    /// Run the provider's token command once with the terminal (an SSO or password
+    /// prompt) and fill the shared store, so that later calls need no prompt.
+    Login {
+        /// Provider id (default: the config's model_provider).
+        #[arg(short, long = "provider", value_name = "ID")]
+        provider: Option<String>,
+    },
     /// A loopback proxy that adds each provider's credential: point any OpenAI-compatible
     /// tool at http://HOST:PORT/<provider>.
     Proxy {
@@ -262,6 +269,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             block_on(commands::bench::bench(&client, requests, concurrency, json))
         }
         Command::Demo => block_on(commands::demo::demo()),
+        Command::Login { provider } => {
+            let config = config_file::load(config)?;
+            let (id, info) = config_file::provider(&config, provider.as_deref())?;
+            let out = block_on(commands::token::login(id, info, store.as_ref()))?;
+            print(&out)
+        }
         Command::Proxy {
             provider,
             listen,
@@ -300,6 +313,7 @@ fn shared_store(cli: &Cli) -> Option<provider_auth::SharedStore> {
     let uses_tokens = matches!(
         cli.command,
         Command::Token { .. }
+            | Command::Login { .. }
             | Command::Models { .. }
             | Command::Respond { .. }
             | Command::Realtime { .. }

@@ -1,14 +1,16 @@
 //! Running the token command: no shell, own process group, bounded output, always reaped.
 
+use std::io::IsTerminal as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use provider_config::ModelProviderAuthInfo;
+use provider_config::{Interactive, ModelProviderAuthInfo};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::{Child, Command};
 
@@ -31,6 +33,21 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(250);
 pub struct CommandRefresher {
     provider: Arc<str>,
     auth: ModelProviderAuthInfo,
+    force_terminal: bool,
+}
+
+/// Whether this process may give a token command the terminal (false in the proxy).
+static PROMPTS_ALLOWED: AtomicBool = AtomicBool::new(true);
+
+/// From now on, no token command of this process gets the terminal, whatever
+/// `auth.interactive` says: a command that needs one fails fast with a hint to run
+/// `modelauth login`. For servers (the proxy), whose terminal is not their users'.
+pub fn disable_prompts() {
+    PROMPTS_ALLOWED.store(false, Ordering::Relaxed);
+}
+
+fn has_terminal() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
 impl CommandRefresher {
@@ -39,6 +56,47 @@ impl CommandRefresher {
         Self {
             provider: provider.into(),
             auth,
+            force_terminal: false,
+        }
+    }
+
+    /// The same refresher giving the command the terminal every time, whatever
+    /// `auth.interactive` says (`modelauth login`). Without a terminal, runs fail.
+    pub fn with_terminal(mut self) -> Self {
+        self.force_terminal = true;
+        self
+    }
+
+    /// Whether this run gets the terminal; an error when it needs one and cannot have it.
+    /// A background refresh never prompts, and neither does a process that disabled it.
+    fn terminal_for(&self, reason: RefreshReason) -> Result<bool, AuthError> {
+        let allowed = PROMPTS_ALLOWED.load(Ordering::Relaxed);
+        let needs = |why: &'static str| AuthError::Command {
+            provider: self.provider.clone(),
+            program: self.auth.command.as_str().into(),
+            failure: CommandFailure::NeedsTerminal {
+                provider: self.provider.to_string(),
+                why,
+            },
+        };
+        if self.force_terminal {
+            return if has_terminal() {
+                Ok(true)
+            } else {
+                Err(needs("this process has no terminal"))
+            };
+        }
+        match self.auth.interactive {
+            Interactive::IfAvailable => {
+                Ok(reason != RefreshReason::RefreshAhead && allowed && has_terminal())
+            }
+            Interactive::Always if reason == RefreshReason::RefreshAhead => {
+                Err(needs("a background refresh never prompts"))
+            }
+            Interactive::Always if !allowed => Err(needs("this process never prompts")),
+            Interactive::Always if !has_terminal() => Err(needs("this process has no terminal")),
+            Interactive::Always => Ok(true),
+            _ => Ok(false),
         }
     }
 }
@@ -52,7 +110,8 @@ impl ExternalAuthRefresher for CommandRefresher {
             ("MODELAUTH_PROVIDER", self.provider.as_ref()),
             ("MODELAUTH_REFRESH_REASON", reason.as_str()),
         ];
-        run_with_context(&self.auth, &context)
+        let terminal = self.terminal_for(reason)?;
+        run_with_context(&self.auth, &context, terminal)
             .await
             .map_err(|failure| AuthError::Command {
                 provider: self.provider.clone(),
@@ -68,15 +127,17 @@ impl ExternalAuthRefresher for CommandRefresher {
 
 /// Runs the command once and reads its token.
 pub async fn run_token_command(auth: &ModelProviderAuthInfo) -> Result<FreshToken, CommandFailure> {
-    run_with_context(auth, &[]).await
+    run_with_context(auth, &[], false).await
 }
 
-/// Runs the command with `context` added to its environment (after the config's `env`).
+/// Runs the command with `context` added to its environment (after the config's `env`);
+/// with `terminal`, the command gets this process's terminal (stdin and stderr).
 async fn run_with_context(
     auth: &ModelProviderAuthInfo,
     context: &[(&str, &str)],
+    terminal: bool,
 ) -> Result<FreshToken, CommandFailure> {
-    let stdout = run_capturing(auth, context).await?;
+    let stdout = run_capturing(auth, context, terminal).await?;
     let text = String::from_utf8(stdout).map_err(|_| CommandFailure::NotUtf8)?;
     parse_output(&text, auth.format, SystemTime::now())
 }
@@ -103,8 +164,13 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         // Reached with `pgid` set only when the run was abandoned (timeout, cancellation,
         // oversized output): kill every process of the group, then reap the leader.
+        let had_group = self.pgid.is_some();
         self.kill_group();
         if let Some(mut child) = self.child.take() {
+            if !had_group {
+                // A terminal run shares our group: kill the command itself.
+                let _ = child.start_kill();
+            }
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => {
                     handle.spawn(async move {
@@ -121,6 +187,7 @@ impl Drop for GroupGuard {
 async fn run_capturing(
     auth: &ModelProviderAuthInfo,
     context: &[(&str, &str)],
+    terminal: bool,
 ) -> Result<Vec<u8>, CommandFailure> {
     let cwd = auth.cwd.as_path();
     if !cwd.is_dir() {
@@ -140,15 +207,26 @@ async fn run_capturing(
         .current_dir(cwd)
         .envs(&auth.env)
         .envs(context.iter().copied())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
+    if terminal {
+        // The terminal's foreground process group is ours: the command stays in it so that
+        // it may read the terminal (its own group would be stopped by SIGTTIN). Its prompts
+        // go to the terminal; only stdout is read.
+        command.stdin(Stdio::inherit()).stderr(Stdio::inherit());
+    } else {
+        command
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+    }
     let mut child = spawn_retrying_busy(&mut command)
         .await
         .map_err(|e| spawn_failure(&e, &shown))?;
-    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    // Without its own group (a terminal run), only the command itself can be killed.
+    let pgid = (!terminal)
+        .then(|| child.id().and_then(|id| i32::try_from(id).ok()))
+        .flatten();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let mut guard = GroupGuard {
@@ -156,7 +234,12 @@ async fn run_capturing(
         pgid,
     };
 
-    let outcome = tokio::time::timeout(auth.timeout(), async {
+    let limit = if terminal {
+        auth.interactive_timeout()
+    } else {
+        auth.timeout()
+    };
+    let outcome = tokio::time::timeout(limit, async {
         let Some(child) = guard.child.as_mut() else {
             return Err(CommandFailure::Spawn {
                 reason: "lost the child process".to_owned(),
@@ -202,7 +285,7 @@ async fn run_capturing(
     match outcome {
         // Timed out: dropping the guard kills the group and reaps the leader.
         Err(_elapsed) => Err(CommandFailure::TimedOut {
-            timeout_ms: auth.timeout_ms,
+            timeout_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
         }),
         // Oversized output or a read error: likewise.
         Ok(Err(failure)) => Err(failure),

@@ -154,6 +154,14 @@ pub enum CommandFailure {
         /// Why (never the output itself).
         reason: String,
     },
+    /// It needs the terminal (`auth.interactive = "always"`, or `modelauth login`) and
+    /// cannot have it now.
+    NeedsTerminal {
+        /// The provider, for the hint.
+        provider: String,
+        /// Why not now.
+        why: &'static str,
+    },
     /// Reading its output failed.
     Io {
         /// The OS error.
@@ -192,6 +200,10 @@ impl fmt::Display for CommandFailure {
             CommandFailure::InvalidToken { reason } => write!(f, "{reason}"),
             CommandFailure::BadJson { reason } => write!(f, "printed unusable JSON: {reason}"),
             CommandFailure::Io { reason } => write!(f, "could not be read from: {reason}"),
+            CommandFailure::NeedsTerminal { provider, why } => write!(
+                f,
+                "needs a terminal to ask you and {why}; run `modelauth login -p {provider}` on a terminal first"
+            ),
         }
     }
 }

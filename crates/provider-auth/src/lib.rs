@@ -28,7 +28,8 @@ mod token;
 
 pub use cache::{CachePolicy, CacheStats, TRACING_TARGET, TokenCache, TokenStatus};
 pub use command::{
-    CommandRefresher, MAX_STDERR_EXCERPT_BYTES, MAX_STDOUT_BYTES, run_token_command,
+    CommandRefresher, MAX_STDERR_EXCERPT_BYTES, MAX_STDOUT_BYTES, disable_prompts,
+    run_token_command,
 };
 pub use error::{AuthError, CommandFailure};
 pub use format::parse_token_output;

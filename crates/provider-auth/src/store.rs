@@ -133,6 +133,11 @@ impl SharedStore {
         self.dir.join(format!("{}.json", key(auth)))
     }
 
+    /// Writes `fresh` as the entry of `auth`, replacing any (`modelauth login`).
+    pub fn save(&self, auth: &ModelProviderAuthInfo, fresh: &FreshToken) -> std::io::Result<()> {
+        self.write(&self.entry_path(auth), fresh)
+    }
+
     /// Deletes the entry of `auth`; false when there was none.
     pub fn forget(&self, auth: &ModelProviderAuthInfo) -> std::io::Result<bool> {
         match std::fs::remove_file(self.entry_path(auth)) {

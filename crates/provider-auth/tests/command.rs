@@ -285,3 +285,31 @@ async fn the_token_never_appears_in_errors() {
         assert!(shown.contains("provider `corp`"), "{shown}");
     }
 }
+
+#[tokio::test]
+async fn a_background_refresh_never_prompts() {
+    use provider_auth::{ExternalAuthRefresher, RefreshReason};
+    use provider_config::Interactive;
+    let script = Script::new("[ -t 0 ] && echo tty >> stdin || echo notty >> stdin\necho tok-$N");
+    let mut auth = script.auth(0);
+    auth.interactive = Interactive::Always;
+    let always = CommandRefresher::new("corp", auth.clone());
+    let err = always
+        .refresh(RefreshReason::RefreshAhead)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a background refresh never prompts")
+            && err.contains("run `modelauth login -p corp`"),
+        "{err}"
+    );
+    assert_eq!(script.runs(), 0, "nothing ran");
+    auth.interactive = Interactive::IfAvailable;
+    let if_available = CommandRefresher::new("corp", auth);
+    if_available
+        .refresh(RefreshReason::RefreshAhead)
+        .await
+        .unwrap();
+    assert_eq!(script.wait_for_file("stdin"), "notty\n");
+}

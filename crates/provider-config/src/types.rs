@@ -76,6 +76,24 @@ pub enum TokenFormat {
     Json,
 }
 
+/// Whether the token command may ask a person (`auth.interactive`), after kubectl's
+/// `interactiveMode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Interactive {
+    /// Never: stdin is null (the default).
+    #[default]
+    Never,
+    /// When the process has a terminal, the command gets it (stdin and stderr).
+    IfAvailable,
+    /// The command needs the terminal; without one it is an error.
+    Always,
+}
+
+/// Default `auth.interactive_timeout_ms`.
+pub const DEFAULT_INTERACTIVE_TIMEOUT_MS: u64 = 120_000;
+
 /// One model provider.
 #[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -226,6 +244,16 @@ pub struct ModelProviderAuthInfo {
     )]
     #[schemars(regex(pattern = validate::AUTH_SCHEME_PATTERN))]
     pub scheme: String,
+    /// Whether the command may ask a person on the terminal.
+    #[serde(default)]
+    pub interactive: Interactive,
+    /// How long an interactive run may take, in milliseconds (1..=600000).
+    #[serde(
+        default = "default_interactive_timeout_ms",
+        deserialize_with = "validate::timeout_ms"
+    )]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
+    pub interactive_timeout_ms: u64,
 }
 
 fn default_request_max_retries() -> u64 {
@@ -251,6 +279,9 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_refresh_interval_ms() -> u64 {
     DEFAULT_REFRESH_INTERVAL_MS
+}
+fn default_interactive_timeout_ms() -> u64 {
+    DEFAULT_INTERACTIVE_TIMEOUT_MS
 }
 fn default_auth_header() -> String {
     "Authorization".to_owned()
@@ -446,7 +477,14 @@ impl ModelProviderAuthInfo {
             reauth_on: default_reauth_on(),
             header: default_auth_header(),
             scheme: default_auth_scheme(),
+            interactive: Interactive::default(),
+            interactive_timeout_ms: DEFAULT_INTERACTIVE_TIMEOUT_MS,
         }
+    }
+
+    /// How long an interactive run may take.
+    pub fn interactive_timeout(&self) -> Duration {
+        Duration::from_millis(self.interactive_timeout_ms)
     }
 
     /// How long the command may run.
@@ -508,6 +546,8 @@ impl fmt::Debug for ModelProviderAuthInfo {
             .field("reauth_on", &self.reauth_on)
             .field("header", &self.header)
             .field("scheme", &self.scheme)
+            .field("interactive", &self.interactive)
+            .field("interactive_timeout_ms", &self.interactive_timeout_ms)
             .finish()
     }
 }

@@ -42,6 +42,7 @@ fn value() -> impl Strategy<Value = String> {
         Just("[401, 401]".to_owned()),
         Just("\"Host\"".to_owned()),
         Just("\"api-key\"".to_owned()),
+        Just("\"if_available\"".to_owned()),
     ]
 }
 
@@ -78,6 +79,8 @@ fn auth_key() -> impl Strategy<Value = &'static str> {
         Just("reauth_on"),
         Just("header"),
         Just("scheme"),
+        Just("interactive"),
+        Just("interactive_timeout_ms"),
         Just("surprise"),
     ]
 }

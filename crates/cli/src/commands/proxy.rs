@@ -35,6 +35,8 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
     } else {
         settings.providers.clone()
     };
+    // The proxy's terminal is not its users': no token command ever prompts here.
+    provider_auth::disable_prompts();
     let mut providers = Vec::new();
     for id in &ids {
         let (id, info) = crate::config_file::provider(config, Some(id))?;

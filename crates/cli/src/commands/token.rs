@@ -124,6 +124,42 @@ pub async fn token(
     Ok(line)
 }
 
+/// `modelauth login`: runs the command once with the terminal and writes the token to the
+/// shared store.
+pub async fn login(
+    id: &str,
+    info: &ModelProviderInfo,
+    store: Option<&SharedStore>,
+) -> Result<String, CliError> {
+    let Some(auth) = &info.auth else {
+        return Err(CliError::Usage(format!(
+            "provider `{id}` has no token command; there is nothing to log in to"
+        )));
+    };
+    let Some(store) = store else {
+        return Err(CliError::runtime(
+            "there is no shared token store to keep the token in (set XDG_RUNTIME_DIR or MODELAUTH_CACHE_DIR)",
+        ));
+    };
+    let refresher = provider_auth::CommandRefresher::new(id, auth.clone()).with_terminal();
+    let fresh = provider_auth::ExternalAuthRefresher::refresh(
+        &refresher,
+        provider_auth::RefreshReason::Initial,
+    )
+    .await
+    .map_err(|e| CliError::from_error("could not log in", &e))?;
+    store.save(auth, &fresh).map_err(|e| {
+        CliError::runtime(format!(
+            "cannot write {}: {e}",
+            store.entry_path(auth).display()
+        ))
+    })?;
+    Ok(format!(
+        "{id}: logged in; the token is in the shared store ({} chars, redacted)\n",
+        fresh.token.len()
+    ))
+}
+
 /// `--forget`: deletes the provider's shared entry.
 pub fn forget(
     id: &str,

@@ -1,0 +1,127 @@
+//! Helpers that ask a person: `auth.interactive` and `modelauth login`, under a real
+//! pseudo-terminal (`script` gives the command one).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A helper that asks for a password on the terminal and prints `tok-<answer>`.
+    fn new(interactive: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("helper.sh");
+        std::fs::write(
+            &helper,
+            "#!/bin/sh\necho run >> runs\nprintf 'password: ' >&2\nread pw\necho \"tok-$pw\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+                 [model_providers.corp.auth]\ncommand = \"./helper.sh\"\ninteractive = \"{interactive}\"\ninteractive_timeout_ms = 10000\n"
+            ),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("runs"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// `modelauth ARGS` on a terminal, typing `input`.
+    fn on_terminal(&self, args: &str, input: &str) -> Output {
+        let mut child = Command::new("script")
+            .args([
+                "-qec",
+                &format!("{BIN} --config config.toml {args}"),
+                "/dev/null",
+            ])
+            .current_dir(self.dir.path())
+            .env("MODELAUTH_CACHE_DIR", self.dir.path().join("store"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `modelauth ARGS` with no terminal.
+    fn detached(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(["--config", "config.toml"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("MODELAUTH_CACHE_DIR", self.dir.path().join("store"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn login_asks_once_and_later_calls_without_a_terminal_need_no_prompt() {
+    let s = Setup::new("always");
+    let out = s.on_terminal("login -p corp", "hunter2\n");
+    let screen = text(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("password: "), "{screen}");
+    assert!(
+        screen.contains("corp: logged in; the token is in the shared store (11 chars, redacted)"),
+        "{screen}"
+    );
+    let out = s.detached(&["token", "--show"]);
+    assert_eq!(text(&out.stdout), "tok-hunter2\n", "{}", text(&out.stderr));
+    assert_eq!(s.runs(), 1, "the stored token was used");
+}
+
+#[test]
+fn always_without_a_terminal_fails_fast_and_says_to_log_in() {
+    let s = Setup::new("always");
+    let started = Instant::now();
+    let out = s.detached(&["token", "--show"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        text(&out.stderr),
+        "error: could not obtain a token: provider `corp`: token command `./helper.sh` needs a terminal to ask you and this process has no terminal; run `modelauth login -p corp` on a terminal first\n"
+    );
+    assert_eq!(s.runs(), 0);
+}
+
+#[test]
+fn if_available_asks_on_a_terminal_once_for_concurrent_callers() {
+    let s = Setup::new("if_available");
+    // Eight requests at once need a token: one prompt, one run.
+    let out = s.on_terminal("bench --requests 8 --concurrency 8 --json", "s3cret\n");
+    let screen = text(&out.stdout);
+    assert_eq!(screen.matches("password: ").count(), 1, "{screen}");
+    assert_eq!(s.runs(), 1);
+    // Without a terminal the helper runs with stdin closed: its question gets no answer.
+    let s = Setup::new("if_available");
+    let out = s.detached(&["token", "--show"]);
+    assert_eq!(text(&out.stdout), "tok-\n", "{}", text(&out.stderr));
+}
