@@ -125,3 +125,47 @@ fn if_available_asks_on_a_terminal_once_for_concurrent_callers() {
     let out = s.detached(&["token", "--show"]);
     assert_eq!(text(&out.stdout), "tok-\n", "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_proxy_never_prompts_even_on_a_terminal() {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let s = Setup::new("always");
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{BIN} --config config.toml proxy --listen 127.0.0.1:0"),
+            "/dev/null",
+        ])
+        .current_dir(s.dir.path())
+        .env("MODELAUTH_CACHE_DIR", s.dir.path().join("store"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .write_all(
+            format!("GET /corp/models HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(
+        answer.contains("this process never prompts; run `modelauth login -p corp`"),
+        "{answer}"
+    );
+    assert_eq!(s.runs(), 0, "the helper never ran");
+}
