@@ -131,16 +131,7 @@ pub async fn login(
     info: &ModelProviderInfo,
     store: Option<&SharedStore>,
 ) -> Result<String, CliError> {
-    let Some(auth) = &info.auth else {
-        return Err(CliError::Usage(format!(
-            "provider `{id}` has no token command; there is nothing to log in to"
-        )));
-    };
-    let Some(store) = store else {
-        return Err(CliError::runtime(
-            "there is no shared token store to keep the token in (set XDG_RUNTIME_DIR or MODELAUTH_CACHE_DIR)",
-        ));
-    };
+    let (auth, store) = command_and_store(id, info, store, "there is nothing to log in to")?;
     let refresher = provider_auth::CommandRefresher::new(id, auth.clone()).with_terminal();
     let fresh = provider_auth::ExternalAuthRefresher::refresh(
         &refresher,
@@ -166,16 +157,7 @@ pub fn forget(
     info: &ModelProviderInfo,
     store: Option<&SharedStore>,
 ) -> Result<String, CliError> {
-    let Some(auth) = &info.auth else {
-        return Err(CliError::Usage(format!(
-            "provider `{id}` has no token command; there is no shared token to forget"
-        )));
-    };
-    let Some(store) = store else {
-        return Err(CliError::runtime(
-            "there is no shared token store (set XDG_RUNTIME_DIR or MODELAUTH_CACHE_DIR)",
-        ));
-    };
+    let (auth, store) = command_and_store(id, info, store, "there is no shared token to forget")?;
     match store.forget(auth) {
         Ok(true) => Ok(format!("{id}: shared token forgotten\n")),
         Ok(false) => Ok(format!("{id}: no shared token to forget\n")),
@@ -184,6 +166,27 @@ pub fn forget(
             store.entry_path(auth).display()
         ))),
     }
+}
+
+/// The provider's token command and the shared store, for `login` and `--forget`; `nothing`
+/// says what is missing without a command.
+fn command_and_store<'a>(
+    id: &str,
+    info: &'a ModelProviderInfo,
+    store: Option<&'a SharedStore>,
+    nothing: &str,
+) -> Result<(&'a provider_config::ModelProviderAuthInfo, &'a SharedStore), CliError> {
+    let Some(auth) = &info.auth else {
+        return Err(CliError::Usage(format!(
+            "provider `{id}` has no token command; {nothing}"
+        )));
+    };
+    let Some(store) = store else {
+        return Err(CliError::runtime(
+            "there is no shared token store (set XDG_RUNTIME_DIR or MODELAUTH_CACHE_DIR)",
+        ));
+    };
+    Ok((auth, store))
 }
 
 fn rfc3339(t: SystemTime) -> String {
