@@ -239,3 +239,25 @@ async fn server_pings_are_answered() {
         .expect("the pong never reached the server");
     assert_eq!(next.unwrap().unwrap().kind, "debug.pong_received");
 }
+
+#[tokio::test]
+async fn a_configured_header_that_cannot_be_sent_is_an_error_as_over_http() {
+    let (_gw, _tokens, mut info, auth) = setup().await;
+    info.http_headers
+        .insert("X-Team".to_owned(), "line\nbreak".to_owned());
+    let err = RealtimeClient::connect("dev", info.clone(), auth.clone(), "dev-small")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RealtimeError::Config { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "provider `dev`: the value of header `x-team` is not a valid header value"
+    );
+    // The HTTP client refuses the same header the same way.
+    let http = ModelClient::new("dev", info, auth).unwrap_err();
+    assert!(
+        http.to_string()
+            .contains("the value of header `x-team` is not a valid header value"),
+        "{http}"
+    );
+}
