@@ -7,12 +7,17 @@
 //! Loading never reads the process environment and never consults the current directory:
 //! a relative `auth.cwd` is resolved against the folder of the file it was read from.
 
+mod codex;
 mod error;
 mod load;
 mod schema;
 mod types;
 mod validate;
 
+pub use codex::{
+    CODEX_RESERVED_IDS, LMSTUDIO_PROVIDER_ID, default_codex_config_path, load_codex_config_file,
+    parse_codex_config_str,
+};
 pub use error::ConfigError;
 pub use load::{Config, load_config_file, parse_config_str, without_dot_components};
 pub use schema::{SCHEMA_PATH_IN_REPO, config_schema, config_schema_json};

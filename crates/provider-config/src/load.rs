@@ -23,6 +23,23 @@ impl Config {
         }
     }
 
+    /// A configuration from already-validated parts, read from no file yet.
+    pub(crate) fn from_parts(
+        toml: ConfigToml,
+        providers: BTreeMap<String, ModelProviderInfo>,
+    ) -> Self {
+        Self {
+            path: None,
+            toml,
+            providers,
+        }
+    }
+
+    /// Records the file this configuration was read from.
+    pub(crate) fn set_path(&mut self, path: &Path) {
+        self.path = Some(path.to_path_buf());
+    }
+
     /// The file this configuration was read from, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -69,7 +86,7 @@ pub fn load_config_file(path: &Path) -> Result<Config, ConfigError> {
         _ => PathBuf::from("."),
     };
     let mut config = parse_config_str(&text, path, Some(&base_dir))?;
-    config.path = Some(path.to_path_buf());
+    config.set_path(path);
     Ok(config)
 }
 
@@ -80,7 +97,7 @@ pub fn parse_config_str(
     origin: &Path,
     base_dir: Option<&Path>,
 ) -> Result<Config, ConfigError> {
-    let mut toml = deserialize(text, origin)?;
+    let mut toml: ConfigToml = deserialize(text, origin)?;
     check_cross_field_rules(&toml, origin)?;
     if let Some(base) = base_dir {
         for provider in toml.model_providers.values_mut() {
@@ -93,14 +110,14 @@ pub fn parse_config_str(
     }
     let mut providers = built_in_providers();
     providers.extend(toml.model_providers.clone());
-    Ok(Config {
-        path: None,
-        toml,
-        providers,
-    })
+    Ok(Config::from_parts(toml, providers))
 }
 
-fn deserialize(text: &str, origin: &Path) -> Result<ConfigToml, ConfigError> {
+/// Deserializes TOML text into `T`, with file, line, column and key path in errors.
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &Path,
+) -> Result<T, ConfigError> {
     let toml_error = |err: &toml::de::Error, key_path: String, message: String| {
         let (line, column) = err
             .span()

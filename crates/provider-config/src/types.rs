@@ -364,6 +364,12 @@ impl ModelProviderInfo {
         }
     }
 
+    /// `base_url` for messages and listings: a user name or password in it (possible only
+    /// in a config read by Codex's rules, or built in code) is shown as `***`.
+    pub fn display_base_url(&self) -> String {
+        crate::validate::redact_userinfo(&self.base_url)
+    }
+
     /// The URL of an endpoint below `base_url` (e.g. `models`), with `query_params` added.
     pub fn endpoint_url(&self, path: &str) -> Result<url::Url, String> {
         let mut url = url::Url::parse(&self.base_url).map_err(|e| {

@@ -1,0 +1,346 @@
+//! Reading an unmodified Codex `config.toml` the way Codex reads its providers.
+//!
+//! The native format is strict; this reader follows Codex instead, so that `modelauth` can
+//! debug the auth command a Codex user already has:
+//! - only `model_provider`, `openai_base_url` and `[model_providers.*]` are read; every other
+//!   key (profiles, MCP servers, projects, ...) is ignored, and so are unknown keys inside a
+//!   provider or its `auth`;
+//! - every provider is validated, selected or not, and one invalid provider refuses the file;
+//! - the ids `openai`, `ollama` and `lmstudio` are reserved (exact, case-sensitive);
+//! - `name` is required and not blank; `base_url` is optional (the OpenAI API) and is not
+//!   checked as a URL; retries default to 4 and 5 and are capped at 100; timeouts of 0 load;
+//! - `auth.command` is required and not blank (checked before the conflicts), `timeout_ms`
+//!   is non-zero with no upper bound, `refresh_interval_ms` may be 0 (only after a 401),
+//!   `cwd` defaults to the file's folder (a relative one is joined to it, `~` is expanded);
+//! - `auth` conflicts with `env_key` (even `""`), `experimental_bearer_token` and
+//!   `requires_openai_auth = true`, reported in that order with the native message;
+//! - `model_provider` must name a defined or built-in provider; without it, `openai`.
+//!
+//! Codex runs its command and reads stdout as the token: `format` is always `text`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::load::{Config, deserialize, without_dot_components};
+use crate::{
+    ConfigError, ConfigToml, MAX_RETRIES, ModelProviderAuthInfo, ModelProviderInfo, WireApi,
+    built_in_providers,
+};
+
+/// Id of the LM Studio provider Codex builds in.
+pub const LMSTUDIO_PROVIDER_ID: &str = "lmstudio";
+
+/// The provider ids Codex reserves for its built-ins.
+pub const CODEX_RESERVED_IDS: [&str; 3] = [
+    crate::OPENAI_PROVIDER_ID,
+    crate::OLLAMA_PROVIDER_ID,
+    LMSTUDIO_PROVIDER_ID,
+];
+
+/// The keys of a Codex config that matter here; everything else is ignored.
+#[derive(Deserialize)]
+struct CodexToml {
+    #[serde(default)]
+    model_provider: Option<String>,
+    #[serde(default)]
+    openai_base_url: Option<String>,
+    #[serde(default)]
+    model_providers: BTreeMap<String, CodexProvider>,
+}
+
+/// A provider as Codex reads it: unknown keys are ignored.
+#[derive(Deserialize)]
+struct CodexProvider {
+    name: String,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    env_key: Option<String>,
+    #[serde(default)]
+    env_key_instructions: Option<String>,
+    #[serde(default)]
+    experimental_bearer_token: Option<String>,
+    #[serde(default)]
+    wire_api: WireApi,
+    #[serde(default)]
+    query_params: BTreeMap<String, String>,
+    #[serde(default)]
+    http_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    env_http_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    request_max_retries: Option<u64>,
+    #[serde(default)]
+    stream_max_retries: Option<u64>,
+    #[serde(default)]
+    stream_idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    websocket_connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    requires_openai_auth: bool,
+    #[serde(default)]
+    auth: Option<CodexAuth>,
+}
+
+/// A provider's `auth` table as Codex reads it.
+#[derive(Deserialize)]
+struct CodexAuth {
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    refresh_interval_ms: Option<u64>,
+    #[serde(default)]
+    cwd: Option<PathBuf>,
+}
+
+/// The default Codex config file: `$CODEX_HOME/config.toml`, else `~/.codex/config.toml`.
+/// `codex_home` and `home` are the caller's reading of `CODEX_HOME` and `HOME`.
+pub fn default_codex_config_path(
+    codex_home: Option<&Path>,
+    home: Option<&Path>,
+) -> Option<PathBuf> {
+    match codex_home.filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => Some(dir.join("config.toml")),
+        None => home
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|h| h.join(".codex").join("config.toml")),
+    }
+}
+
+/// Reads a Codex config file by Codex's rules (see the module docs). `home` expands a
+/// leading `~` in `auth.cwd`; loading reads no other environment.
+pub fn load_codex_config_file(path: &Path, home: Option<&Path>) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let base_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut config = parse_codex_config_str(&text, path, &base_dir, home)?;
+    config.set_path(path);
+    Ok(config)
+}
+
+/// Parses Codex config text. `origin` names it in errors, `base_dir` is the folder a
+/// relative `auth.cwd` is joined to, `home` expands `~`.
+pub fn parse_codex_config_str(
+    text: &str,
+    origin: &Path,
+    base_dir: &Path,
+    home: Option<&Path>,
+) -> Result<Config, ConfigError> {
+    let codex: CodexToml = deserialize(text, origin)?;
+    let invalid = |key_path: String, message: String| ConfigError::Invalid {
+        file: origin.to_path_buf(),
+        key_path,
+        message,
+    };
+    let mut defined = BTreeMap::new();
+    for (id, provider) in codex.model_providers {
+        let key_path = format!("model_providers.{id}");
+        if CODEX_RESERVED_IDS.contains(&id.as_str()) {
+            return Err(invalid(
+                key_path,
+                format!(
+                    "`{id}` is a built-in provider id and cannot be redefined; choose another id"
+                ),
+            ));
+        }
+        if provider.name.trim().is_empty() {
+            return Err(invalid(
+                format!("{key_path}.name"),
+                "must not be empty or blank".to_owned(),
+            ));
+        }
+        if let Some(auth) = &provider.auth {
+            if auth.command.trim().is_empty() {
+                return Err(invalid(
+                    format!("{key_path}.auth.command"),
+                    "must not be empty or blank".to_owned(),
+                ));
+            }
+            if auth.timeout_ms == Some(0) {
+                return Err(invalid(
+                    format!("{key_path}.auth.timeout_ms"),
+                    "must be at least 1, got 0".to_owned(),
+                ));
+            }
+            let mut clashes = Vec::new();
+            if provider.env_key.is_some() {
+                clashes.push("env_key");
+            }
+            if provider.experimental_bearer_token.is_some() {
+                clashes.push("experimental_bearer_token");
+            }
+            if provider.requires_openai_auth {
+                clashes.push("requires_openai_auth");
+            }
+            if !clashes.is_empty() {
+                return Err(invalid(
+                    key_path,
+                    format!(
+                        "provider auth cannot be combined with {}",
+                        clashes.join(", ")
+                    ),
+                ));
+            }
+        }
+        defined.insert(id, provider.into_info(base_dir, home));
+    }
+    let mut providers = codex_built_in_providers(codex.openai_base_url);
+    if let Some(id) = &codex.model_provider
+        && !defined.contains_key(id)
+        && !providers.contains_key(id)
+    {
+        let mut known: Vec<&str> = defined.keys().map(String::as_str).collect();
+        known.extend(providers.keys().map(String::as_str));
+        return Err(invalid(
+            "model_provider".to_owned(),
+            format!(
+                "`{id}` is not a defined or built-in provider (known: {})",
+                known.join(", ")
+            ),
+        ));
+    }
+    providers.extend(defined.clone());
+    let toml = ConfigToml {
+        model_provider: codex.model_provider,
+        model_providers: defined,
+    };
+    Ok(Config::from_parts(toml, providers))
+}
+
+/// Codex's built-ins: `openai` (at `openai_base_url` when set), `ollama`, `lmstudio`.
+fn codex_built_in_providers(
+    openai_base_url: Option<String>,
+) -> BTreeMap<String, ModelProviderInfo> {
+    let mut providers = built_in_providers();
+    if let (Some(url), Some(openai)) = (
+        openai_base_url,
+        providers.get_mut(crate::OPENAI_PROVIDER_ID),
+    ) {
+        openai.base_url = url;
+    }
+    providers.insert(
+        LMSTUDIO_PROVIDER_ID.to_owned(),
+        ModelProviderInfo::new("LM Studio", "http://localhost:1234/v1"),
+    );
+    providers
+}
+
+impl CodexProvider {
+    fn into_info(self, base_dir: &Path, home: Option<&Path>) -> ModelProviderInfo {
+        let mut info = ModelProviderInfo::new(
+            self.name,
+            self.base_url
+                .unwrap_or_else(|| "https://api.openai.com/v1".to_owned()),
+        );
+        info.env_key = self.env_key;
+        info.env_key_instructions = self.env_key_instructions;
+        info.experimental_bearer_token = self.experimental_bearer_token;
+        info.wire_api = self.wire_api;
+        info.query_params = self.query_params;
+        info.http_headers = self.http_headers;
+        info.env_http_headers = self.env_http_headers;
+        if let Some(n) = self.request_max_retries {
+            info.request_max_retries = n.min(MAX_RETRIES);
+        }
+        if let Some(n) = self.stream_max_retries {
+            info.stream_max_retries = n.min(MAX_RETRIES);
+        }
+        if let Some(ms) = self.stream_idle_timeout_ms {
+            info.stream_idle_timeout_ms = ms;
+        }
+        if let Some(ms) = self.websocket_connect_timeout_ms {
+            info.websocket_connect_timeout_ms = ms;
+        }
+        info.requires_openai_auth = self.requires_openai_auth;
+        info.auth = self.auth.map(|auth| {
+            let mut out = ModelProviderAuthInfo::new(auth.command);
+            out.args = auth.args;
+            if let Some(ms) = auth.timeout_ms {
+                out.timeout_ms = ms;
+            }
+            if let Some(ms) = auth.refresh_interval_ms {
+                out.refresh_interval_ms = ms;
+            }
+            out.cwd = codex_cwd(auth.cwd.as_deref(), base_dir, home);
+            out
+        });
+        info
+    }
+}
+
+/// `auth.cwd` as Codex resolves it: the file's folder by default, `~` expanded, a relative
+/// path joined to the file's folder.
+fn codex_cwd(cwd: Option<&Path>, base_dir: &Path, home: Option<&Path>) -> PathBuf {
+    let Some(cwd) = cwd else {
+        return without_dot_components(base_dir);
+    };
+    let expanded = match (cwd.strip_prefix("~"), home) {
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ => cwd.to_path_buf(),
+    };
+    if expanded.is_relative() {
+        without_dot_components(&base_dir.join(expanded))
+    } else {
+        expanded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cwd_defaults_to_the_folder_and_expands_home() {
+        let base = Path::new("/etc/codex");
+        let home = Some(Path::new("/home/ada"));
+        assert_eq!(codex_cwd(None, base, home), Path::new("/etc/codex"));
+        assert_eq!(
+            codex_cwd(Some(Path::new("~/bin")), base, home),
+            Path::new("/home/ada/bin")
+        );
+        assert_eq!(
+            codex_cwd(Some(Path::new("~")), base, home),
+            Path::new("/home/ada")
+        );
+        assert_eq!(
+            codex_cwd(Some(Path::new("./tools")), base, home),
+            Path::new("/etc/codex/tools")
+        );
+        assert_eq!(
+            codex_cwd(Some(Path::new("/opt")), base, home),
+            Path::new("/opt")
+        );
+        // `~user` is not expanded, and without a home `~` stays a folder name.
+        assert_eq!(
+            codex_cwd(Some(Path::new("~bob/x")), base, home),
+            Path::new("/etc/codex/~bob/x")
+        );
+        assert_eq!(
+            codex_cwd(Some(Path::new("~/x")), base, None),
+            Path::new("/etc/codex/~/x")
+        );
+    }
+
+    #[test]
+    fn default_path_prefers_codex_home() {
+        assert_eq!(
+            default_codex_config_path(Some(Path::new("/c")), Some(Path::new("/h"))),
+            Some(PathBuf::from("/c/config.toml"))
+        );
+        assert_eq!(
+            default_codex_config_path(Some(Path::new("")), Some(Path::new("/h"))),
+            Some(PathBuf::from("/h/.codex/config.toml"))
+        );
+        assert_eq!(default_codex_config_path(None, None), None);
+    }
+}
