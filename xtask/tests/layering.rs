@@ -16,7 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["provider-config", "provider-auth", "realtime"],
     ),
     ("crates/dev-gateway", &[]),
-    ("crates/test-support", &[]),
+    ("crates/test-support", &["provider-config"]),
     (
         "crates/cli",
         &[

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dev_gateway::{DevGateway, Fault, GatewayConfig, Route};
-use model_client::{LoadLimit, LoadReport, ModelClient, run_load};
+use model_client::ModelClient;
+use modelauth::load::{LoadLimit, LoadReport, run_load};
 use provider_auth::{AuthManager, AuthToken, NoAuthManager, StaticAuthManager};
 use provider_config::ModelProviderInfo;
 
@@ -186,7 +187,7 @@ async fn main() {
         .into_iter()
         .flatten()
     {
-        run_load(c, LoadLimit::Requests(2000), 16).await;
+        run_load(c, LoadLimit::Requests(2000), 16, None).await;
     }
 
     println!(
@@ -199,10 +200,10 @@ async fn main() {
         let mut proxy_runs: Vec<LoadReport> = Vec::new();
         let mut nginx_runs: Vec<LoadReport> = Vec::new();
         for _ in 0..rounds {
-            direct_runs.push(run_load(&direct, load, concurrency).await);
-            proxy_runs.push(run_load(&through_proxy, load, concurrency).await);
+            direct_runs.push(run_load(&direct, load, concurrency, None).await);
+            proxy_runs.push(run_load(&through_proxy, load, concurrency, None).await);
             if let Some(n) = &through_nginx {
-                nginx_runs.push(run_load(n, load, concurrency).await);
+                nginx_runs.push(run_load(n, load, concurrency, None).await);
             }
         }
         let show = |runs: &[LoadReport]| {

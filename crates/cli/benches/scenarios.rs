@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dev_gateway::{DevGateway, GatewayConfig};
-use model_client::{LoadLimit, LoadReport, ModelClient, run_load};
+use model_client::ModelClient;
+use modelauth::load::{LoadLimit, LoadReport, run_load};
 use provider_auth::{
     AuthError, AuthManager, AuthToken, CachePolicy, CachedAuthManager, CommandRefresher,
     Credential, Recovery, RequestAuth, StaticAuthManager, TokenCache, auth_manager_for_provider,
@@ -99,8 +100,8 @@ async fn interleaved(
 ) -> (Vec<LoadReport>, Vec<LoadReport>) {
     let (mut ra, mut rb) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        ra.push(run_load(a, load, concurrency).await);
-        rb.push(run_load(b, load, concurrency).await);
+        ra.push(run_load(a, load, concurrency, None).await);
+        rb.push(run_load(b, load, concurrency, None).await);
     }
     (ra, rb)
 }
@@ -215,12 +216,12 @@ async fn scenarios(seconds: u64) -> Vec<Row> {
     let timed = LoadLimit::Duration(Duration::from_secs(seconds));
     let mut slow_1s = slow.clone();
     slow_1s.refresh_interval_ms = 1000;
-    let static_report = run_load(&client(&gw, static_manager(&gw)), timed, 16).await;
+    let static_report = run_load(&client(&gw, static_manager(&gw)), timed, 16, None).await;
     let ahead =
         auth_manager_for_provider("bench", &provider(&gw, Some(slow_1s.clone())), None).unwrap();
     // The first token is a cold start for any cache: fetch it before the clock starts.
     ahead.credential().await.unwrap();
-    let ahead_report = run_load(&client(&gw, ahead.clone()), timed, 16).await;
+    let ahead_report = run_load(&client(&gw, ahead.clone()), timed, 16, None).await;
     rows.push(Row {
         scenario: format!(
             "4. refresh ahead on: lifetime 1 s, 300 ms command, c=16, {seconds} s ({} runs)",
@@ -237,7 +238,7 @@ async fn scenarios(seconds: u64) -> Vec<Row> {
     );
     let off: Arc<dyn AuthManager> = Arc::new(CachedAuthManager::new("bench", off_cache));
     off.credential().await.unwrap();
-    let off_report = run_load(&client(&gw, off), timed, 16).await;
+    let off_report = run_load(&client(&gw, off), timed, 16, None).await;
     rows.push(Row {
         scenario: format!(
             "5. refresh ahead off: same load ({} runs)",

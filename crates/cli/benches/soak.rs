@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dev_gateway::{DevGateway, Fault, GatewayConfig, Route};
-use model_client::{LoadLimit, ModelClient, run_load};
+use model_client::ModelClient;
+use modelauth::load::{LoadLimit, run_load};
 use provider_auth::auth_manager_for_provider;
 use provider_config::{ModelProviderAuthInfo, ModelProviderInfo};
 
@@ -37,7 +38,7 @@ async fn soak(requests: u64) {
     let client = ModelClient::new("soak", info, manager.clone()).unwrap();
     // Warm up at the same concurrency, so the connection pool and the gateway's sockets are
     // open before the start figures are taken.
-    run_load(&client, LoadLimit::Requests(20_000), 64).await;
+    run_load(&client, LoadLimit::Requests(20_000), 64, None).await;
     let (rss_start, fds_start) = (test_support::rss_kib(std::process::id()), open_fds());
 
     let done = Arc::new(AtomicBool::new(false));
@@ -65,7 +66,7 @@ async fn soak(requests: u64) {
         })
     };
     let started = Instant::now();
-    let report = run_load(&client, LoadLimit::Requests(requests), 64).await;
+    let report = run_load(&client, LoadLimit::Requests(requests), 64, None).await;
     done.store(true, Ordering::Relaxed);
     rotator.abort();
     let (rss_end, fds_end) = (test_support::rss_kib(std::process::id()), open_fds());

@@ -1,11 +1,21 @@
 //! Finding and loading the config file: `--config`, else `$MODELAUTH_CONFIG`, else
-//! `$XDG_CONFIG_HOME/modelauth/config.toml`, else `~/.config/modelauth/config.toml`.
+//! `$XDG_CONFIG_HOME/modelauth/config.toml`, else `~/.config/modelauth/config.toml`; or,
+//! with `--codex-config [PATH]`, Codex's own file read by Codex's rules (SPEC §12).
 
 use std::path::{Path, PathBuf};
 
-use provider_config::{Config, ModelProviderInfo, load_config_file};
+use provider_config::{Config, ModelProviderInfo, load_codex_config_file, load_config_file};
 
 use crate::error::CliError;
+
+/// Which config the user asked for: the flags, before any file is read.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--codex-config [PATH]`: `Some(None)` for Codex's default file.
+    pub codex: Option<Option<PathBuf>>,
+}
 
 /// Where the config file was looked for, and why there.
 #[derive(Debug, Clone)]
@@ -14,20 +24,83 @@ pub struct ConfigLocation {
     pub path: PathBuf,
     /// Whether the user named it (flag or variable): then it must exist.
     pub explicit: bool,
+    /// Whether it is a Codex config, read by Codex's rules.
+    pub codex: bool,
 }
 
-/// Works out which file to read, from the flag and the environment.
-pub fn locate(flag: Option<&Path>) -> Option<ConfigLocation> {
+impl Source {
+    /// Works out which file to read, from the flags and the environment.
+    pub fn locate(&self) -> Option<ConfigLocation> {
+        match &self.codex {
+            Some(Some(path)) => Some(ConfigLocation {
+                path: path.clone(),
+                explicit: true,
+                codex: true,
+            }),
+            Some(None) => {
+                let codex_home = std::env::var_os("CODEX_HOME").map(PathBuf::from);
+                let home = std::env::var_os("HOME").map(PathBuf::from);
+                provider_config::default_codex_config_path(codex_home.as_deref(), home.as_deref())
+                    .map(|path| ConfigLocation {
+                        path,
+                        explicit: true,
+                        codex: true,
+                    })
+            }
+            None => locate(self.config.as_deref()),
+        }
+    }
+
+    /// Loads the config. A file the user named must exist (Codex's too); the default file
+    /// may be absent, in which case only the built-in providers exist.
+    pub fn load(&self) -> Result<Config, CliError> {
+        match self.locate() {
+            Some(loc) if loc.codex => {
+                let home = std::env::var_os("HOME").map(PathBuf::from);
+                Ok(load_codex_config_file(&loc.path, home.as_deref())?)
+            }
+            Some(loc) if loc.explicit || loc.path.exists() => Ok(load_config_file(&loc.path)?),
+            None if self.codex.is_some() => Err(CliError::Usage(
+                "cannot find Codex's config: set CODEX_HOME or HOME, or give --codex-config PATH"
+                    .to_owned(),
+            )),
+            _ => Ok(Config::built_ins_only()),
+        }
+    }
+
+    /// One line for `check`: which file was read, or that the default one is missing.
+    pub fn describe(&self) -> String {
+        match self.locate() {
+            Some(loc) if loc.codex => format!(
+                "config: {} (a Codex config, read by Codex's rules)",
+                loc.path.display()
+            ),
+            Some(loc) if loc.explicit || loc.path.exists() => {
+                format!("config: {}", loc.path.display())
+            }
+            Some(loc) => format!(
+                "config: none; the default file {} does not exist, so only the built-in providers are defined",
+                loc.path.display()
+            ),
+            None => "config: none (no --config, MODELAUTH_CONFIG or HOME); only the built-in providers are defined".to_owned(),
+        }
+    }
+}
+
+/// Works out which native file to read, from `--config` and the environment.
+fn locate(flag: Option<&Path>) -> Option<ConfigLocation> {
     if let Some(path) = flag {
         return Some(ConfigLocation {
             path: path.to_path_buf(),
             explicit: true,
+            codex: false,
         });
     }
     if let Some(path) = std::env::var_os("MODELAUTH_CONFIG").filter(|v| !v.is_empty()) {
         return Some(ConfigLocation {
             path: PathBuf::from(path),
             explicit: true,
+            codex: false,
         });
     }
     let base = std::env::var_os("XDG_CONFIG_HOME")
@@ -41,16 +114,8 @@ pub fn locate(flag: Option<&Path>) -> Option<ConfigLocation> {
     Some(ConfigLocation {
         path: base.join("modelauth").join("config.toml"),
         explicit: false,
+        codex: false,
     })
-}
-
-/// Loads the config. A file the user named must exist; the default file may be absent, in
-/// which case only the built-in providers exist.
-pub fn load(flag: Option<&Path>) -> Result<Config, CliError> {
-    match locate(flag) {
-        Some(loc) if loc.explicit || loc.path.exists() => Ok(load_config_file(&loc.path)?),
-        _ => Ok(Config::built_ins_only()),
-    }
 }
 
 /// The provider named by `-p`, or the config's default.

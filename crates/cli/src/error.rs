@@ -59,6 +59,22 @@ impl CliError {
         }
     }
 
+    /// The error on one line, without the `error: ` prefix (for a line of a report).
+    pub fn render_plain(&self) -> String {
+        let mut out = self.to_string();
+        if let CliError::Runtime {
+            detail: Some(detail),
+            ..
+        } = self
+        {
+            for line in detail.lines() {
+                out.push_str("; ");
+                out.push_str(line.trim());
+            }
+        }
+        out
+    }
+
     /// The text printed on stderr.
     pub fn render(&self) -> String {
         let mut out = format!("error: {self}");

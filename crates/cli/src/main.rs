@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, CommandFactory as _, Parser, Subcommand};
 use model_client::ModelClient;
 
 use crate::error::{CliError, EXIT_OK, EXIT_USAGE};
@@ -20,14 +20,37 @@ use crate::output::print;
 
 /// Talk to OpenAI-compatible gateways whose bearer tokens are minted by a command.
 #[derive(Debug, Parser)]
-#[command(name = "modelauth", version, about, long_about = None)]
+#[command(
+    name = "modelauth",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:
+  modelauth check --live            run each token command once and say what it printed
+  modelauth token -p corp           obtain a token (redacted summary)
+  modelauth proxy                   serve http://127.0.0.1:4000/<provider> for any OpenAI tool
+  modelauth demo                    the whole thing against an embedded gateway, no network
+
+Environment: MODELAUTH_CONFIG (config file), RUST_LOG (log filter, e.g. modelauth=debug),
+NO_COLOR (no colour), MODELAUTH_CACHE_DIR (shared token store)."
+)]
 struct Cli {
     /// Config file (default: $MODELAUTH_CONFIG, else $XDG_CONFIG_HOME/modelauth/config.toml).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "codex_config"
+    )]
     config: Option<PathBuf>,
-    /// Log token-command runs, retries and connections on stderr (never the token).
-    #[arg(short, long, global = true)]
-    verbose: bool,
+    /// Read Codex's own config.toml by Codex's rules (default: $CODEX_HOME/config.toml,
+    /// else ~/.codex/config.toml).
+    #[arg(long, global = true, value_name = "PATH", num_args = 0..=1)]
+    codex_config: Option<Option<PathBuf>>,
+    /// Log token-command runs, retries and connections on stderr (never a token); -vv also
+    /// every request. RUST_LOG, when set, decides instead.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
     /// Keep tokens in this process only: neither read nor write the shared token store.
     #[arg(long, global = true)]
     no_shared_cache: bool,
@@ -38,10 +61,35 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate the config; one line per provider: id, auth kind, base_url.
-    Check,
+    #[command(after_help = "Examples:
+  modelauth check                          validate; says which file it read
+  modelauth check --live                   run each token command once (never prints a token)
+  modelauth check --live --models -p corp  also list corp's models with that token
+  modelauth check --live --codex-config    debug the auth command of Codex's own config
+  modelauth check --json                   one JSON object")]
+    Check {
+        /// Only this provider.
+        #[arg(short, long = "provider", value_name = "ID")]
+        provider: Option<String>,
+        /// Obtain each provider's credential once: runs its token command and says how long
+        /// it took, what it printed (shape, expiry) and how long the token is used.
+        #[arg(long)]
+        live: bool,
+        /// With --live: also GET /models with that credential.
+        #[arg(long, requires = "live")]
+        models: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON schema of the config file.
     Schema,
     /// Obtain a token; print a redacted summary, or only the token with --show.
+    #[command(after_help = "Examples:
+  modelauth token -p corp                  redacted summary: source, length, lifetime
+  curl -H \"Authorization: Bearer $(modelauth token --show)\" https://gateway.example.com/v1/models
+  modelauth token --exec-credential        for a kubeconfig exec plugin
+  modelauth token --forget                 drop the shared token; the next call runs the command")]
     Token {
         /// Provider id (default: the config's model_provider).
         #[arg(short, long = "provider", value_name = "ID")]
@@ -60,6 +108,9 @@ enum Command {
         forget: bool,
     },
     /// List model ids, one per line.
+    #[command(after_help = "Examples:
+  modelauth models -p corp
+  modelauth models --json | jq '.data[].id'")]
     Models {
         /// Provider id (default: the config's model_provider).
         #[arg(short, long = "provider", value_name = "ID")]
@@ -69,6 +120,9 @@ enum Command {
         json: bool,
     },
     /// Stream a response's text (PROMPT, or stdin).
+    #[command(after_help = "Examples:
+  modelauth respond -m gpt-4.1 'Say hello'
+  echo 'Say hello' | modelauth respond -p corp -m gpt-4.1 --json")]
     Respond {
         /// Provider id (default: the config's model_provider).
         #[arg(short, long = "provider", value_name = "ID")]
@@ -83,6 +137,9 @@ enum Command {
         prompt: Option<String>,
     },
     /// Open a realtime session; print server events as JSON lines.
+    #[command(after_help = "Examples:
+  modelauth realtime -m gpt-realtime --until session.created --timeout-ms 5000
+  modelauth realtime -m gpt-realtime --send '{\"type\":\"response.create\"}' --until response.done")]
     Realtime {
         /// Provider id (default: the config's model_provider).
         #[arg(short, long = "provider", value_name = "ID")]
@@ -101,13 +158,19 @@ enum Command {
         timeout_ms: Option<u64>,
     },
     /// Load GET /models; report latency percentiles, throughput, 401s and command runs.
+    #[command(after_help = "Examples:
+  modelauth bench -p corp --requests 5000 --concurrency 64
+  modelauth bench --duration 30 --json")]
     Bench {
         /// Provider id (default: the config's model_provider).
         #[arg(short, long = "provider", value_name = "ID")]
         provider: Option<String>,
         /// Number of requests.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, conflicts_with = "duration")]
         requests: u64,
+        /// Run for this many seconds instead of a number of requests.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
         /// Requests in flight at once.
         #[arg(long, default_value_t = 16)]
         concurrency: u64,
@@ -119,6 +182,9 @@ enum Command {
     Demo,
     /// Run the provider's token command once with the terminal (an SSO or password
     /// prompt) and fill the shared store, so that later calls need no prompt.
+    #[command(after_help = "Examples:
+  modelauth login -p corp                  answer the helper's prompt once
+  modelauth token -p corp                  later calls, in any process, use the stored token")]
     Login {
         /// Provider id (default: the config's model_provider).
         #[arg(short, long = "provider", value_name = "ID")]
@@ -126,6 +192,10 @@ enum Command {
     },
     /// A loopback proxy that adds each provider's credential: point any OpenAI-compatible
     /// tool at http://HOST:PORT/<provider>.
+    #[command(after_help = "Examples:
+  modelauth proxy -p corp
+  OPENAI_BASE_URL=http://127.0.0.1:4000/corp OPENAI_API_KEY=unused codex
+  MODELAUTH_PROXY_KEY=$(openssl rand -hex 16) modelauth proxy --listen 0.0.0.0:4000 --client-key-env MODELAUTH_PROXY_KEY")]
     Proxy {
         /// A provider to serve (repeatable; default: every provider of the config file).
         #[arg(short, long = "provider", value_name = "ID")]
@@ -140,6 +210,15 @@ enum Command {
         /// Largest request body buffered to replay after a 401.
         #[arg(long, value_name = "N", default_value_t = proxy::DEFAULT_MAX_REPLAY_BYTES)]
         max_replay_bytes: usize,
+    },
+    /// Print shell completions.
+    #[command(after_help = "Examples:
+  modelauth completions bash > ~/.local/share/bash-completion/completions/modelauth
+  modelauth completions zsh > ~/.zfunc/_modelauth
+  modelauth completions fish > ~/.config/fish/completions/modelauth.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Run the dev gateway in the foreground (for trying configs by hand).
     #[command(hide = true)]
@@ -185,18 +264,41 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    if cli.verbose {
-        init_logging();
-    }
+    init_logging(cli.verbose);
     let store = shared_store(&cli);
-    let config = cli.config.as_deref();
+    let source = config_file::Source {
+        config: cli.config.clone(),
+        codex: cli.codex_config.clone(),
+    };
+    let config = &source;
     match cli.command {
-        Command::Check => {
-            let config = config_file::load(config)?;
-            for warning in commands::check::warnings(&config) {
-                eprintln!("{warning}");
+        Command::Check {
+            provider,
+            live,
+            models,
+            json,
+        } => {
+            let loaded = source.load()?;
+            let settings = commands::check::Settings {
+                live,
+                models,
+                provider,
+            };
+            let report = block_on(commands::check::check(
+                &loaded,
+                source.describe(),
+                &settings,
+            ))?;
+            if json {
+                print(&format!("{}\n", report.json(&loaded)))?;
+            } else {
+                eprintln!("{}", report.config_note);
+                for warning in &report.warnings {
+                    eprintln!("{warning}");
+                }
+                print(&report.lines(&loaded))?;
             }
-            print(&commands::check::check(&config))
+            report.live_result()
         }
         Command::Schema => print(&commands::check::schema()),
         Command::Token {
@@ -206,7 +308,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             exec_credential,
             forget,
         } => {
-            let config = config_file::load(config)?;
+            let config = config.load()?;
             let (id, info) = config_file::provider(&config, provider.as_deref())?;
             if forget {
                 return print(&commands::token::forget(id, info, store.as_ref())?);
@@ -243,7 +345,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             timeout_ms,
         } => {
             let sends = commands::realtime::parse_sends(&send)?;
-            let loaded = config_file::load(config)?;
+            let loaded = config.load()?;
             let (id, info) = config_file::provider(&loaded, provider.as_deref())?;
             let manager = auth::manager_for(id, info)?;
             block_on(async {
@@ -262,15 +364,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench {
             provider,
             requests,
+            duration,
             concurrency,
             json,
         } => {
+            let amount = match duration {
+                Some(secs) => {
+                    commands::bench::Amount::Duration(Duration::try_from_secs_f64(secs).map_err(
+                        |_| CliError::Usage(format!("--duration {secs}: not a number of seconds")),
+                    )?)
+                }
+                None => commands::bench::Amount::Requests(requests),
+            };
             let client = client(config, provider.as_deref())?;
-            block_on(commands::bench::bench(&client, requests, concurrency, json))
+            block_on(commands::bench::bench(&client, amount, concurrency, json))
         }
         Command::Demo => block_on(commands::demo::demo()),
         Command::Login { provider } => {
-            let config = config_file::load(config)?;
+            let config = config.load()?;
             let (id, info) = config_file::provider(&config, provider.as_deref())?;
             let out = block_on(commands::token::login(id, info, store.as_ref()))?;
             print(&out)
@@ -281,7 +392,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             client_key_env,
             max_replay_bytes,
         } => {
-            let config = config_file::load(config)?;
+            let config = config.load()?;
             let settings = commands::proxy::Settings {
                 providers: provider,
                 listen,
@@ -292,6 +403,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let result = runtime.block_on(commands::proxy::proxy(&config, settings));
             runtime.shutdown_timeout(Duration::from_secs(2));
             result
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "modelauth", &mut out);
+            print(&String::from_utf8_lossy(&out))
         }
         Command::DevGateway {
             port,
@@ -341,11 +457,8 @@ fn shared_store(cli: &Cli) -> Option<provider_auth::SharedStore> {
 }
 
 /// The HTTP client for the chosen provider.
-fn client(
-    config: Option<&std::path::Path>,
-    provider: Option<&str>,
-) -> Result<ModelClient, CliError> {
-    let config = config_file::load(config)?;
+fn client(config: &config_file::Source, provider: Option<&str>) -> Result<ModelClient, CliError> {
+    let config = config.load()?;
     let (id, info) = config_file::provider(&config, provider)?;
     let manager = auth::manager_for(id, info)?;
     ModelClient::new(id, info.clone(), manager)
@@ -377,24 +490,45 @@ fn block_on<T>(
     result
 }
 
-/// `-v`: token-command runs, retries and connections on stderr. Tokens are never logged.
-fn init_logging() {
+/// Logging on stderr, never a token: `RUST_LOG` when set (an `EnvFilter`, e.g.
+/// `modelauth=debug,provider_auth=debug`); else `-v` (token-command runs, retries,
+/// connections) or `-vv` (also every request); else only the shared store's warnings.
+fn init_logging(verbosity: u8) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(output::colour_on_stderr());
+    if let Some(directives) = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        match tracing_subscriber::EnvFilter::try_new(&directives) {
+            Ok(filter) => {
+                let _ = tracing_subscriber::registry()
+                    .with(fmt)
+                    .with(filter)
+                    .try_init();
+                return;
+            }
+            Err(e) => eprintln!("warning: RUST_LOG is not a valid filter ({e}); ignoring it"),
+        }
+    }
+    let level = match verbosity {
+        0 => return,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
     let ours = tracing_subscriber::filter::Targets::new()
         .with_default(tracing::Level::WARN)
-        .with_target(provider_auth::TRACING_TARGET, tracing::Level::DEBUG)
-        .with_target("modelauth", tracing::Level::DEBUG)
-        .with_target("model_client", tracing::Level::DEBUG)
-        .with_target("realtime", tracing::Level::DEBUG)
-        .with_target(proxy::TRACING_TARGET, tracing::Level::DEBUG)
-        .with_target("dev_gateway", tracing::Level::DEBUG);
+        .with_target(provider_auth::TRACING_TARGET, level)
+        .with_target("modelauth", level)
+        .with_target("model_client", level)
+        .with_target("realtime", level)
+        .with_target(proxy::TRACING_TARGET, level)
+        .with_target("dev_gateway", level);
     let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(output::colour_on_stderr()),
-        )
+        .with(fmt)
         .with(ours)
         .try_init();
 }

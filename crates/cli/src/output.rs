@@ -19,3 +19,10 @@ pub fn colour_on_stderr() -> bool {
     std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
+
+/// Whether a progress line may be drawn on stderr: a terminal that understands `\r` and
+/// erasing (`TERM` set and not `dumb`).
+pub fn progress_on_stderr() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var("TERM").is_ok_and(|t| !t.is_empty() && t != "dumb")
+}

@@ -7,12 +7,13 @@ use std::path::Path;
 use std::process::Output;
 
 use dev_gateway::{DevGateway, Fault, GatewayConfig, Route};
+use test_support::TokenScript;
 
 const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
 
 struct Setup {
     gw: DevGateway,
-    dir: tempfile::TempDir,
+    script: TokenScript,
 }
 
 impl Setup {
@@ -20,48 +21,35 @@ impl Setup {
     /// `stale-token` if the test wrote one, every run after mints from the gateway.
     async fn new() -> Self {
         let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("token.sh");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\necho run >> runs\nif [ -f stale-token ] && [ $(wc -l < runs) -eq 1 ]; then cat stale-token; else exec {BIN} mint-token --url {} --text; fi\n",
-                gw.token_url()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
+        let script = TokenScript::new(&format!(
+            "if [ -f \"$D/stale-token\" ] && [ $N -eq 1 ]; then cat \"$D/stale-token\"; else exec {BIN} mint-token --url {} --text; fi",
+            gw.token_url()
+        ));
+        script.write(
+            "config.toml",
+            &format!(
                 "model_provider = \"dev\"\n[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{}\"\n[model_providers.dev.auth]\ncommand = \"./token.sh\"\n",
                 gw.base_url()
             ),
-        )
-        .unwrap();
-        Self { gw, dir }
+        );
+        Self { gw, script }
     }
 
     fn runs(&self) -> usize {
-        std::fs::read_to_string(self.dir.path().join("runs"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+        self.script.runs()
     }
 
     /// Makes the first token run print a token the gateway has since rotated away.
     fn stale_first_token(&self) {
-        std::fs::write(
-            self.dir.path().join("stale-token"),
-            self.gw.mint_token().access_token,
-        )
-        .unwrap();
+        self.script
+            .write("stale-token", &self.gw.mint_token().access_token);
         self.gw.rotate();
     }
 
     async fn run(&self, args: &[&str]) -> Output {
         tokio::process::Command::new(BIN)
             .arg("--config")
-            .arg(self.dir.path().join("config.toml"))
+            .arg(self.script.dir().join("config.toml"))
             .args(args)
             .current_dir(Path::new("/"))
             .output()

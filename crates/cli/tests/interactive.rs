@@ -3,42 +3,37 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use test_support::TokenScript;
 
 const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
 
 struct Setup {
-    dir: tempfile::TempDir,
+    script: TokenScript,
 }
 
 impl Setup {
     /// A helper that asks for a password on the terminal and prints `tok-<answer>`.
     fn new(interactive: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let helper = dir.path().join("helper.sh");
-        std::fs::write(
-            &helper,
-            "#!/bin/sh\necho run >> runs\nprintf 'password: ' >&2\nread pw\necho \"tok-$pw\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
+        let script = TokenScript::new("printf 'password: ' >&2\nread pw\necho \"tok-$pw\"");
+        script.write(
+            "config.toml",
+            &format!(
                 "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
-                 [model_providers.corp.auth]\ncommand = \"./helper.sh\"\ninteractive = \"{interactive}\"\ninteractive_timeout_ms = 10000\n"
+                 [model_providers.corp.auth]\ncommand = \"./token.sh\"\ninteractive = \"{interactive}\"\ninteractive_timeout_ms = 10000\n"
             ),
-        )
-        .unwrap();
-        Self { dir }
+        );
+        Self { script }
+    }
+
+    fn dir(&self) -> &std::path::Path {
+        self.script.dir()
     }
 
     fn runs(&self) -> usize {
-        std::fs::read_to_string(self.dir.path().join("runs"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+        self.script.runs()
     }
 
     /// `modelauth ARGS` on a terminal, typing `input`.
@@ -49,8 +44,8 @@ impl Setup {
                 &format!("{BIN} --config config.toml {args}"),
                 "/dev/null",
             ])
-            .current_dir(self.dir.path())
-            .env("MODELAUTH_CACHE_DIR", self.dir.path().join("store"))
+            .current_dir(self.dir())
+            .env("MODELAUTH_CACHE_DIR", self.dir().join("store"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -70,8 +65,8 @@ impl Setup {
         Command::new(BIN)
             .args(["--config", "config.toml"])
             .args(args)
-            .current_dir(self.dir.path())
-            .env("MODELAUTH_CACHE_DIR", self.dir.path().join("store"))
+            .current_dir(self.dir())
+            .env("MODELAUTH_CACHE_DIR", self.dir().join("store"))
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -136,8 +131,8 @@ fn the_proxy_never_prompts_even_on_a_terminal() {
             &format!("{BIN} --config config.toml proxy --listen 127.0.0.1:0"),
             "/dev/null",
         ])
-        .current_dir(s.dir.path())
-        .env("MODELAUTH_CACHE_DIR", s.dir.path().join("store"))
+        .current_dir(s.dir())
+        .env("MODELAUTH_CACHE_DIR", s.dir().join("store"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -12,7 +12,6 @@
 mod client;
 mod error;
 mod events;
-mod load;
 mod models;
 mod retry;
 mod sse;
@@ -20,7 +19,6 @@ mod sse;
 pub use client::{ClientStats, ModelClient, ResponseStream, USER_AGENT};
 pub use error::ClientError;
 pub use events::{ModelInfo, ModelList, ResponseEvent};
-pub use load::{LoadLimit, LoadReport, run_load};
 pub use models::{DEFAULT_MODELS_TTL, ModelsManager};
 pub use retry::{BASE_BACKOFF, MAX_RETRY_AFTER};
 pub use sse::{MAX_EVENT_BYTES, SseEvent, SseParser};

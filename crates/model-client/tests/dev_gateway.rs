@@ -12,7 +12,7 @@ use support::{TokenScript, client, command_provider};
 
 /// A token script printing, on its N-th run, the token the test wrote to `token-N`.
 fn file_token_script() -> TokenScript {
-    TokenScript::with_body("cat \"$D/token-$N\"")
+    TokenScript::new("cat \"$D/token-$N\"")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +21,7 @@ async fn stream_survives_rotation_with_one_extra_run() {
     let script = file_token_script();
     for n in 1..=2 {
         std::fs::write(
-            script.dir.path().join(format!("token-{n}")),
+            script.dir().join(format!("token-{n}")),
             gw.mint_token().access_token,
         )
         .unwrap();
@@ -31,11 +31,7 @@ async fn stream_survives_rotation_with_one_extra_run() {
     assert_eq!(models.data[0].id, "dev-small");
     gw.rotate();
     // Both tokens predate the rotation: mint a fresh second one.
-    std::fs::write(
-        script.dir.path().join("token-2"),
-        gw.mint_token().access_token,
-    )
-    .unwrap();
+    std::fs::write(script.dir().join("token-2"), gw.mint_token().access_token).unwrap();
     let events: Vec<ResponseEvent> = client
         .stream_prompt("dev-small", "hi")
         .await
@@ -56,11 +52,7 @@ async fn stream_survives_rotation_with_one_extra_run() {
 async fn idle_stream_mid_body_is_an_error_not_a_hang() {
     let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
     let script = file_token_script();
-    std::fs::write(
-        script.dir.path().join("token-1"),
-        gw.mint_token().access_token,
-    )
-    .unwrap();
+    std::fs::write(script.dir().join("token-1"), gw.mint_token().access_token).unwrap();
     let mut info = command_provider(&gw.base_url(), &script);
     info.stream_idle_timeout_ms = 300;
     info.stream_max_retries = 1;

@@ -24,7 +24,7 @@ async fn eventually(limit: Duration, f: impl Fn() -> bool) -> bool {
 #[tokio::test]
 async fn dropping_a_stream_closes_its_connection_at_once() {
     let server = HostileServer::start();
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&server.base_url("sse_hold"), &script);
     // Long enough that only the drop can explain a prompt close.
     info.stream_idle_timeout_ms = 60_000;
@@ -43,7 +43,7 @@ async fn dropping_a_stream_closes_its_connection_at_once() {
 #[tokio::test]
 async fn a_stream_without_a_final_event_is_an_error_not_an_end() {
     let server = HostileServer::start();
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let (client, _) = client(&command_provider(
         &server.base_url("sse_truncated"),
         &script,

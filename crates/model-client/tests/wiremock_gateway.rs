@@ -55,7 +55,7 @@ fn command_client(
     ModelClient,
     std::sync::Arc<dyn provider_auth::AuthManager>,
 ) {
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let (client, auth) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
     (script, client, auth)
 }
@@ -168,7 +168,7 @@ async fn failed_command_sends_no_request() {
         .expect(0)
         .mount(&server)
         .await;
-    let script = TokenScript::with_body("echo 'no credentials' >&2\nexit 1");
+    let script = TokenScript::new("echo 'no credentials' >&2\nexit 1");
     let (client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
     let err = client.list_models().await.unwrap_err();
     assert!(
@@ -237,7 +237,7 @@ async fn retries_5xx_then_gives_up() {
         .expect(3)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
     info.request_max_retries = 2;
     let (client, _) = client(&info);
@@ -253,7 +253,7 @@ async fn connection_errors_are_retried_then_reported_without_the_url() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&format!("http://127.0.0.1:{port}/v1"), &script);
     info.request_max_retries = 1;
     info.query_params
@@ -279,7 +279,7 @@ async fn stream_idle_timeout_fires() {
         )
         .mount(&server)
         .await;
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
     info.stream_idle_timeout_ms = 200;
     let (client, _) = client(&info);
@@ -305,7 +305,7 @@ async fn headers_and_query_params_applied() {
         .expect(1)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&format!("{}/v1/", server.uri()), &script);
     info.query_params
         .insert("api-version".to_owned(), "2025-04-01".to_owned());
@@ -431,7 +431,7 @@ async fn chat_wire_api_streams() {
         .expect(1)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
     info.wire_api = WireApi::Chat;
     let (client, _) = client(&info);
@@ -455,7 +455,7 @@ async fn chat_wire_api_streams() {
 async fn two_clients_share_one_token() {
     let server = MockServer::start().await;
     models_for_token(&server, "tok-1", ok_models(), 2).await;
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let info = command_provider(&format!("{}/v1", server.uri()), &script);
     let a = ModelClient::new(
         "corp",
@@ -513,7 +513,7 @@ async fn a_redirect_to_another_host_is_not_followed_and_carries_nothing_there() 
         .respond_with(ok_models())
         .mount(&elsewhere)
         .await;
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
     info.http_headers
         .insert("X-Api-Key".to_owned(), "configured-key-123".to_owned());
@@ -542,7 +542,7 @@ async fn a_redirect_on_the_same_origin_is_followed_with_the_credential() {
         .expect(1)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
     info.http_headers
         .insert("X-Api-Key".to_owned(), "configured-key-123".to_owned());
@@ -557,7 +557,7 @@ async fn models_are_bounded_by_request_timeout_when_headers_never_come() {
         .respond_with(ok_models().set_delay(Duration::from_secs(30)))
         .mount(&server)
         .await;
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
     info.request_timeout_ms = 500;
     let (client, _) = client(&info);
@@ -612,7 +612,7 @@ async fn a_403_starts_recovery_only_when_reauth_on_says_so() {
         .mount(&server)
         .await;
     // Default: a 403 is returned as it is.
-    let plain = TokenScript::new();
+    let plain = TokenScript::counting();
     let (plain_client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &plain));
     assert_eq!(
         plain_client.list_models().await.unwrap_err().status(),
@@ -620,7 +620,7 @@ async fn a_403_starts_recovery_only_when_reauth_on_says_so() {
     );
     assert_eq!(plain.runs(), 1);
     // reauth_on = [401, 403]: the 403 is recovered like a 401, with one more run.
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
     if let Some(auth) = info.auth.as_mut() {
         auth.reauth_on = vec![401, 403];
@@ -640,7 +640,7 @@ async fn an_api_key_gateway_gets_the_bare_token_in_its_header() {
         .expect(1)
         .mount(&server)
         .await;
-    let script = TokenScript::new();
+    let script = TokenScript::counting();
     let mut info = command_provider(&format!("{}/v1", server.uri()), &script);
     if let Some(auth) = info.auth.as_mut() {
         auth.header = "api-key".to_owned();
@@ -671,7 +671,7 @@ async fn helper_headers_reach_the_gateway_rotate_with_the_token_and_are_scrubbed
         .expect(1)
         .mount(&server)
         .await;
-    let script = TokenScript::with_body(
+    let script = TokenScript::new(
         "echo '{\"token\":\"tok-'$N'\",\"headers\":{\"X-Tenant\":\"tenant-secret-'$N'\"}}'",
     );
     let mut info = command_provider(&format!("{}/v1", server.uri()), &script);

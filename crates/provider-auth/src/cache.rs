@@ -80,6 +80,10 @@ pub struct TokenStatus {
     pub obtained_at: SystemTime,
     /// Whether it came from the shared store rather than a run of this process.
     pub from_shared_store: bool,
+    /// The shape of output it was read from.
+    pub shape: crate::token::TokenShape,
+    /// Whether the token stated its own expiry (in the output, or a JWT's `exp`).
+    pub states_expiry: bool,
 }
 
 #[derive(Default)]
@@ -101,6 +105,7 @@ struct Cached {
     /// When it was obtained, by the clock (earlier than `obtained_at` for a shared token).
     obtained_wall: SystemTime,
     from_shared_store: bool,
+    shape: crate::token::TokenShape,
     /// When a background refresh should start (80% of the lifetime).
     refresh_at: Option<Instant>,
     /// End of the lifetime: from here a caller waits for a new token, unless a refresh is
@@ -271,6 +276,8 @@ impl TokenCache {
         Some(TokenStatus {
             obtained_at: cached.obtained_wall,
             from_shared_store: cached.from_shared_store,
+            shape: cached.shape,
+            states_expiry: cached.hard_expiry.is_some(),
             generation: cached.credential.generation,
             expires_in: cached.expires_at.map(|t| t.saturating_duration_since(now)),
             refresh_in: cached.refresh_at.map(|t| t.saturating_duration_since(now)),
@@ -563,6 +570,7 @@ impl TokenCache {
             obtained_at: now,
             obtained_wall: fresh.obtained_at.unwrap_or_else(SystemTime::now),
             from_shared_store: fresh.obtained_at.is_some(),
+            shape: fresh.shape,
             refresh_at: lifetime.and_then(|l| now.checked_add(l.mul_f64(0.8))),
             expires_at: lifetime.and_then(|l| now.checked_add(l)),
             hard_expiry,

@@ -125,6 +125,24 @@ impl ExternalAuthRefresher for CommandRefresher {
     }
 }
 
+/// Where the command's program is, found the way a run finds it: `cwd` must exist, a name
+/// with a `/` is resolved against `cwd`, a bare name is looked up on `PATH` (the command's
+/// own `PATH` from `env` if set). Runs nothing; `modelauth check` warns with it.
+///
+/// # Errors
+///
+/// [`CommandFailure::CwdMissing`], [`CommandFailure::NotFound`] or
+/// [`CommandFailure::NotExecutable`], as the run would fail.
+pub fn locate_token_command(auth: &ModelProviderAuthInfo) -> Result<PathBuf, CommandFailure> {
+    let cwd = auth.cwd.as_path();
+    if !cwd.is_dir() {
+        return Err(CommandFailure::CwdMissing {
+            cwd: cwd.display().to_string(),
+        });
+    }
+    resolve_program(&auth.command, cwd, auth.env.get("PATH").map(String::as_str))
+}
+
 /// Runs the command once and reads its token.
 pub async fn run_token_command(auth: &ModelProviderAuthInfo) -> Result<FreshToken, CommandFailure> {
     run_with_context(auth, &[], false).await
@@ -190,12 +208,7 @@ async fn run_capturing(
     terminal: bool,
 ) -> Result<Vec<u8>, CommandFailure> {
     let cwd = auth.cwd.as_path();
-    if !cwd.is_dir() {
-        return Err(CommandFailure::CwdMissing {
-            cwd: cwd.display().to_string(),
-        });
-    }
-    let program = resolve_program(&auth.command, cwd, auth.env.get("PATH").map(String::as_str))?;
+    let program = locate_token_command(auth)?;
     // The child changes into `cwd` before it runs the program: a relative path would be
     // looked up again from there. One resolution, from here, for the check and the run.
     let shown = program.clone();

@@ -7,7 +7,7 @@ use provider_config::TokenFormat;
 use serde_json::Value;
 
 use crate::error::CommandFailure;
-use crate::token::{AuthToken, FreshToken};
+use crate::token::{AuthToken, FreshToken, TokenShape};
 
 const ACCEPTED_SHAPES: &str = "expected one JSON object of these shapes: an OAuth2 token response \
 {\"access_token\": \"...\", \"expires_in\": 3600}, {\"token\": \"...\", \"expires_at\": \"RFC 3339 time\"}, \
@@ -48,6 +48,7 @@ fn parse_text(stdout: &str) -> Result<FreshToken, CommandFailure> {
         expires_at,
         obtained_at: None,
         headers: Vec::new(),
+        shape: TokenShape::Text,
     })
 }
 
@@ -64,7 +65,7 @@ fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailur
     let Value::Object(obj) = &value else {
         return Err(bad(format!("not a JSON object; {ACCEPTED_SHAPES}")));
     };
-    let (token, expires_at) = if let Some(t) = obj.get("access_token") {
+    let (token, expires_at, shape) = if let Some(t) = obj.get("access_token") {
         let expires_at = match obj.get("expires_in") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
@@ -75,7 +76,11 @@ fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailur
                     })?,
             ),
         };
-        (string_field(t, "access_token")?, expires_at)
+        (
+            string_field(t, "access_token")?,
+            expires_at,
+            TokenShape::OAuth2,
+        )
     } else if obj.get("kind").and_then(Value::as_str) == Some("ExecCredential") {
         let status = obj
             .get("status")
@@ -93,13 +98,21 @@ fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailur
             None | Some(Value::Null) => None,
             Some(v) => Some(timestamp(v, "status.expirationTimestamp")?),
         };
-        (string_field(t, "status.token")?, expires_at)
+        (
+            string_field(t, "status.token")?,
+            expires_at,
+            TokenShape::ExecCredential,
+        )
     } else if let Some(t) = obj.get("token") {
         let expires_at = match obj.get("expires_at") {
             None | Some(Value::Null) => None,
             Some(v) => Some(timestamp(v, "expires_at")?),
         };
-        (string_field(t, "token")?, expires_at)
+        (
+            string_field(t, "token")?,
+            expires_at,
+            TokenShape::TokenObject,
+        )
     } else {
         // Stdout is never quoted, not even a key name: name the shape problem only.
         let reason = if obj.contains_key("error") {
@@ -126,6 +139,7 @@ fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailur
         expires_at,
         obtained_at: None,
         headers,
+        shape,
     })
 }
 

@@ -29,7 +29,7 @@ mod token;
 pub use cache::{CachePolicy, CacheStats, TRACING_TARGET, TokenCache, TokenStatus};
 pub use command::{
     CommandRefresher, MAX_STDERR_EXCERPT_BYTES, MAX_STDOUT_BYTES, disable_prompts,
-    run_token_command,
+    locate_token_command, run_token_command,
 };
 pub use error::{AuthError, CommandFailure};
 pub use format::parse_token_output;
@@ -41,4 +41,4 @@ pub use manager::{
 pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
 pub use scrub::{REDACTED, Scrubber};
 pub use store::{SharedStore, StoreRefresher, use_shared_store};
-pub use token::{AuthToken, Credential, CredentialHeader, FreshToken};
+pub use token::{AuthToken, Credential, CredentialHeader, FreshToken, TokenShape};

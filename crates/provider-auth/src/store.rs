@@ -206,6 +206,7 @@ impl SharedStore {
             expires_at: entry.expires_at_ms.map(from_ms),
             obtained_at: Some(from_ms(entry.obtained_at_ms)),
             headers,
+            shape: crate::token::TokenShape::SharedStore,
         })
     }
 

@@ -121,6 +121,36 @@ impl CredentialHeader {
     }
 }
 
+/// Which shape of output a token was read from: `modelauth check --live` says it, so a
+/// helper's author can see how its output was understood (never the token itself).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenShape {
+    /// `format = "text"`: the trimmed output is the token (or a static token).
+    #[default]
+    Text,
+    /// An OAuth2 token response: `{"access_token", "expires_in"}`.
+    OAuth2,
+    /// `{"token", "expires_at"}`.
+    TokenObject,
+    /// A Kubernetes `ExecCredential`.
+    ExecCredential,
+    /// An entry of the shared token store, written by an earlier run.
+    SharedStore,
+}
+
+impl std::fmt::Display for TokenShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenShape::Text => "text",
+            TokenShape::OAuth2 => "json (OAuth2 token response)",
+            TokenShape::TokenObject => "json ({token, expires_at})",
+            TokenShape::ExecCredential => "json (ExecCredential)",
+            TokenShape::SharedStore => "shared store entry",
+        })
+    }
+}
+
 /// A token as a source produced it, with the expiry it stated, if any.
 #[derive(Debug, Clone)]
 pub struct FreshToken {
@@ -134,6 +164,8 @@ pub struct FreshToken {
     /// Headers the helper printed with the token (`format = "json"`, `"headers"`), sent
     /// with it and refreshed with it; their values are secrets like the token.
     pub headers: Vec<(http::HeaderName, AuthToken)>,
+    /// The shape of output it was read from.
+    pub shape: TokenShape,
 }
 
 impl FreshToken {
@@ -144,6 +176,7 @@ impl FreshToken {
             expires_at: None,
             obtained_at: None,
             headers: Vec::new(),
+            shape: TokenShape::Text,
         }
     }
 }

@@ -31,7 +31,7 @@ async fn secret(cache: &Arc<TokenCache>) -> String {
 #[tokio::test]
 async fn hundred_sequential_calls_within_the_interval_run_once() {
     let script = Script::new("echo tok-$N");
-    let cache = cache(&script.auth(300_000), true);
+    let cache = cache(&script.auth_with_refresh(300_000), true);
     for _ in 0..100 {
         assert_eq!(secret(&cache).await, "tok-1");
     }
@@ -43,7 +43,7 @@ async fn hundred_sequential_calls_within_the_interval_run_once() {
 #[tokio::test]
 async fn command_reruns_after_the_interval() {
     let script = Script::new("echo tok-$N");
-    let cache = cache(&script.auth(300), false);
+    let cache = cache(&script.auth_with_refresh(300), false);
     assert_eq!(secret(&cache).await, "tok-1");
     let status = cache.token_status().unwrap();
     assert!(status.expires_in.unwrap() <= Duration::from_millis(300));
@@ -59,7 +59,7 @@ async fn command_reruns_after_the_interval() {
 #[tokio::test]
 async fn refresh_interval_zero_reruns_only_after_401() {
     let script = Script::new("echo tok-$N");
-    let cache = cache(&script.auth(0), true);
+    let cache = cache(&script.auth_with_refresh(0), true);
     let first = cache.credential().await.unwrap();
     for _ in 0..50 {
         assert_eq!(secret(&cache).await, "tok-1");
@@ -76,7 +76,7 @@ async fn refresh_interval_zero_reruns_only_after_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_cold_callers_run_the_command_once() {
     let script = Script::new("sleep 0.3\necho tok-$N");
-    let cache = cache(&script.auth(300_000), true);
+    let cache = cache(&script.auth_with_refresh(300_000), true);
     let callers: Vec<_> = (0..1000)
         .map(|_| {
             let cache = cache.clone();
@@ -93,7 +93,7 @@ async fn thousand_concurrent_cold_callers_run_the_command_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_401s_on_one_credential_run_the_command_once() {
     let script = Script::new("sleep 0.2\necho tok-$N");
-    let cache = cache(&script.auth(300_000), true);
+    let cache = cache(&script.auth_with_refresh(300_000), true);
     let sent = cache.credential().await.unwrap();
     let reports: Vec<_> = (0..1000)
         .map(|_| {
@@ -113,7 +113,7 @@ async fn thousand_concurrent_401s_on_one_credential_run_the_command_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_401_reports_after_a_failed_run_do_not_rerun() {
     let script = Script::new("[ \"$N\" -gt 1 ] && { echo 'idp down' >&2; exit 1; }\necho tok-$N");
-    let cache = cache(&script.auth(300_000), true);
+    let cache = cache(&script.auth_with_refresh(300_000), true);
     let sent = cache.credential().await.unwrap();
     let err = cache.unauthorized(&sent).await.unwrap_err();
     assert!(err.to_string().contains("idp down"), "{err}");
@@ -137,7 +137,7 @@ async fn late_401_reports_after_a_failed_run_do_not_rerun() {
 #[tokio::test]
 async fn a_401_for_an_older_credential_does_not_rerun() {
     let script = Script::new("echo tok-$N");
-    let cache = cache(&script.auth(0), true);
+    let cache = cache(&script.auth_with_refresh(0), true);
     let old: Credential = cache.credential().await.unwrap();
     let newer = cache.unauthorized(&old).await.unwrap();
     assert_eq!(script.runs(), 2);
@@ -152,7 +152,7 @@ async fn a_401_for_an_older_credential_does_not_rerun() {
 async fn callers_never_wait_during_a_slow_background_refresh() {
     // Lifetime 1 s; the command takes 500 ms after its first run.
     let script = Script::new("[ \"$N\" -gt 1 ] && sleep 0.5\necho tok-$N");
-    let cache = cache(&script.auth(1000), true);
+    let cache = cache(&script.auth_with_refresh(1000), true);
     assert_eq!(secret(&cache).await, "tok-1");
     let refresh_in = cache.token_status().unwrap().refresh_in.unwrap();
     tokio::time::sleep(refresh_in + Duration::from_millis(20)).await;
@@ -179,7 +179,7 @@ async fn callers_never_wait_during_a_slow_background_refresh() {
 async fn failed_background_refresh_keeps_the_old_token_until_its_lifetime_ends() {
     let script =
         Script::new("[ \"$N\" -gt 1 ] && { echo 'backend down' >&2; exit 7; }\necho tok-$N");
-    let cache = cache(&script.auth(2000), true);
+    let cache = cache(&script.auth_with_refresh(2000), true);
     assert_eq!(secret(&cache).await, "tok-1");
     let status = cache.token_status().unwrap();
     tokio::time::sleep(status.refresh_in.unwrap() + Duration::from_millis(20)).await;
@@ -206,7 +206,7 @@ async fn failed_background_refresh_keeps_the_old_token_until_its_lifetime_ends()
 #[tokio::test]
 async fn failing_command_is_not_rerun_inside_the_backoff_window() {
     let script = Script::new("echo nope >&2\nexit 1");
-    let cache = cache(&script.auth(300_000), true);
+    let cache = cache(&script.auth_with_refresh(300_000), true);
     for _ in 0..50 {
         let err = cache.credential().await.unwrap_err();
         assert!(err.to_string().contains("nope"));
@@ -219,7 +219,7 @@ async fn failing_command_is_not_rerun_inside_the_backoff_window() {
 async fn backoff_ends_and_a_token_that_proved_itself_resets_it() {
     // Runs 1 and 2 fail, 3 succeeds, 4 fails, 5 succeeds.
     let script = Script::new("case $N in 1|2|4) echo down >&2; exit 1;; esac\necho tok-$N");
-    let auth = script.auth(400);
+    let auth = script.auth_with_refresh(400);
     let cache = TokenCache::new(
         Arc::new(CommandRefresher::new("corp", auth.clone())),
         fast_policy(auth.refresh_interval()).with_refresh_ahead(false),
@@ -285,7 +285,7 @@ async fn reject_everything(cache: &Arc<TokenCache>, callers: usize, span: Durati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_rejecting_every_token_costs_one_run_per_backoff_step() {
     let script = Script::new("echo tok-$N");
-    let auth = script.auth(300_000);
+    let auth = script.auth_with_refresh(300_000);
     let cache = TokenCache::new(
         Arc::new(CommandRefresher::new("corp", auth.clone())),
         fast_policy(auth.refresh_interval()),
@@ -307,7 +307,7 @@ async fn a_gateway_rejecting_every_token_costs_one_run_per_backoff_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_printing_an_expired_token_runs_once_per_backoff_step() {
     let script = Script::new("echo '{\"access_token\":\"tok-'$N'\",\"expires_in\":0}'");
-    let mut auth = script.auth(300_000);
+    let mut auth = script.auth_with_refresh(300_000);
     auth.format = TokenFormat::Json;
     let cache = TokenCache::new(
         Arc::new(CommandRefresher::new("corp", auth.clone())),
@@ -342,7 +342,7 @@ async fn a_command_printing_an_expired_token_runs_once_per_backoff_step() {
 #[tokio::test]
 async fn a_rotation_is_recovered_at_once_and_a_rejected_new_token_is_held_back() {
     let script = Script::new("echo tok-$N");
-    let auth = script.auth(300_000);
+    let auth = script.auth_with_refresh(300_000);
     let cache = TokenCache::new(
         Arc::new(CommandRefresher::new("corp", auth.clone())),
         fast_policy(auth.refresh_interval()),
@@ -375,7 +375,7 @@ async fn a_rotation_is_recovered_at_once_and_a_rejected_new_token_is_held_back()
 #[tokio::test]
 async fn rotations_in_quick_succession_are_recovered_at_once_when_each_token_was_accepted() {
     let script = Script::new("echo tok-$N");
-    let auth = script.auth(300_000);
+    let auth = script.auth_with_refresh(300_000);
     let cache = TokenCache::new(
         Arc::new(CommandRefresher::new("corp", auth.clone())),
         fast_policy(auth.refresh_interval()),
@@ -392,7 +392,7 @@ async fn rotations_in_quick_succession_are_recovered_at_once_when_each_token_was
 
 async fn lifetime_of(body: &str, format: TokenFormat) -> Duration {
     let script = Script::new(body);
-    let mut auth = script.auth(300_000);
+    let mut auth = script.auth_with_refresh(300_000);
     auth.format = format;
     let cache = cache(&auth, true);
     cache.credential().await.unwrap();
@@ -459,7 +459,7 @@ async fn the_command_is_told_its_provider_and_why_it_runs() {
     let script = Script::new(
         "echo \"$MODELAUTH_PROVIDER $MODELAUTH_REFRESH_REASON\" >> \"$D/reasons\"\necho tok-$N",
     );
-    let cache = cache(&script.auth(500), true);
+    let cache = cache(&script.auth_with_refresh(500), true);
     let first = cache.credential().await.unwrap();
     tokio::time::sleep(
         cache.token_status().unwrap().refresh_in.unwrap() + Duration::from_millis(20),
@@ -476,7 +476,7 @@ async fn the_command_is_told_its_provider_and_why_it_runs() {
     // No call until the lifetime is over: the next one finds it expired.
     tokio::time::sleep(Duration::from_millis(600)).await;
     cache.credential().await.unwrap();
-    let reasons = std::fs::read_to_string(script.dir.path().join("reasons")).unwrap();
+    let reasons = std::fs::read_to_string(script.dir().join("reasons")).unwrap();
     assert_eq!(
         reasons,
         "corp initial\ncorp refresh_ahead\ncorp unauthorized\ncorp expired\n"

@@ -29,7 +29,7 @@ async fn token(auth: &ModelProviderAuthInfo) -> String {
 #[tokio::test]
 async fn token_is_trimmed() {
     let script = Script::new("printf '  tok-123 \\n\\n'");
-    assert_eq!(token(&script.auth(0)).await, "tok-123");
+    assert_eq!(token(&script.auth_with_refresh(0)).await, "tok-123");
 }
 
 #[tokio::test]
@@ -37,7 +37,7 @@ async fn nonzero_exit_reports_status_and_stderr_excerpt() {
     let script = Script::new(
         "echo 'line one' >&2\nprintf 'oops:\\tinvalid_grant\\033[0m\\n' >&2\necho SECRET-OUT\nexit 3",
     );
-    let f = failure(&script.auth(0)).await;
+    let f = failure(&script.auth_with_refresh(0)).await;
     let CommandFailure::Exited { status, stderr } = &f else {
         panic!("{f:?}")
     };
@@ -51,7 +51,7 @@ async fn stderr_excerpt_keeps_only_the_last_2_kib() {
     let script = Script::new(
         "i=0; while [ $i -lt 300 ]; do echo \"noise line $i\" >&2; i=$((i+1)); done\necho LAST-LINE >&2\nexit 1",
     );
-    let CommandFailure::Exited { stderr, .. } = failure(&script.auth(0)).await else {
+    let CommandFailure::Exited { stderr, .. } = failure(&script.auth_with_refresh(0)).await else {
         panic!()
     };
     assert!(stderr.len() <= 2048, "{}", stderr.len());
@@ -62,8 +62,8 @@ async fn stderr_excerpt_keeps_only_the_last_2_kib() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_megabytes_of_output_is_rejected_and_killed() {
     let script = Script::new("echo $$ > pid\nhead -c 10000000 /dev/zero | tr '\\0' a\nsleep 60");
-    let mut auth = script.auth(0);
-    auth.cwd = script.dir.path().to_path_buf();
+    let mut auth = script.auth_with_refresh(0);
+    auth.cwd = script.dir().to_path_buf();
     let f = failure(&auth).await;
     assert_eq!(f, CommandFailure::OutputTooLarge { limit: 64 * 1024 });
     let pid: u32 = script.wait_for_file("pid").trim().parse().unwrap();
@@ -77,13 +77,16 @@ async fn ten_megabytes_of_output_is_rejected_and_killed() {
 #[tokio::test]
 async fn non_utf8_output_is_rejected() {
     let script = Script::new("printf '\\377\\376tok'");
-    assert_eq!(failure(&script.auth(0)).await, CommandFailure::NotUtf8);
+    assert_eq!(
+        failure(&script.auth_with_refresh(0)).await,
+        CommandFailure::NotUtf8
+    );
 }
 
 #[tokio::test]
 async fn empty_output_is_rejected() {
     let script = Script::new("printf '  \\n'");
-    let f = failure(&script.auth(0)).await;
+    let f = failure(&script.auth_with_refresh(0)).await;
     assert!(matches!(f, CommandFailure::InvalidToken { .. }), "{f:?}");
     assert!(f.to_string().contains("empty"));
 }
@@ -95,7 +98,7 @@ async fn tokens_with_interior_whitespace_are_rejected() {
         "printf 'secret-a\\nsecret-b\\n'",
     ] {
         let script = Script::new(body);
-        let f = failure(&script.auth(0)).await;
+        let f = failure(&script.auth_with_refresh(0)).await;
         assert!(matches!(f, CommandFailure::InvalidToken { .. }), "{f:?}");
         assert!(!f.to_string().contains("secret"), "{f}");
     }
@@ -112,16 +115,16 @@ async fn missing_program_is_not_found() {
 #[tokio::test]
 async fn non_executable_file_is_reported() {
     let script = Script::new("echo tok");
-    std::fs::set_permissions(&script.path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let f = failure(&script.auth(0)).await;
+    std::fs::set_permissions(script.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let f = failure(&script.auth_with_refresh(0)).await;
     assert!(matches!(f, CommandFailure::NotExecutable { .. }), "{f:?}");
 }
 
 #[tokio::test]
 async fn missing_cwd_is_reported() {
     let script = Script::new("echo tok");
-    let mut auth = script.auth(0);
-    auth.cwd = script.dir.path().join("no-such-dir");
+    let mut auth = script.auth_with_refresh(0);
+    auth.cwd = script.dir().join("no-such-dir");
     let f = failure(&auth).await;
     assert!(matches!(f, CommandFailure::CwdMissing { .. }), "{f:?}");
     assert!(f.to_string().contains("no-such-dir"));
@@ -131,11 +134,11 @@ async fn missing_cwd_is_reported() {
 async fn relative_command_resolves_against_cwd() {
     let script = Script::new("pwd");
     let mut auth = ModelProviderAuthInfo::new("./token.sh");
-    auth.cwd = script.dir.path().to_path_buf();
+    auth.cwd = script.dir().to_path_buf();
     let printed = token(&auth).await;
     assert_eq!(
         std::fs::canonicalize(printed).unwrap(),
-        std::fs::canonicalize(script.dir.path()).unwrap()
+        std::fs::canonicalize(script.dir()).unwrap()
     );
 }
 
@@ -144,7 +147,7 @@ async fn env_is_passed_and_stdin_is_null() {
     let script = Script::new(
         "read line || true\nprintf '%s-%s' \"$MODELAUTH_TEST_TOKEN\" \"${line:-nostdin}\"",
     );
-    let mut auth = script.auth(0);
+    let mut auth = script.auth_with_refresh(0);
     auth.env
         .insert("MODELAUTH_TEST_TOKEN".to_owned(), "from-env".to_owned());
     assert_eq!(token(&auth).await, "from-env-nostdin");
@@ -156,7 +159,7 @@ async fn bare_name_is_found_on_path_from_env() {
     let mut auth = ModelProviderAuthInfo::new("token.sh");
     auth.env.insert(
         "PATH".to_owned(),
-        format!("{}:/usr/bin:/bin", script.dir.path().display()),
+        format!("{}:/usr/bin:/bin", script.dir().display()),
     );
     assert_eq!(token(&auth).await, "path-token");
 }
@@ -165,8 +168,8 @@ async fn bare_name_is_found_on_path_from_env() {
 async fn timeout_kills_the_command_and_its_grandchild() {
     let script =
         Script::new("echo $$ > leader.pid\nsh -c 'sleep 60 & echo $! > grandchild.pid; sleep 60'");
-    let mut auth = script.auth(0);
-    auth.cwd = script.dir.path().to_path_buf();
+    let mut auth = script.auth_with_refresh(0);
+    auth.cwd = script.dir().to_path_buf();
     auth.timeout_ms = 500;
     let f = failure(&auth).await;
     assert_eq!(f, CommandFailure::TimedOut { timeout_ms: 500 });
@@ -192,8 +195,8 @@ async fn timeout_kills_the_command_and_its_grandchild() {
 async fn cancelling_every_waiter_kills_the_run() {
     let script =
         Script::new("echo $$ > leader.pid\nsh -c 'sleep 60 & echo $! > grandchild.pid; sleep 60'");
-    let mut auth = script.auth(0);
-    auth.cwd = script.dir.path().to_path_buf();
+    let mut auth = script.auth_with_refresh(0);
+    auth.cwd = script.dir().to_path_buf();
     auth.timeout_ms = 600_000;
     let cache = TokenCache::new(
         Arc::new(CommandRefresher::new("corp", auth)),
@@ -228,7 +231,7 @@ async fn cancelling_every_waiter_kills_the_run() {
 #[tokio::test]
 async fn background_grandchild_holding_stdout_does_not_block() {
     let script = Script::new("echo bg-token\nsleep 30 &");
-    let mut auth = script.auth(0);
+    let mut auth = script.auth_with_refresh(0);
     auth.timeout_ms = 10_000;
     let started = std::time::Instant::now();
     assert_eq!(token(&auth).await, "bg-token");
@@ -240,7 +243,7 @@ async fn json_oauth_response_is_read() {
     let script = Script::new(
         "echo '{\"access_token\":\"oauth-tok\",\"token_type\":\"Bearer\",\"expires_in\":3599}'",
     );
-    let mut auth = script.auth(0);
+    let mut auth = script.auth_with_refresh(0);
     auth.format = TokenFormat::Json;
     let fresh = run_token_command(&auth).await.unwrap();
     assert_eq!(fresh.token.expose_secret(), "oauth-tok");
@@ -275,7 +278,7 @@ async fn the_token_never_appears_in_errors() {
     ];
     for (body, format) in cases {
         let script = Script::new(&body);
-        let mut auth = script.auth(0);
+        let mut auth = script.auth_with_refresh(0);
         auth.format = format;
         let err = CommandRefresher::new("corp", auth.clone());
         let cache = TokenCache::new(Arc::new(err), CachePolicy::new(None));
@@ -291,7 +294,7 @@ async fn a_background_refresh_never_prompts() {
     use provider_auth::{ExternalAuthRefresher, RefreshReason};
     use provider_config::Interactive;
     let script = Script::new("[ -t 0 ] && echo tty >> stdin || echo notty >> stdin\necho tok-$N");
-    let mut auth = script.auth(0);
+    let mut auth = script.auth_with_refresh(0);
     auth.interactive = Interactive::Always;
     let always = CommandRefresher::new("corp", auth.clone());
     let err = always

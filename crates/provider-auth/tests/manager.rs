@@ -14,7 +14,7 @@ use support::Script;
 
 fn provider_with(script: &Script) -> ModelProviderInfo {
     let mut info = ModelProviderInfo::new("Corp", "http://127.0.0.1:9/v1");
-    info.auth = Some(script.auth(300_000));
+    info.auth = Some(script.auth_with_refresh(300_000));
     info
 }
 

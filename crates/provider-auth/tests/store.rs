@@ -12,7 +12,7 @@ use provider_auth::{
 use support::Script;
 
 fn process(script: &Script, store: &SharedStore) -> Arc<TokenCache> {
-    let auth = script.auth(300_000);
+    let auth = script.auth_with_refresh(300_000);
     let command: Arc<dyn ExternalAuthRefresher> =
         Arc::new(CommandRefresher::new("corp", auth.clone()));
     TokenCache::new(
@@ -54,7 +54,7 @@ async fn a_token_read_from_the_store_keeps_its_age() {
     let script = Script::new("echo tok-$N");
     let dir = tempfile::tempdir().unwrap();
     let store = SharedStore::at(&dir.path().join("store")).unwrap();
-    let mut auth = script.auth(2000);
+    let mut auth = script.auth_with_refresh(2000);
     auth.refresh_interval_ms = 2000;
     let make = || {
         let command: Arc<dyn ExternalAuthRefresher> =
@@ -81,7 +81,7 @@ async fn helper_headers_travel_with_the_token_through_the_store() {
         Script::new("echo '{\"token\":\"tok-'$N'\",\"headers\":{\"X-Tenant\":\"tenant-'$N'\"}}'");
     let dir = tempfile::tempdir().unwrap();
     let store = SharedStore::at(&dir.path().join("store")).unwrap();
-    let mut auth = script.auth(300_000);
+    let mut auth = script.auth_with_refresh(300_000);
     auth.format = provider_config::TokenFormat::Json;
     let make = || {
         let command: Arc<dyn ExternalAuthRefresher> =

@@ -2,51 +2,20 @@
 //! scripts, driven by plain HTTP and websocket clients and by `async-openai`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
 use dev_gateway::{DevGateway, Fault, GatewayConfig, Route};
 use futures::{SinkExt as _, StreamExt as _};
 use provider_auth::auth_manager_for_provider;
-use provider_config::{ModelProviderAuthInfo, ModelProviderInfo};
+use provider_config::ModelProviderInfo;
 use proxy::{Proxy, ProxyConfig, ProxyError, ProxyProvider, StatsHandle};
+use test_support::TokenScript;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-/// A token script in a temp dir: prints the file `token`, counts its runs in `runs`.
-struct Script {
-    dir: tempfile::TempDir,
-}
-
-impl Script {
-    fn new(body: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token.sh");
-        std::fs::write(&path, format!("#!/bin/sh\necho run >> runs\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Self { dir }
-    }
-
-    fn printing_file() -> Self {
-        Self::new("cat token")
-    }
-
-    fn set_token(&self, token: &str) {
-        std::fs::write(self.dir.path().join("token"), token).unwrap();
-    }
-
-    fn auth(&self) -> ModelProviderAuthInfo {
-        let mut auth =
-            ModelProviderAuthInfo::new(self.dir.path().join("token.sh").to_str().unwrap());
-        auth.cwd = self.dir.path().to_path_buf();
-        auth
-    }
-
-    fn runs(&self) -> usize {
-        std::fs::read_to_string(self.dir.path().join("runs"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    }
+/// A token script printing the file `token` beside it (set with `write("token", ...)`).
+fn printing_file() -> TokenScript {
+    TokenScript::new("cat \"$D/token\"")
 }
 
 /// A running proxy; it stops when dropped.
@@ -77,7 +46,7 @@ async fn start(config: ProxyConfig) -> Running {
     }
 }
 
-fn provider(base_url: &str, script: &Script) -> ProxyProvider {
+fn provider(base_url: &str, script: &TokenScript) -> ProxyProvider {
     let mut info = ModelProviderInfo::new("Test", base_url);
     info.auth = Some(script.auth());
     provider_with(info)
@@ -93,17 +62,17 @@ fn on_loopback(providers: Vec<ProxyProvider>) -> ProxyConfig {
 }
 
 /// The dev gateway, a script printing its current token, and a proxy in front.
-async fn dev_setup() -> (DevGateway, Script, Running) {
+async fn dev_setup() -> (DevGateway, TokenScript, Running) {
     let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
-    let script = Script::printing_file();
-    script.set_token(&gw.mint_token().access_token);
+    let script = printing_file();
+    script.write("token", &gw.mint_token().access_token);
     let running = start(on_loopback(vec![provider(&gw.base_url(), &script)])).await;
     (gw, script, running)
 }
 
-fn rotate(gw: &DevGateway, script: &Script) {
+fn rotate(gw: &DevGateway, script: &TokenScript) {
     gw.rotate();
-    script.set_token(&gw.mint_token().access_token);
+    script.write("token", &gw.mint_token().access_token);
 }
 
 fn http() -> reqwest::Client {
@@ -128,7 +97,7 @@ async fn the_gateway_sees_the_minted_token_and_none_of_the_clients_credentials()
         .expect(1)
         .mount(&upstream)
         .await;
-    let script = Script::new("echo minted-abc");
+    let script = TokenScript::new("echo minted-abc");
     let running = start(on_loopback(vec![provider(
         &format!("{}/v1", upstream.uri()),
         &script,
@@ -200,8 +169,8 @@ async fn after_a_rotation_1000_concurrent_requests_succeed_with_one_run() {
 #[tokio::test]
 async fn a_401_to_a_body_over_the_replay_limit_goes_back_to_the_client() {
     let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
-    let script = Script::printing_file();
-    script.set_token(&gw.mint_token().access_token);
+    let script = printing_file();
+    script.write("token", &gw.mint_token().access_token);
     let running =
         start(on_loopback(vec![provider(&gw.base_url(), &script)]).with_max_replay_bytes(1024))
             .await;
@@ -362,8 +331,8 @@ async fn a_websocket_handshake_401_after_a_rotation_is_recovered_once() {
 #[tokio::test]
 async fn each_error_the_proxy_makes_has_its_code_and_status() {
     let silent = test_support::HostileServer::start();
-    let ok = Script::new("echo tok");
-    let failing = Script::new("echo 'no session' >&2\nexit 3");
+    let ok = TokenScript::new("echo tok");
+    let failing = TokenScript::new("echo 'no session' >&2\nexit 3");
     let mut slow = ModelProviderInfo::new("Slow", silent.base_url("silent"));
     slow.auth = Some(ok.auth());
     slow.stream_idle_timeout_ms = 300;
@@ -457,7 +426,7 @@ async fn a_client_key_is_required_from_every_request_when_set() {
 
 #[tokio::test]
 async fn a_non_loopback_address_needs_a_client_key() {
-    let script = Script::new("echo tok");
+    let script = TokenScript::new("echo tok");
     let p = provider("http://127.0.0.1:1/v1", &script);
     let open = ProxyConfig::new("0.0.0.0:0".parse().unwrap(), vec![p.clone()]);
     let err = Proxy::bind(open).await.unwrap_err();
@@ -510,7 +479,7 @@ async fn redirects_go_back_to_the_client_and_error_bodies_are_scrubbed() {
         ))
         .mount(&upstream)
         .await;
-    let script = Script::new("echo minted-xyz-123456");
+    let script = TokenScript::new("echo minted-xyz-123456");
     let running = start(on_loopback(vec![provider(
         &format!("{}/v1", upstream.uri()),
         &script,
@@ -586,7 +555,7 @@ async fn an_api_key_gateway_gets_the_providers_key_never_the_clients() {
         .expect(1)
         .mount(&upstream)
         .await;
-    let script = Script::new("echo minted-key-1");
+    let script = TokenScript::new("echo minted-key-1");
     let mut info = ModelProviderInfo::new("Azure", format!("{}/v1", upstream.uri()));
     let mut auth = script.auth();
     auth.header = "api-key".to_owned();

@@ -1,69 +1,39 @@
 //! The realtime client against the dev gateway on loopback, with real token scripts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dev_gateway::{DevGateway, Fault, GatewayConfig, Route};
 use model_client::ModelClient;
 use provider_auth::{AuthManager, auth_manager_for_provider};
-use provider_config::{ModelProviderAuthInfo, ModelProviderInfo};
+use provider_config::ModelProviderInfo;
 use realtime::{RealtimeClient, RealtimeError, RealtimeEvent};
+use test_support::TokenScript;
 
-/// A token script printing, on its N-th run, the token the test wrote to `token-N`.
-struct TokenFiles {
-    dir: tempfile::TempDir,
+/// Writes a fresh token of `gw` for the `n`-th run of a `TokenScript::from_files()`.
+fn put(tokens: &TokenScript, n: usize, gw: &DevGateway) {
+    tokens.put_token(n, &gw.mint_token().access_token);
 }
 
-impl TokenFiles {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token.sh");
-        std::fs::write(
-            &path,
-            "#!/bin/sh\nD=\"$(dirname \"$0\")\"\necho run >> \"$D/runs\"\nN=$(wc -l < \"$D/runs\" | tr -d ' ')\ncat \"$D/token-$N\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Self { dir }
-    }
-
-    fn put(&self, n: usize, gw: &DevGateway) {
-        std::fs::write(
-            self.dir.path().join(format!("token-{n}")),
-            gw.mint_token().access_token,
-        )
-        .unwrap();
-    }
-
-    fn runs(&self) -> usize {
-        std::fs::read_to_string(self.dir.path().join("runs"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    }
-
-    fn provider(&self, base_url: &str) -> ModelProviderInfo {
-        let mut info = ModelProviderInfo::new("Dev", base_url);
-        let mut auth =
-            ModelProviderAuthInfo::new(self.dir.path().join("token.sh").to_str().unwrap());
-        auth.cwd = self.dir.path().to_path_buf();
-        info.auth = Some(auth);
-        info
-    }
+/// A provider at `base_url` using `tokens` for its tokens.
+fn provider(tokens: &TokenScript, base_url: &str) -> ModelProviderInfo {
+    let mut info = ModelProviderInfo::new("Dev", base_url);
+    info.auth = Some(tokens.auth());
+    info
 }
 
 async fn setup() -> (
     DevGateway,
-    TokenFiles,
+    TokenScript,
     ModelProviderInfo,
     Arc<dyn AuthManager>,
 ) {
     let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
-    let tokens = TokenFiles::new();
-    tokens.put(1, &gw);
-    tokens.put(2, &gw);
-    let info = tokens.provider(&gw.base_url());
+    let tokens = TokenScript::from_files();
+    put(&tokens, 1, &gw);
+    put(&tokens, 2, &gw);
+    let info = provider(&tokens, &gw.base_url());
     let auth = auth_manager_for_provider("dev", &info, None).unwrap();
     (gw, tokens, info, auth)
 }
@@ -112,7 +82,7 @@ async fn rotated_token_on_handshake_costs_one_extra_run() {
         "session.created"
     );
     gw.rotate();
-    tokens.put(2, &gw);
+    put(&tokens, 2, &gw);
     session.reconnect().await.unwrap();
     assert_eq!(
         session.next_event().await.unwrap().unwrap().kind,
@@ -164,9 +134,12 @@ async fn http_and_realtime_clients_share_one_token() {
 async fn connect_timeout_is_reported() {
     // Accepts TCP connections (the backlog) but never answers the handshake.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let tokens = TokenFiles::new();
-    std::fs::write(tokens.dir.path().join("token-1"), "unused").unwrap();
-    let mut info = tokens.provider(&format!("http://{}/v1", silent.local_addr().unwrap()));
+    let tokens = TokenScript::from_files();
+    tokens.put_token(1, "unused");
+    let mut info = provider(
+        &tokens,
+        &format!("http://{}/v1", silent.local_addr().unwrap()),
+    );
     info.websocket_connect_timeout_ms = 300;
     let auth = auth_manager_for_provider("dev", &info, None).unwrap();
     let started = Instant::now();

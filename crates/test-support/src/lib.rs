@@ -7,15 +7,19 @@
 //!   base64) appear in a text, checked independently of the code under test.
 //! - [`ConnectProxy`]: a real `CONNECT` proxy, as a corporate network has.
 //! - [`alive`] and [`PeakRss`]: no surviving process, bounded memory.
+//! - [`TokenScript`]: a token command (a real shell script in a temp dir) that counts its
+//!   runs, the one every test of the workspace uses.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod connect_proxy;
 mod secrets;
 mod server;
+mod token_script;
 
 pub use connect_proxy::ConnectProxy;
 pub use secrets::{echo_in_every_encoding, leaked_forms};
 pub use server::{Fault, HostileServer, SeenRequest};
+pub use token_script::{TokenScript, wait_until};
 
 use std::time::{Duration, Instant};
 

@@ -1,28 +1,64 @@
 //! `modelauth bench`.
 
-use model_client::{LoadLimit, LoadReport, ModelClient, run_load};
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use model_client::ModelClient;
+use modelauth::load::{LoadLimit, LoadReport, run_load};
 
 use crate::error::CliError;
 use crate::output::print;
 
+/// How long `bench` runs: a number of requests, or a time (`--duration`).
+#[derive(Debug, Clone, Copy)]
+pub enum Amount {
+    /// `--requests N`.
+    Requests(u64),
+    /// `--duration SECONDS`.
+    Duration(Duration),
+}
+
 /// Loads `GET /models` and prints the report (one JSON object with `json`). Fails (exit 1)
-/// when any request failed, after printing the report.
+/// when any request failed, after printing the report. On a terminal, a progress line is
+/// kept up to date on stderr.
 pub async fn bench(
     client: &ModelClient,
-    requests: u64,
+    amount: Amount,
     concurrency: u64,
     json: bool,
 ) -> Result<(), CliError> {
-    if requests == 0 || concurrency == 0 {
-        return Err(CliError::Usage(
-            "--requests and --concurrency must be at least 1".to_owned(),
-        ));
+    let limit = match amount {
+        Amount::Requests(0) => return Err(usage("--requests must be at least 1")),
+        Amount::Requests(n) => LoadLimit::Requests(n),
+        Amount::Duration(d) if d.is_zero() => {
+            return Err(usage("--duration must be more than 0 seconds"));
+        }
+        Amount::Duration(d) => LoadLimit::Duration(d),
+    };
+    if concurrency == 0 {
+        return Err(usage("--concurrency must be at least 1"));
     }
-    let report = run_load(client, LoadLimit::Requests(requests), concurrency).await;
+    let done = Arc::new(AtomicU64::new(0));
+    let ticker = crate::output::progress_on_stderr().then(|| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let line = progress_line(amount, done.load(Ordering::Relaxed), started.elapsed());
+                let _ = write!(std::io::stderr(), "\r{line}\x1b[K");
+            }
+        })
+    });
+    let report = run_load(client, limit, concurrency, Some(&done)).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        let _ = write!(std::io::stderr(), "\r\x1b[K");
+    }
     if json {
-        let text = serde_json::to_string(&report)
-            .map_err(|e| CliError::runtime(format!("cannot print the report: {e}")))?;
-        print(&format!("{text}\n"))?;
+        print(&format!("{}\n", report.to_json()))?;
     } else {
         print(&human(client.provider_id(), &report))?;
     }
@@ -33,6 +69,22 @@ pub async fn bench(
             report.requests,
             first.as_deref().unwrap_or("unknown error")
         ))),
+    }
+}
+
+fn usage(message: &str) -> CliError {
+    CliError::Usage(message.to_owned())
+}
+
+/// `1200/5000 requests, 2.4 s` or `1200 requests, 2.4 s of 10 s`.
+fn progress_line(amount: Amount, done: u64, elapsed: Duration) -> String {
+    match amount {
+        Amount::Requests(n) => format!("{done}/{n} requests, {:.1} s", elapsed.as_secs_f64()),
+        Amount::Duration(d) => format!(
+            "{done} requests, {:.1} s of {} s",
+            elapsed.as_secs_f64(),
+            d.as_secs_f64()
+        ),
     }
 }
 
@@ -54,4 +106,25 @@ fn human(provider: &str, r: &LoadReport) -> String {
         r.rps,
         r.elapsed_ms
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_requests_or_time() {
+        assert_eq!(
+            progress_line(Amount::Requests(5000), 1200, Duration::from_millis(2400)),
+            "1200/5000 requests, 2.4 s"
+        );
+        assert_eq!(
+            progress_line(
+                Amount::Duration(Duration::from_secs(10)),
+                1200,
+                Duration::from_millis(2400)
+            ),
+            "1200 requests, 2.4 s of 10 s"
+        );
+    }
 }

@@ -1,35 +1,326 @@
-//! `modelauth check` and `modelauth schema`.
+//! `modelauth check [--json] [--live [--models]] [-p ID]` and `modelauth schema`.
 
-use provider_config::Config;
+use std::time::Instant;
 
-/// One line per provider (the file's own first, then the built-ins): id, auth kind, base_url.
-pub fn check(config: &Config) -> String {
-    let providers = config.providers();
-    let width = providers.keys().map(String::len).max().unwrap_or(0);
-    let mut ids: Vec<&String> = providers.keys().collect();
-    ids.sort_by_key(|id| (!config.is_defined_in_file(id), id.as_str()));
-    let mut out = String::new();
-    for id in ids {
-        if let Some(info) = providers.get(id) {
-            let kind = info.auth_kind().to_string();
-            out.push_str(&format!("{id:<width$}  {kind:<12}  {}\n", info.base_url));
+use model_client::ModelClient;
+use provider_config::{AuthKind, Config, ModelProviderInfo};
+
+use crate::commands::token::{Obtained, obtain};
+use crate::error::CliError;
+
+/// What `check` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Obtain each provider's credential once (running its token command).
+    pub live: bool,
+    /// With `live`: also `GET /models` with it.
+    pub models: bool,
+    /// Only this provider (for `live`, and for the listing).
+    pub provider: Option<String>,
+}
+
+/// What `check` found; printed as lines or as JSON.
+pub struct Report {
+    /// Which file was read, in words.
+    pub config_note: String,
+    /// Provider ids in listing order.
+    pub ids: Vec<String>,
+    /// Warnings, one line each.
+    pub warnings: Vec<String>,
+    /// Live results, in `ids` order.
+    pub live: Vec<Live>,
+}
+
+/// One provider's live check.
+pub struct Live {
+    id: String,
+    credential: Result<Option<Obtained>, CliError>,
+    /// Shape of the command's output and whether the token stated its expiry.
+    output: Option<(provider_auth::TokenShape, bool)>,
+    models: Option<Result<(usize, u128), CliError>>,
+}
+
+impl Live {
+    fn ok(&self) -> bool {
+        self.credential.is_ok() && !matches!(self.models, Some(Err(_)))
+    }
+}
+
+/// The providers `check` lists: `-p ID`, or every one (the file's own first).
+fn listed<'a>(config: &'a Config, only: Option<&'a str>) -> Result<Vec<&'a str>, CliError> {
+    if let Some(id) = only {
+        let (id, _) = crate::config_file::provider(config, Some(id))?;
+        return Ok(vec![id]);
+    }
+    let mut ids: Vec<&str> = config.providers().keys().map(String::as_str).collect();
+    ids.sort_by_key(|id| (!config.is_defined_in_file(id), *id));
+    Ok(ids)
+}
+
+/// The providers `--live` obtains a credential for: `-p ID`, else the file's own, else the
+/// default provider.
+fn live_ids<'a>(config: &'a Config, only: Option<&'a str>) -> Vec<&'a str> {
+    if let Some(id) = only {
+        return vec![id];
+    }
+    let mut ids: Vec<&str> = config
+        .toml()
+        .model_providers
+        .keys()
+        .map(String::as_str)
+        .collect();
+    if ids.is_empty() {
+        ids.push(config.default_provider_id());
+    }
+    ids
+}
+
+/// Runs `check`: validates (the config is already loaded), warns, and with `live` obtains
+/// each credential once.
+pub async fn check(
+    config: &Config,
+    config_note: String,
+    settings: &Settings,
+) -> Result<Report, CliError> {
+    let ids: Vec<String> = listed(config, settings.provider.as_deref())?
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut live = Vec::new();
+    if settings.live {
+        for id in live_ids(config, settings.provider.as_deref()) {
+            if let Some(info) = config.provider(id) {
+                live.push(live_check(id, info, settings.models).await);
+            }
+        }
+    }
+    Ok(Report {
+        config_note,
+        ids,
+        warnings: warnings(config),
+        live,
+    })
+}
+
+async fn live_check(id: &str, info: &ModelProviderInfo, models: bool) -> Live {
+    let manager = match crate::auth::manager_for(id, info) {
+        Ok(m) => m,
+        Err(e) => {
+            return Live {
+                id: id.to_owned(),
+                credential: Err(e),
+                output: None,
+                models: None,
+            };
+        }
+    };
+    let credential = obtain(info, manager.as_ref()).await;
+    let output = manager.token_status().map(|s| (s.shape, s.states_expiry));
+    let models = match (&credential, models) {
+        (Ok(_), true) => Some(list_models(id, info, manager).await),
+        _ => None,
+    };
+    Live {
+        id: id.to_owned(),
+        credential,
+        output,
+        models,
+    }
+}
+
+async fn list_models(
+    id: &str,
+    info: &ModelProviderInfo,
+    manager: std::sync::Arc<dyn provider_auth::AuthManager>,
+) -> Result<(usize, u128), CliError> {
+    let client = ModelClient::new(id, info.clone(), manager)
+        .map_err(|e| CliError::from_error("could not build the client", &e))?;
+    let started = Instant::now();
+    let list = client
+        .list_models()
+        .await
+        .map_err(|e| CliError::from_error("GET /models failed", &e))?;
+    Ok((list.data.len(), started.elapsed().as_millis()))
+}
+
+impl Report {
+    /// An error naming the providers whose live check failed, if any did.
+    pub fn live_result(&self) -> Result<(), CliError> {
+        let failed: Vec<&str> = self
+            .live
+            .iter()
+            .filter(|l| !l.ok())
+            .map(|l| l.id.as_str())
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        Err(CliError::runtime(format!(
+            "{} of {} live checks failed: {}",
+            failed.len(),
+            self.live.len(),
+            failed.join(", ")
+        )))
+    }
+
+    /// The listing (stdout): one line per provider (id, auth kind, base_url), then one line
+    /// per live result.
+    pub fn lines(&self, config: &Config) -> String {
+        let width = self.ids.iter().map(String::len).max().unwrap_or(0);
+        let mut out = String::new();
+        for id in &self.ids {
+            if let Some(info) = config.provider(id) {
+                let kind = info.auth_kind().to_string();
+                out.push_str(&format!(
+                    "{id:<width$}  {kind:<12}  {}\n",
+                    info.display_base_url()
+                ));
+            }
+        }
+        for live in &self.live {
+            out.push_str(&live.lines());
+        }
+        out
+    }
+
+    /// The whole report as one JSON object (`--json`).
+    pub fn json(&self, config: &Config) -> serde_json::Value {
+        let providers: Vec<serde_json::Value> = self
+            .ids
+            .iter()
+            .filter_map(|id| {
+                let info = config.provider(id)?;
+                Some(serde_json::json!({
+                    "id": id,
+                    "name": info.name,
+                    "auth": info.auth_kind().to_string(),
+                    "base_url": info.display_base_url(),
+                    "defined_in_file": config.is_defined_in_file(id),
+                }))
+            })
+            .collect();
+        let mut object = serde_json::json!({
+            "config": config.path().map(|p| p.display().to_string()),
+            "config_note": self.config_note,
+            "default_provider": config.default_provider_id(),
+            "providers": providers,
+            "warnings": self.warnings,
+        });
+        if !self.live.is_empty() {
+            object["live"] = self.live.iter().map(Live::json).collect();
+        }
+        object
+    }
+}
+
+impl Live {
+    fn lines(&self) -> String {
+        let id = &self.id;
+        let mut out = match &self.credential {
+            Ok(Some(obtained)) => {
+                let mut line = obtained.summary(id);
+                if let Some((shape, states_expiry)) = self.output {
+                    line.push_str(&format!("; output: {shape}"));
+                    if states_expiry {
+                        line.push_str(", states its expiry");
+                    }
+                }
+                if !obtained.header_names.is_empty() {
+                    line.push_str(&format!(
+                        "; helper headers: {}",
+                        obtained.header_names.join(", ")
+                    ));
+                }
+                format!("{line}\n")
+            }
+            Ok(None) => format!("{id}: this provider sends no credentials\n"),
+            Err(e) => format!("{id}: {}\n", e.render_plain()),
+        };
+        match &self.models {
+            Some(Ok((count, ms))) => out.push_str(&format!(
+                "{id}: GET /models: {count} model{} in {ms} ms\n",
+                if *count == 1 { "" } else { "s" }
+            )),
+            Some(Err(e)) => out.push_str(&format!("{id}: {}\n", e.render_plain())),
+            None => {}
+        }
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut object = serde_json::json!({ "provider": self.id, "ok": self.ok() });
+        match &self.credential {
+            Ok(Some(obtained)) => {
+                object["source"] = obtained.source.into();
+                object["elapsed_ms"] = (obtained.elapsed.as_millis() as u64).into();
+                object["token_chars"] = obtained.token.len().into();
+                object["token_kind"] = obtained.kind().into();
+                object["used_for_s"] = obtained
+                    .status
+                    .and_then(|s| s.expires_in)
+                    .map(|d| d.as_secs())
+                    .into();
+                object["helper_headers"] = obtained.header_names.clone().into();
+                if let Some(runs) = obtained.command_runs {
+                    object["command_runs"] = runs.into();
+                }
+                if let Some((shape, states_expiry)) = self.output {
+                    object["output"] = shape.to_string().into();
+                    object["states_expiry"] = states_expiry.into();
+                }
+            }
+            Ok(None) => object["source"] = "none".into(),
+            Err(e) => object["error"] = e.render_plain().into(),
+        }
+        match &self.models {
+            Some(Ok((count, ms))) => {
+                object["models"] =
+                    serde_json::json!({"ok": true, "count": count, "elapsed_ms": *ms as u64});
+            }
+            Some(Err(e)) => {
+                object["models"] = serde_json::json!({"ok": false, "error": e.render_plain()});
+            }
+            None => {}
+        }
+        object
+    }
+}
+
+/// Warnings about the config, one line each: credentials that would travel unencrypted,
+/// a token command that is not on `PATH` or whose `cwd` does not exist, timeouts of 0 (a
+/// Codex config may have them).
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, info) in config.providers() {
+        if !config.is_defined_in_file(id) {
+            continue;
+        }
+        if let Some(w) = info.cleartext_warning() {
+            out.push(format!("warning: provider `{id}`: {w}"));
+        }
+        if let (AuthKind::Command, Some(auth)) = (info.auth_kind(), &info.auth)
+            && let Err(failure) = provider_auth::locate_token_command(auth)
+        {
+            out.push(format!(
+                "warning: provider `{id}`: token command `{}` {failure}",
+                auth.command
+            ));
+        }
+        for (key, value) in [
+            ("stream_idle_timeout_ms", info.stream_idle_timeout_ms),
+            (
+                "websocket_connect_timeout_ms",
+                info.websocket_connect_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                out.push(format!(
+                    "warning: provider `{id}`: {key} = 0: every wait it bounds ends at once"
+                ));
+            }
         }
     }
     out
-}
-
-/// Warnings about the config, one line each (for stderr): credentials that would travel
-/// unencrypted.
-pub fn warnings(config: &Config) -> Vec<String> {
-    config
-        .providers()
-        .iter()
-        .filter(|(id, _)| config.is_defined_in_file(id))
-        .filter_map(|(id, info)| {
-            info.cleartext_warning()
-                .map(|w| format!("warning: provider `{id}`: {w}"))
-        })
-        .collect()
 }
 
 /// The JSON schema, byte for byte the committed `schema/config.schema.json`.

@@ -110,7 +110,15 @@ pub async fn demo() -> Result<(), CliError> {
             );
             std::fs::write(&config_path, text).map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
             let config = load_config_file(&config_path).map_err(|e| e.to_string())?;
-            let line = crate::commands::check::check(&config)
+            let settings = crate::commands::check::Settings {
+                provider: Some(PROVIDER.to_owned()),
+                ..Default::default()
+            };
+            let report = crate::commands::check::check(&config, String::new(), &settings)
+                .await
+                .map_err(|e| e.render_plain())?;
+            let line = report
+                .lines(&config)
                 .lines()
                 .next()
                 .unwrap_or_default()

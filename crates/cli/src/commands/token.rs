@@ -24,33 +24,79 @@ pub enum Output {
     ExecCredential,
 }
 
-/// Obtains a token; returns what to print.
-pub async fn token(
-    id: &str,
+/// A credential just obtained, with what can be said about it without the token.
+pub struct Obtained {
+    /// The token (printed only by `--show`, `--json --show` and `--exec-credential`).
+    pub token: provider_auth::AuthToken,
+    /// `command`, `shared_store`, `env_key`, `bearer_token` or `base_session`.
+    pub source: &'static str,
+    /// Where it came from, in words (`command \`gcloud\``).
+    pub from: String,
+    /// How long obtaining it took.
+    pub elapsed: Duration,
+    /// The cached token's place in its lifetime (command auth only).
+    pub status: Option<provider_auth::TokenStatus>,
+    /// Runs of the command so far in this process (command auth only).
+    pub command_runs: Option<u64>,
+    /// Names of the helper's extra headers (never their values).
+    pub header_names: Vec<String>,
+}
+
+impl Obtained {
+    /// `JWT` or `opaque`.
+    pub fn kind(&self) -> &'static str {
+        if self.token.expose_secret().split('.').count() == 3 {
+            "JWT"
+        } else {
+            "opaque"
+        }
+    }
+
+    /// When the token stops being used, by the clock.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.status
+            .and_then(|s| s.expires_in)
+            .and_then(|left| SystemTime::now().checked_add(left))
+    }
+
+    /// The one-line summary of `token`, in which the token never appears.
+    pub fn summary(&self, id: &str) -> String {
+        let mut line = format!(
+            "{id}: token from {} ({} chars, {}, redacted) in {} ms",
+            self.from,
+            self.token.len(),
+            self.kind(),
+            self.elapsed.as_millis()
+        );
+        if let Some(status) = self.status {
+            match status.expires_in {
+                Some(left) => line.push_str(&format!("; used for {}", human(left))),
+                None => line.push_str("; used until the gateway answers 401"),
+            }
+        }
+        if let Some(runs) = self.command_runs {
+            line.push_str(&format!("; command runs: {runs}"));
+        }
+        line
+    }
+}
+
+/// Obtains the provider's credential through its manager; `None` when the provider sends
+/// no credentials.
+pub async fn obtain(
     info: &ModelProviderInfo,
     manager: &dyn AuthManager,
-    output: Output,
-) -> Result<String, CliError> {
+) -> Result<Option<Obtained>, CliError> {
     let started = std::time::Instant::now();
     let credential = manager
         .credential()
         .await
         .map_err(|e| CliError::from_error("could not obtain a token", &e))?;
     let Some(credential) = credential else {
-        return if output == Output::Summary {
-            Ok(format!("{id}: this provider sends no credentials\n"))
-        } else {
-            Err(CliError::runtime(format!(
-                "provider `{id}` uses no credentials; there is no token to show"
-            )))
-        };
+        return Ok(None);
     };
-    let token = &credential.token;
+    let elapsed = started.elapsed();
     let status = manager.token_status();
-    let expires_at = status
-        .and_then(|s| s.expires_in)
-        .and_then(|left| SystemTime::now().checked_add(left));
-    let obtained_at = status.map_or_else(SystemTime::now, |s| s.obtained_at);
     let source = match info.auth_kind() {
         AuthKind::Command if status.is_some_and(|s| s.from_shared_store) => "shared_store",
         AuthKind::Command => "command",
@@ -58,40 +104,6 @@ pub async fn token(
         AuthKind::BearerToken => "bearer_token",
         AuthKind::BaseSession => "base_session",
         _ => "none",
-    };
-    match output {
-        Output::Bare => return Ok(format!("{}\n", token.expose_secret())),
-        Output::Json { with_token } => {
-            let mut object = serde_json::json!({
-                "provider": id,
-                "expires_at": expires_at.map(rfc3339),
-                "obtained_at": rfc3339(obtained_at),
-                "source": source,
-            });
-            if with_token {
-                object["token"] = serde_json::Value::String(token.expose_secret().to_owned());
-            }
-            return Ok(format!("{object}\n"));
-        }
-        Output::ExecCredential => {
-            let mut status = serde_json::json!({"token": token.expose_secret()});
-            if let Some(at) = expires_at {
-                status["expirationTimestamp"] = serde_json::Value::String(rfc3339(at));
-            }
-            let object = serde_json::json!({
-                "apiVersion": "client.authentication.k8s.io/v1",
-                "kind": "ExecCredential",
-                "spec": {"interactive": false},
-                "status": status,
-            });
-            return Ok(format!("{object}\n"));
-        }
-        Output::Summary => {}
-    }
-    let kind = if token.expose_secret().split('.').count() == 3 {
-        "JWT"
-    } else {
-        "opaque"
     };
     let from = match (info.auth_kind(), &info.auth) {
         (AuthKind::Command, Some(auth)) if source == "shared_store" => {
@@ -106,22 +118,71 @@ pub async fn token(
         (AuthKind::BaseSession, _) => "base session (OPENAI_API_KEY)".to_owned(),
         _ => "none".to_owned(),
     };
-    let mut line = format!(
-        "{id}: token from {from} ({} chars, {kind}, redacted) in {} ms",
-        token.len(),
-        started.elapsed().as_millis()
-    );
-    if let Some(status) = status {
-        match status.expires_in {
-            Some(left) => line.push_str(&format!("; used for {}", human(left))),
-            None => line.push_str("; used until the gateway answers 401"),
+    Ok(Some(Obtained {
+        token: credential.token.clone(),
+        source,
+        from,
+        elapsed,
+        status,
+        command_runs: manager.stats().map(|s| s.command_runs),
+        header_names: credential
+            .headers
+            .iter()
+            .map(|(name, _)| name.as_str().to_owned())
+            .collect(),
+    }))
+}
+
+/// Obtains a token; returns what to print.
+pub async fn token(
+    id: &str,
+    info: &ModelProviderInfo,
+    manager: &dyn AuthManager,
+    output: Output,
+) -> Result<String, CliError> {
+    let Some(obtained) = obtain(info, manager).await? else {
+        return if output == Output::Summary {
+            Ok(format!("{id}: this provider sends no credentials\n"))
+        } else {
+            Err(CliError::runtime(format!(
+                "provider `{id}` uses no credentials; there is no token to show"
+            )))
+        };
+    };
+    let token = &obtained.token;
+    let expires_at = obtained.expires_at();
+    let obtained_at = obtained
+        .status
+        .map_or_else(SystemTime::now, |s| s.obtained_at);
+    match output {
+        Output::Bare => Ok(format!("{}\n", token.expose_secret())),
+        Output::Json { with_token } => {
+            let mut object = serde_json::json!({
+                "provider": id,
+                "expires_at": expires_at.map(rfc3339),
+                "obtained_at": rfc3339(obtained_at),
+                "source": obtained.source,
+            });
+            if with_token {
+                object["token"] = serde_json::Value::String(token.expose_secret().to_owned());
+            }
+            Ok(format!("{object}\n"))
         }
+        Output::ExecCredential => {
+            let mut status = serde_json::json!({"token": token.expose_secret()});
+            if let Some(at) = expires_at {
+                status["expirationTimestamp"] = serde_json::Value::String(rfc3339(at));
+            }
+            let object = serde_json::json!({
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "kind": "ExecCredential",
+                "spec": {"interactive": false},
+                "status": status,
+            });
+            Ok(format!("{object}\n"))
+        }
+        Output::Summary => Ok(format!("{}\n", obtained.summary(id))),
     }
-    if let Some(stats) = manager.stats() {
-        line.push_str(&format!("; command runs: {}", stats.command_runs));
-    }
-    line.push('\n');
-    Ok(line)
 }
 
 /// `modelauth login`: runs the command once with the terminal and writes the token to the
@@ -189,7 +250,8 @@ fn command_and_store<'a>(
     Ok((auth, store))
 }
 
-fn rfc3339(t: SystemTime) -> String {
+/// A time as RFC 3339 UTC, to the second.
+pub fn rfc3339(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 

@@ -1,13 +1,11 @@
 //! A small load generator over `GET /models`, shared by `modelauth bench` and the
-//! benchmark scenarios.
+//! benchmarks of this package.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-use crate::client::ModelClient;
+use model_client::ModelClient;
 
 /// How much load to apply.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +19,7 @@ pub enum LoadLimit {
 
 /// What a load run measured. Latencies are per logical request (401 recovery and retries
 /// included).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LoadReport {
     /// Logical requests made.
@@ -49,12 +47,41 @@ pub struct LoadReport {
     /// Wall time, ms.
     pub elapsed_ms: f64,
     /// The first error, if any request failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
 }
 
-/// Runs `GET /models` through `client` from `concurrency` workers until `limit`.
-pub async fn run_load(client: &ModelClient, limit: LoadLimit, concurrency: u64) -> LoadReport {
+impl LoadReport {
+    /// The report as one JSON object (`modelauth bench --json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut object = serde_json::json!({
+            "requests": self.requests,
+            "ok": self.ok,
+            "failed": self.failed,
+            "unauthorized": self.unauthorized,
+            "command_runs": self.command_runs,
+            "concurrency": self.concurrency,
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+            "rps": self.rps,
+            "elapsed_ms": self.elapsed_ms,
+        });
+        if let Some(first) = &self.first_error {
+            object["first_error"] = serde_json::Value::String(first.clone());
+        }
+        object
+    }
+}
+
+/// Runs `GET /models` through `client` from `concurrency` workers until `limit`. Each
+/// finished request adds one to `progress`, when given (for a progress line).
+pub async fn run_load(
+    client: &ModelClient,
+    limit: LoadLimit,
+    concurrency: u64,
+    progress: Option<&Arc<AtomicU64>>,
+) -> LoadReport {
     let concurrency = concurrency.max(1);
     let runs_before = client.auth_manager().stats().map_or(0, |s| s.command_runs);
     let unauthorized_before = client.stats().unauthorized;
@@ -72,6 +99,7 @@ pub async fn run_load(client: &ModelClient, limit: LoadLimit, concurrency: u64) 
         .map(|_| {
             let client = client.clone();
             let issued = issued.clone();
+            let progress = progress.cloned();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut failed = 0u64;
@@ -85,6 +113,9 @@ pub async fn run_load(client: &ModelClient, limit: LoadLimit, concurrency: u64) 
                     let t = Instant::now();
                     let result = client.list_models().await;
                     latencies.push(t.elapsed());
+                    if let Some(done) = &progress {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Err(e) = result {
                         failed += 1;
                         first_error.get_or_insert_with(|| e.to_string());
