@@ -102,7 +102,7 @@ fn always_without_a_terminal_fails_fast_and_says_to_log_in() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(
         text(&out.stderr),
-        "error: could not obtain a token: provider `corp`: token command `./helper.sh` needs a terminal to ask you and this process has no terminal; run `modelauth login -p corp` on a terminal first\n"
+        "error: could not obtain a token: provider `corp`: token command `./token.sh` needs a terminal to ask you and this process has no terminal; run `modelauth login -p corp` on a terminal first\n"
     );
     assert_eq!(s.runs(), 0);
 }
