@@ -169,7 +169,7 @@ enum Command {
         #[arg(long, default_value_t = 1000, conflicts_with = "duration")]
         requests: u64,
         /// Run for this many seconds instead of a number of requests.
-        #[arg(long, value_name = "SECONDS")]
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
         duration: Option<f64>,
         /// Requests in flight at once.
         #[arg(long, default_value_t = 16)]
@@ -369,11 +369,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             json,
         } => {
             let amount = match duration {
-                Some(secs) => {
-                    commands::bench::Amount::Duration(Duration::try_from_secs_f64(secs).map_err(
-                        |_| CliError::Usage(format!("--duration {secs}: not a number of seconds")),
-                    )?)
-                }
+                // A negative or not-a-number duration is refused like 0.
+                Some(secs) => commands::bench::Amount::Duration(
+                    Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO),
+                ),
                 None => commands::bench::Amount::Requests(requests),
             };
             let client = client(config, provider.as_deref())?;

@@ -1,0 +1,442 @@
+//! `check --live`, `--codex-config`, `completions`, logging and `bench --duration`, run as
+//! a user would: real token scripts, the dev gateway on loopback, a Codex config as Codex
+//! users have it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use dev_gateway::{DevGateway, GatewayConfig};
+use test_support::{TokenScript, leaked_forms};
+
+const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
+const SECRET: &str = "live-SECRET-0123456789abcdef";
+
+fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MODELAUTH_CONFIG")
+        .env_remove("RUST_LOG")
+        .env_remove("CODEX_HOME")
+        .env_remove("OPENAI_API_KEY")
+        .env("XDG_CONFIG_HOME", dir.join("no-xdg"))
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Exit code, stdout and stderr, with the folder, timings and lifetimes made stable.
+fn transcript(out: &Output, dir: &Path) -> String {
+    let shown = format!(
+        "exit {}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let dir = dir.display().to_string();
+    let canonical = std::fs::canonicalize(&dir).map_or(dir.clone(), |p| p.display().to_string());
+    let shown = shown.replace(&canonical, "[DIR]").replace(&dir, "[DIR]");
+    stable_numbers(&shown)
+}
+
+/// `in 12 ms` -> `in [N] ms`, `used for 4m 59s` -> `used for [T]`, `:12345` -> `:[PORT]`.
+fn stable_numbers(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let mut line = line.to_owned();
+        for (marker, end) in [(" in ", " ms"), ("used for ", ";")] {
+            if let Some(start) = line.find(marker) {
+                let from = start + marker.len();
+                if let Some(len) = line[from..].find(end) {
+                    let label = if end == " ms" { "[N]" } else { "[T]" };
+                    line.replace_range(from..from + len, label);
+                }
+            }
+        }
+        while let Some(at) = line.find("127.0.0.1:") {
+            let from = at + "127.0.0.1:".len();
+            let digits = line[from..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .count();
+            line.replace_range(at..from + digits, "LOOPBACK:[PORT]");
+        }
+        out.push_str(&line);
+    }
+    out
+}
+
+fn assert_no_secret(out: &Output) {
+    for stream in [&out.stdout, &out.stderr] {
+        let shown = text(stream);
+        assert!(
+            leaked_forms(&shown, SECRET).is_empty(),
+            "the token leaked: {shown}"
+        );
+    }
+}
+
+/// Two providers: `corp`'s helper prints an OAuth2 response with a helper header, `down`'s
+/// exits 3.
+fn two_helpers() -> (TokenScript, TokenScript) {
+    let good = TokenScript::new(&format!(
+        "echo '{{\"access_token\": \"{SECRET}\", \"expires_in\": 3600, \"token_type\": \"Bearer\", \"headers\": {{\"x-tenant\": \"t-1\"}}}}'"
+    ));
+    let bad = TokenScript::new("echo 'session expired; run sso login' >&2\nexit 3");
+    good.write(
+        "config.toml",
+        &format!(
+            "model_provider = \"corp\"\n\
+             [model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\n\
+             [model_providers.corp.auth]\ncommand = \"./token.sh\"\nformat = \"json\"\n\
+             [model_providers.down]\nname = \"Down\"\nbase_url = \"https://gw.example.com/v1\"\n\
+             [model_providers.down.auth]\ncommand = \"{}\"\n",
+            bad.path().display()
+        ),
+    );
+    (good, bad)
+}
+
+#[test]
+fn check_live_runs_each_command_once_and_never_prints_the_token() {
+    let (good, bad) = two_helpers();
+    let out = run_in(
+        good.dir(),
+        &["--config", "config.toml", "check", "--live"],
+        &[],
+    );
+    assert_no_secret(&out);
+    assert_eq!(good.runs(), 1);
+    assert_eq!(bad.runs(), 1);
+    let shown = transcript(&out, good.dir()).replace(&bad.path().display().to_string(), "[BAD]");
+    insta::assert_snapshot!(shown);
+}
+
+#[test]
+fn check_live_json_is_one_object_without_the_token() {
+    let (good, _bad) = two_helpers();
+    let out = run_in(
+        good.dir(),
+        &[
+            "--config",
+            "config.toml",
+            "check",
+            "--live",
+            "-p",
+            "corp",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_no_secret(&out);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["config"], "config.toml");
+    assert_eq!(report["default_provider"], "corp");
+    assert_eq!(report["providers"].as_array().unwrap().len(), 1);
+    let live = &report["live"][0];
+    assert_eq!(live["provider"], "corp");
+    assert_eq!(live["ok"], true);
+    assert_eq!(live["output"], "json (OAuth2 token response)");
+    assert_eq!(live["states_expiry"], true);
+    assert_eq!(live["token_chars"], SECRET.len());
+    assert_eq!(live["helper_headers"], serde_json::json!(["x-tenant"]));
+    assert_eq!(live["command_runs"], 1);
+    assert_eq!(good.runs(), 1);
+}
+
+#[tokio::test]
+async fn check_live_models_uses_the_same_token_for_get_models() {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let script = TokenScript::new(&format!(
+        "exec {BIN} mint-token --url {} --text",
+        gw.token_url()
+    ));
+    script.write(
+        "config.toml",
+        &format!(
+            "[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{}\"\nauth = {{ command = \"./token.sh\" }}\n",
+            gw.base_url()
+        ),
+    );
+    let dir = script.dir().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        run_in(
+            &dir,
+            &[
+                "--config",
+                "config.toml",
+                "check",
+                "--live",
+                "--models",
+                "-p",
+                "dev",
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let models = GatewayConfig::default().models.len();
+    assert!(
+        stdout.contains(&format!("dev: GET /models: {models} models in ")),
+        "{stdout}"
+    );
+    assert_eq!(script.runs(), 1, "one run serves the check and the listing");
+}
+
+#[test]
+fn check_warns_about_a_command_off_path_and_a_missing_cwd() {
+    let script = TokenScript::counting();
+    script.write(
+        "config.toml",
+        "[model_providers.typo]\nname = \"Typo\"\nbase_url = \"https://gw.example.com/v1\"\nauth = { command = \"gcloudd-not-installed\" }\n\
+         [model_providers.moved]\nname = \"Moved\"\nbase_url = \"https://gw.example.com/v1\"\nauth = { command = \"./token.sh\", cwd = \"gone\" }\n",
+    );
+    let out = run_in(script.dir(), &["--config", "config.toml", "check"], &[]);
+    insta::assert_snapshot!(transcript(&out, script.dir()));
+    assert_eq!(script.runs(), 0, "check without --live runs nothing");
+}
+
+#[test]
+fn check_says_when_the_default_config_file_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["check"], &[]);
+    insta::assert_snapshot!(transcript(&out, dir.path()));
+}
+
+/// A Codex config as Codex users have it, with a command-backed provider.
+fn codex_home(token_body: &str) -> TokenScript {
+    let script = TokenScript::new(token_body);
+    script.write(
+        "config.toml",
+        "model = \"gpt-5-codex\"\nmodel_provider = \"corp\"\napproval_policy = \"on-request\"\n\n\
+         [profiles.deep]\nmodel = \"gpt-5\"\nmodel_reasoning_effort = \"high\"\n\n\
+         [mcp_servers.docs]\ncommand = \"npx\"\nargs = [\"-y\", \"docs-mcp\"]\n\n\
+         [model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\nsupports_websockets = false\n\n\
+         [model_providers.corp.auth]\ncommand = \"./token.sh\"\ntimeout_ms = 900000\nrefresh_interval_ms = 0\n",
+    );
+    script
+}
+
+#[test]
+fn codex_config_check_live_debugs_codex_own_auth_command() {
+    let home = codex_home(&format!("echo {SECRET}"));
+    let dir = home.dir().display().to_string();
+    // From CODEX_HOME, with the flag and no value, after the subcommand.
+    let out = run_in(
+        Path::new("/"),
+        &["check", "--live", "--codex-config"],
+        &[("CODEX_HOME", &dir)],
+    );
+    assert_no_secret(&out);
+    assert_eq!(home.runs(), 1);
+    insta::assert_snapshot!(transcript(&out, home.dir()));
+    // An explicit path reads the same file.
+    let out = run_in(
+        Path::new("/"),
+        &["check", "--codex-config", &format!("{dir}/config.toml")],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("corp "));
+}
+
+#[test]
+fn codex_config_refused_as_codex_refuses_it() {
+    let script = TokenScript::counting();
+    script.write(
+        "config.toml",
+        "[model_providers.openai]\nname = \"Mine\"\nbase_url = \"https://gw.example.com/v1\"\n",
+    );
+    let out = run_in(
+        script.dir(),
+        &["--codex-config", "config.toml", "check"],
+        &[],
+    );
+    insta::assert_snapshot!(transcript(&out, script.dir()));
+    let missing = run_in(
+        script.dir(),
+        &["check", "--codex-config"],
+        &[("CODEX_HOME", "/nonexistent-codex-home")],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("/nonexistent-codex-home/config.toml"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let both = run_in(
+        script.dir(),
+        &[
+            "--config",
+            "config.toml",
+            "--codex-config",
+            "config.toml",
+            "check",
+        ],
+        &[],
+    );
+    assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = run_in(Path::new("/"), &["completions", shell], &[]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for word in ["modelauth", "check", "proxy", "codex-config"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let out = run_in(Path::new("/"), &["completions", "tcsh"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn every_subcommand_help_has_examples() {
+    for sub in [
+        "check",
+        "token",
+        "models",
+        "respond",
+        "realtime",
+        "bench",
+        "login",
+        "proxy",
+        "completions",
+    ] {
+        let out = run_in(Path::new("/"), &[sub, "--help"], &[]);
+        assert_eq!(out.status.code(), Some(0));
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Examples:\n  modelauth ") || help.contains("Examples:\n  curl "),
+            "{sub} --help has no examples:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn rust_log_selects_what_is_logged_and_never_the_token() {
+    let script = TokenScript::new(&format!("echo {SECRET}"));
+    script.write(
+        "config.toml",
+        "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\nauth = { command = \"./token.sh\" }\n",
+    );
+    let args = [
+        "--config",
+        "config.toml",
+        "--no-shared-cache",
+        "token",
+        "-p",
+        "corp",
+    ];
+    let quiet = run_in(script.dir(), &args, &[]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(quiet.stderr.is_empty(), "{}", text(&quiet.stderr));
+
+    let logged = run_in(script.dir(), &args, &[("RUST_LOG", "provider_auth=debug")]);
+    assert_eq!(logged.status.code(), Some(0));
+    let stderr = text(&logged.stderr);
+    assert!(stderr.contains("provider_auth"), "{stderr}");
+    assert!(stderr.contains("token refreshed"), "{stderr}");
+    assert_no_secret(&logged);
+
+    let bad = run_in(script.dir(), &args, &[("RUST_LOG", "provider_auth=loud")]);
+    assert_eq!(bad.status.code(), Some(0));
+    assert!(
+        text(&bad.stderr).starts_with("warning: RUST_LOG is not a valid filter"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let very = run_in(script.dir(), &[&args[..], &["-vv"]].concat(), &[]);
+    assert_eq!(very.status.code(), Some(0));
+    assert!(text(&very.stderr).contains("token refreshed"));
+    assert_no_secret(&very);
+}
+
+#[tokio::test]
+async fn bench_runs_for_a_duration() {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let script = TokenScript::new(&format!(
+        "exec {BIN} mint-token --url {} --text",
+        gw.token_url()
+    ));
+    script.write(
+        "config.toml",
+        &format!(
+            "[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{}\"\nauth = {{ command = \"./token.sh\" }}\n",
+            gw.base_url()
+        ),
+    );
+    let dir = script.dir().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        run_in(
+            &dir,
+            &[
+                "--config",
+                "config.toml",
+                "--no-shared-cache",
+                "bench",
+                "-p",
+                "dev",
+                "--duration",
+                "0.5",
+                "--concurrency",
+                "4",
+                "--json",
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["requests"].as_u64().unwrap() > 0);
+    assert_eq!(report["failed"], 0);
+    let elapsed = report["elapsed_ms"].as_f64().unwrap();
+    assert!((500.0..5_000.0).contains(&elapsed), "{elapsed}");
+    assert_eq!(script.runs(), 1);
+    // Not on a terminal: no progress line.
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bench_duration_errors() {
+    let script = TokenScript::counting();
+    script.write(
+        "config.toml",
+        "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./token.sh\" }\n",
+    );
+    let mut shown = String::new();
+    for args in [
+        &["--duration", "0"][..],
+        &["--duration", "-1"],
+        &["--duration", "1", "--requests", "5"],
+    ] {
+        let all = [
+            &["--config", "config.toml", "bench", "-p", "corp"][..],
+            args,
+        ]
+        .concat();
+        let out = run_in(script.dir(), &all, &[]);
+        shown.push_str(&format!("$ bench {}\n", args.join(" ")));
+        shown.push_str(&transcript(&out, script.dir()));
+    }
+    insta::assert_snapshot!(shown);
+    assert_eq!(script.runs(), 0);
+}
