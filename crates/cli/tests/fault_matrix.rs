@@ -420,9 +420,14 @@ fn stable(text: &str, dir: &Path) -> String {
     let text = text.replace(&dir.display().to_string(), "[DIR]");
     let mut out = String::new();
     let mut rest = text.as_str();
-    while let Some(at) = rest.find("127.0.0.1:") {
-        out.push_str(&rest[..at + "127.0.0.1:".len()]);
-        rest = rest[at + "127.0.0.1:".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    // A port after the loopback address, or in the path of the redirecting fault.
+    while let Some(at) = ["127.0.0.1:", "/redirect-"]
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| i + m.len()))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        rest = rest[at..].trim_start_matches(|c: char| c.is_ascii_digit());
         out.push_str("[PORT]");
     }
     out.push_str(rest);

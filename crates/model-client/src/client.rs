@@ -493,22 +493,29 @@ impl ModelClient {
                     Err(_) => return Err(self.bound_error(bound)),
                 },
             };
+            if let Ok(response) = &outcome {
+                tracing::trace!(target: "model_client", provider = %inner.provider, %method, path = url.path(), status = response.status().as_u16(), "response");
+            }
             let can_retry = retries < inner.info.request_max_retries;
-            let delay = match outcome {
+            let (delay, why) = match outcome {
                 // 401, or a status of `auth.reauth_on` (403 for some gateways).
                 Ok(response) if inner.info.is_reauth_status(response.status().as_u16()) => {
                     inner.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
                     match auth.on_unauthorized().await? {
                         AuthRetry::Retry => {
-                            tracing::debug!(target: "model_client", provider = %inner.provider, "401: retrying with a newer token");
+                            tracing::debug!(target: "model_client", provider = %inner.provider, %method, path = url.path(), status = response.status().as_u16(), "the gateway rejected the token: retrying with a newer one");
                             continue;
                         }
                         AuthRetry::GiveUp { after_fresh_token } => {
                             return Err(self
-                                .status_error(response, &auth, after_fresh_token, bound)
+                                .status_error(response, &method, &auth, after_fresh_token, bound)
                                 .await);
                         }
-                        _ => return Err(self.status_error(response, &auth, false, bound).await),
+                        _ => {
+                            return Err(self
+                                .status_error(response, &method, &auth, false, bound)
+                                .await);
+                        }
                     }
                 }
                 Ok(response) if response.status().is_success() => {
@@ -521,21 +528,38 @@ impl ModelClient {
                         status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                     let wait = retry_after(response.headers());
                     if !retryable || !can_retry || wait.is_some_and(|w| w > MAX_RETRY_AFTER) {
-                        return Err(self.status_error(response, &auth, false, bound).await);
+                        return Err(self
+                            .status_error(response, &method, &auth, false, bound)
+                            .await);
                     }
-                    wait.unwrap_or_else(|| backoff(u32::try_from(retries).unwrap_or(u32::MAX)))
+                    let why = match wait {
+                        Some(w) => format!(
+                            "HTTP {} (Retry-After {} ms)",
+                            status.as_u16(),
+                            w.as_millis()
+                        ),
+                        None => format!("HTTP {}", status.as_u16()),
+                    };
+                    (
+                        wait.unwrap_or_else(|| backoff(u32::try_from(retries).unwrap_or(u32::MAX))),
+                        why,
+                    )
                 }
                 Err(e) => {
-                    let retryable = e.is_connect() || e.is_timeout() || e.is_request();
+                    // A TLS failure (a certificate the system does not trust, a server
+                    // that does not speak TLS) will fail the same way again.
+                    let retryable =
+                        (e.is_connect() || e.is_timeout() || e.is_request()) && !is_tls_failure(&e);
                     if !retryable || !can_retry {
                         return Err(self.transport_error(&e));
                     }
-                    backoff(u32::try_from(retries).unwrap_or(u32::MAX))
+                    let delay = backoff(u32::try_from(retries).unwrap_or(u32::MAX));
+                    (delay, transport_kind(&e).to_owned())
                 }
             };
             retries += 1;
             inner.counters.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "model_client", provider = %inner.provider, retry = retries, delay_ms = delay.as_millis(), "retrying");
+            tracing::debug!(target: "model_client", provider = %inner.provider, %method, path = url.path(), retry = retries, delay_ms = delay.as_millis(), reason = %why, "retrying");
             if let Bound::Deadline(at) = bound
                 && Instant::now() + delay >= at
             {
@@ -550,11 +574,13 @@ impl ModelClient {
     async fn status_error(
         &self,
         mut response: reqwest::Response,
+        method: &Method,
         auth: &RequestAuth,
         after_fresh_token: bool,
         bound: Bound,
     ) -> ClientError {
         let status = response.status().as_u16();
+        let path = response.url().path().to_owned();
         let mut deadline = Instant::now() + self.inner.info.request_timeout();
         if let Bound::Deadline(at) = bound {
             deadline = deadline.min(at);
@@ -572,6 +598,8 @@ impl ModelClient {
             .excerpt(&String::from_utf8_lossy(&raw), ERROR_BODY_EXCERPT_CHARS);
         ClientError::Status {
             provider: self.inner.provider.clone(),
+            method: method.to_string(),
+            path,
             status,
             body,
             auth_after_fresh_token: after_fresh_token,
@@ -598,15 +626,7 @@ impl ModelClient {
             root = Some(source);
             next = source.source();
         }
-        let kind = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "connection failed"
-        } else if e.is_body() || e.is_decode() {
-            "the response body broke off"
-        } else {
-            "request failed"
-        };
+        let kind = transport_kind(e);
         let message = match root {
             Some(cause) => format!("{kind}: {cause}"),
             None => kind.to_owned(),
@@ -624,6 +644,44 @@ impl ModelClient {
             detail,
         }
     }
+}
+
+/// The kind of a transport failure, in a few words (also the reason a retry logs).
+fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if is_tls_failure(e) {
+        "TLS handshake failed"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "the response body broke off"
+    } else {
+        "request failed"
+    }
+}
+
+/// Whether connecting failed in TLS: rustls reports its errors (an untrusted certificate, a
+/// peer that does not speak TLS) as I/O errors of kind `InvalidData` while connecting.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    if !e.is_connect() {
+        return false;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                return true;
+            }
+            // An I/O error's `source` skips the error it wraps: look at that one too.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+                continue;
+            }
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// Follows redirects only to the origin (scheme, host, port) of the first request.

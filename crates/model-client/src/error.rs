@@ -12,10 +12,14 @@ pub enum ClientError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// The gateway answered with an error status (after any retries).
-    #[error("provider `{provider}`: {}", status_message(*.status, *.auth_after_fresh_token, .body))]
+    #[error("provider `{provider}`: {method} {path}: {}", status_message(*.status, *.auth_after_fresh_token, .body, .path))]
     Status {
         /// Provider id.
         provider: Arc<str>,
+        /// The request's method.
+        method: String,
+        /// The request's URL path (never its query, which may hold a key).
+        path: String,
         /// HTTP status.
         status: u16,
         /// The start of the response body, control characters removed, tokens redacted.
@@ -104,7 +108,7 @@ impl ClientError {
     }
 }
 
-fn status_message(status: u16, after_fresh: bool, body: &str) -> String {
+fn status_message(status: u16, after_fresh: bool, body: &str, path: &str) -> String {
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -122,5 +126,25 @@ fn status_message(status: u16, after_fresh: bool, body: &str) -> String {
         msg.push_str(": ");
         msg.push_str(body);
     }
+    if let Some(hint) = not_found_hint(status, path) {
+        msg.push_str("; ");
+        msg.push_str(hint);
+    }
     msg
+}
+
+/// A 404 is most often a `base_url` with one `/v1` too few or too many.
+fn not_found_hint(status: u16, path: &str) -> Option<&'static str> {
+    if status != 404 {
+        return None;
+    }
+    if path.contains("/v1/v1/") {
+        Some("the path has /v1 twice: remove one from the end of base_url")
+    } else if !path.contains("/v1/") {
+        Some(
+            "is /v1 missing from base_url? most OpenAI-compatible gateways serve the API under /v1",
+        )
+    } else {
+        Some("check that base_url is the API root, the URL below which /models is served")
+    }
 }

@@ -56,3 +56,44 @@ async fn a_stream_without_a_final_event_is_an_error_not_an_end() {
         "provider `corp`: unexpected response: the stream ended before it completed"
     );
 }
+
+#[tokio::test]
+async fn a_tls_failure_is_not_retried_and_says_tls() {
+    // A listener that counts connections and answers a TLS hello in plain HTTP.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+            );
+        }
+    });
+    let script = TokenScript::counting();
+    let info = command_provider(&format!("https://127.0.0.1:{port}/v1"), &script);
+    assert_eq!(info.request_max_retries, 4);
+    let (client, _) = client(&info);
+    let started = Instant::now();
+    let err = client.list_models().await.unwrap_err().to_string();
+    assert!(err.contains("TLS handshake failed"), "{err}");
+    assert!(
+        err.starts_with(&format!("provider `corp`: cannot reach 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a TLS failure was retried"
+    );
+    // No backoff was waited (the first would be 200 ms).
+    assert!(
+        started.elapsed() < Duration::from_millis(190),
+        "{:?}",
+        started.elapsed()
+    );
+}

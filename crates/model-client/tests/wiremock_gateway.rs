@@ -682,7 +682,40 @@ async fn helper_headers_reach_the_gateway_rotate_with_the_token_and_are_scrubbed
     let err = client.list_models().await.unwrap_err().to_string();
     assert_eq!(
         err,
-        "provider `corp`: the gateway answered HTTP 400 Bad Request: tenant [REDACTED] is not allowed"
+        "provider `corp`: GET /v1/models: the gateway answered HTTP 400 Bad Request: tenant [REDACTED] is not allowed"
     );
     assert_eq!(script.runs(), 2);
+}
+
+#[tokio::test]
+async fn a_404_names_method_and_path_and_hints_at_v1() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("no route"))
+        .mount(&server)
+        .await;
+    let script = TokenScript::counting();
+    let cases = [
+        (
+            format!("{}/openai", server.uri()),
+            "provider `corp`: GET /openai/models: the gateway answered HTTP 404 Not Found: no route; is /v1 missing from base_url? most OpenAI-compatible gateways serve the API under /v1",
+        ),
+        (
+            format!("{}/v1/v1", server.uri()),
+            "provider `corp`: GET /v1/v1/models: the gateway answered HTTP 404 Not Found: no route; the path has /v1 twice: remove one from the end of base_url",
+        ),
+        (
+            format!("{}/api/v1", server.uri()),
+            "provider `corp`: GET /api/v1/models: the gateway answered HTTP 404 Not Found: no route; check that base_url is the API root, the URL below which /models is served",
+        ),
+    ];
+    for (base_url, expected) in cases {
+        let mut info = command_provider(&base_url, &script);
+        info.query_params
+            .insert("api-key".to_owned(), "query-secret-value".to_owned());
+        let (client, _) = client(&info);
+        let err = client.list_models().await.unwrap_err();
+        assert_eq!(err.status(), Some(404));
+        assert_eq!(err.to_string(), expected);
+    }
 }

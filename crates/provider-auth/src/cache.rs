@@ -284,6 +284,37 @@ impl TokenCache {
         })
     }
 
+    /// The cached credential, without waiting: `None` when there is no usable one (nothing
+    /// obtained yet, or past its lifetime with no refresh running). Like
+    /// [`TokenCache::credential`], it starts a background refresh once 80% of the lifetime
+    /// has passed, and one when the token is past its lifetime, if called inside a Tokio
+    /// runtime; outside one it only reads.
+    pub fn peek(self: &Arc<Self>) -> Option<Credential> {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let idle = runtime.is_some() && !state.in_backoff(now) && state.running_flight().is_none();
+        let cached = state.current.as_ref()?;
+        if cached.fresh(now) {
+            let credential = cached.credential.clone();
+            let due = self.policy.refresh_ahead && cached.refresh_at.is_some_and(|t| now >= t);
+            if let (true, true, Some(runtime)) = (due, idle, runtime) {
+                let flight = self.start_flight(&mut state, RefreshReason::RefreshAhead);
+                runtime.spawn(flight);
+            }
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(credential);
+        }
+        let usable = cached
+            .usable_while_refreshing(now)
+            .then(|| cached.credential.clone());
+        if let (true, Some(runtime)) = (idle, runtime) {
+            let flight = self.start_flight(&mut state, RefreshReason::Expired);
+            runtime.spawn(flight);
+        }
+        usable.filter(|_| state.running_flight().is_some())
+    }
+
     /// The current credential: cached if usable (starting a background refresh once 80% of
     /// its lifetime has passed), else from the one run in progress or a new one.
     pub async fn credential(self: &Arc<Self>) -> Result<Credential, AuthError> {

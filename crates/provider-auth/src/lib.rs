@@ -12,14 +12,59 @@
 //!   from a [`provider_config::ModelProviderInfo`], and [`RequestAuth`] applies the
 //!   one-retry-after-401 rule for one logical request.
 //!
+//! - Other clients: [`AuthLayer`] (feature `tower`) and [`AuthMiddleware`] (feature
+//!   `reqwest-middleware`) apply the credential and the one-retry rule to a tower service or
+//!   a `reqwest_middleware` client; [`cached_credential_headers`] gives the current headers
+//!   without waiting, for clients whose header hook is synchronous.
+//!
 //! Tokens are [`AuthToken`]s: redacted `Debug`, no `Display` or `Serialize`, sensitive
 //! header values, never in errors or tracing events (target `provider_auth`).
+//!
+//! # Platform and runtime
+//!
+//! Unix only (process groups, `flock`, `O_NOFOLLOW`), on the Tokio runtime: the command
+//! runner and the background refresh use Tokio's process and timer support, so every async
+//! call here must run inside a Tokio runtime (multi-threaded or current-thread).
+//!
+//! # Errors
+//!
+//! One type, [`AuthError`]: the command's failure ([`CommandFailure`], with what to fix),
+//! a missing `env_key`, an unusable static token. Messages name the provider and never
+//! quote a token or the command's stdout.
+//!
+//! # Cancellation
+//!
+//! Dropping a future of this crate is safe at any point. A token run is shared by all its
+//! waiters; when the last one goes away the run is dropped, which kills the command's whole
+//! process group, and a later call starts a new run.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), provider_auth::AuthError> {
+//! use provider_auth::{RequestAuth, auth_manager_for_provider};
+//! use provider_config::{ModelProviderAuthInfo, ModelProviderInfo};
+//!
+//! let mut info = ModelProviderInfo::new("Corp", "https://gateway.example.com/v1");
+//! let mut auth = ModelProviderAuthInfo::new("gcloud");
+//! auth.args = vec!["auth".into(), "print-access-token".into()];
+//! info.auth = Some(auth);
+//!
+//! let manager = auth_manager_for_provider("corp", &info, None)?;
+//! let mut request = RequestAuth::new(manager);
+//! let headers = request.credential_headers().await?; // runs gcloud once, then cached
+//! # let _ = headers;
+//! // send; on a 401: if request.on_unauthorized().await? says Retry, send once more.
+//! # Ok(()) }
+//! ```
 
 mod cache;
 mod command;
 mod error;
 mod format;
 mod headers;
+#[cfg(any(feature = "tower", feature = "reqwest-middleware"))]
+mod integrations;
 mod manager;
 mod refresher;
 mod scrub;
@@ -34,9 +79,13 @@ pub use command::{
 pub use error::{AuthError, CommandFailure};
 pub use format::parse_token_output;
 pub use headers::{USER_AGENT, configured_header_values, provider_headers};
+#[cfg(feature = "reqwest-middleware")]
+pub use integrations::AuthMiddleware;
+#[cfg(feature = "tower")]
+pub use integrations::{AuthLayer, AuthService, BoxError};
 pub use manager::{
     AuthManager, AuthRetry, CachedAuthManager, NoAuthManager, Recovery, RequestAuth,
-    StaticAuthManager, auth_manager_for_provider,
+    StaticAuthManager, auth_manager_for_provider, cached_credential_headers,
 };
 pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
 pub use scrub::{REDACTED, Scrubber};

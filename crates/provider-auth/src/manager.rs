@@ -40,6 +40,20 @@ pub trait AuthManager: Send + Sync + fmt::Debug {
     /// The gateway answered 401 to `sent`.
     async fn unauthorized(&self, sent: &Credential) -> Result<Recovery, AuthError>;
 
+    /// The credential as it is now, without waiting or running anything: for clients whose
+    /// header hook is synchronous (async-openai's `Config::headers()`). `None` when there is
+    /// no usable credential yet: call [`AuthManager::credential`] first (at start-up), and
+    /// whenever this returns `None`.
+    ///
+    /// Staleness: the value is the cached token of this moment. A background refresh keeps
+    /// it fresh while calls keep coming (inside a Tokio runtime), but a token a gateway has
+    /// just rotated away is only replaced after a rejection is reported with
+    /// [`AuthManager::unauthorized`]; a client that cannot retry will see that one request
+    /// fail.
+    fn cached_credential(&self) -> Option<Credential> {
+        None
+    }
+
     /// Cache counters, for managers backed by a cache.
     fn stats(&self) -> Option<CacheStats> {
         None
@@ -122,6 +136,10 @@ impl AuthManager for CachedAuthManager {
             .map_err(|e| e.for_provider(&self.provider))
     }
 
+    fn cached_credential(&self) -> Option<Credential> {
+        self.cache.peek()
+    }
+
     fn stats(&self) -> Option<CacheStats> {
         Some(self.cache.stats())
     }
@@ -176,6 +194,10 @@ impl AuthManager for StaticAuthManager {
 
     fn recent_tokens(&self) -> Vec<AuthToken> {
         vec![self.credential.token.clone()]
+    }
+
+    fn cached_credential(&self) -> Option<Credential> {
+        Some(self.credential.clone())
     }
 }
 
@@ -311,6 +333,41 @@ pub fn auth_manager_for_provider(
     })
 }
 
+/// The headers of `credential`: the token where the manager puts it, then the helper's
+/// headers, every value marked sensitive. Fails closed: a value that cannot be a header is
+/// an error, never dropped.
+fn header_values(
+    manager: &dyn AuthManager,
+    credential: &Credential,
+) -> Result<Vec<(HeaderName, HeaderValue)>, AuthError> {
+    let unusable = || AuthError::Source {
+        provider: manager.provider_id().into(),
+        message: "the token (or a helper header) cannot be sent as an HTTP header value".to_owned(),
+    };
+    let place = manager.credential_header();
+    let mut headers = vec![(
+        place.name().clone(),
+        place.value(&credential.token).ok_or_else(unusable)?,
+    )];
+    for (name, secret) in credential.headers.iter() {
+        let mut value = HeaderValue::from_str(secret.expose_secret()).map_err(|_| unusable())?;
+        value.set_sensitive(true);
+        headers.push((name.clone(), value));
+    }
+    Ok(headers)
+}
+
+/// The credential headers as they are now, without waiting: for a client whose header
+/// hook is synchronous (async-openai's `Config::headers()`). `None` when the manager has no
+/// usable credential at this moment (obtain one with [`AuthManager::credential`] first) or
+/// the provider takes none. See [`AuthManager::cached_credential`] for how stale it can be.
+pub fn cached_credential_headers(
+    manager: &dyn AuthManager,
+) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    let credential = manager.cached_credential()?;
+    header_values(manager, &credential).ok()
+}
+
 /// What a client should do after a 401, per logical request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -353,26 +410,10 @@ impl RequestAuth {
         &mut self,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, AuthError> {
         let credential = self.manager.credential().await?;
-        let mut headers = Vec::new();
-        if let Some(c) = &credential {
-            // Fail closed: a token that cannot be a header value is never dropped silently.
-            let unusable = || AuthError::Source {
-                provider: self.manager.provider_id().into(),
-                message: "the token (or a helper header) cannot be sent as an HTTP header value"
-                    .to_owned(),
-            };
-            let place = self.manager.credential_header();
-            headers.push((
-                place.name().clone(),
-                place.value(&c.token).ok_or_else(unusable)?,
-            ));
-            for (name, secret) in c.headers.iter() {
-                let mut value =
-                    HeaderValue::from_str(secret.expose_secret()).map_err(|_| unusable())?;
-                value.set_sensitive(true);
-                headers.push((name.clone(), value));
-            }
-        }
+        let headers = match &credential {
+            Some(c) => header_values(self.manager.as_ref(), c)?,
+            None => Vec::new(),
+        };
         self.sent = credential;
         Ok(headers)
     }

@@ -1,0 +1,88 @@
+//! [`AuthMiddleware`]: command-backed credentials for a `reqwest_middleware` client.
+
+use std::sync::Arc;
+
+use http::Extensions;
+use reqwest_middleware::{Middleware, Next};
+
+use super::Reauth;
+use crate::{AuthError, AuthManager, AuthRetry, RequestAuth};
+
+/// A `reqwest_middleware::Middleware` that adds a provider's credential to every request
+/// and retries once with a newer token after a re-auth status. A request whose body is a
+/// stream cannot be replayed: its rejection is reported (the next request gets a new token)
+/// and returned as it came.
+///
+/// An [`AuthError`] (no credential could be had; nothing was sent) comes back as
+/// `reqwest_middleware::Error::Middleware`.
+#[derive(Debug, Clone)]
+pub struct AuthMiddleware {
+    manager: Arc<dyn AuthManager>,
+    reauth: Reauth,
+}
+
+impl AuthMiddleware {
+    /// A middleware over `manager`, treating 401 as a rejected token.
+    pub fn new(manager: Arc<dyn AuthManager>) -> Self {
+        Self {
+            manager,
+            reauth: Reauth::default(),
+        }
+    }
+
+    /// A middleware for a configured provider: its manager (sharing the process-wide cache
+    /// of its auth config) and its re-auth statuses (`auth.reauth_on`).
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::auth_manager_for_provider`]: an unset `env_key`, an unusable static
+    /// token, or `requires_openai_auth` (there is no base session here).
+    pub fn for_provider(
+        provider_id: &str,
+        info: &provider_config::ModelProviderInfo,
+    ) -> Result<Self, AuthError> {
+        Ok(Self {
+            manager: super::manager_for(provider_id, info)?,
+            reauth: Reauth::for_provider(info),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for AuthMiddleware {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let mut auth = RequestAuth::new(self.manager.clone());
+        let mut request = request;
+        loop {
+            let replay = request.try_clone();
+            for (name, value) in auth
+                .credential_headers()
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?
+            {
+                request.headers_mut().insert(name, value);
+            }
+            let response = next.clone().run(request, extensions).await?;
+            let status = response.status().as_u16();
+            if !self.reauth.is_reauth(status) {
+                if response.status().is_success() {
+                    auth.on_success();
+                }
+                return Ok(response);
+            }
+            let retry = auth
+                .on_unauthorized()
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?;
+            match (retry, replay) {
+                (AuthRetry::Retry, Some(again)) => request = again,
+                _ => return Ok(response),
+            }
+        }
+    }
+}
