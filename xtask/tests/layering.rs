@@ -29,6 +29,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("xtask", &["provider-config"]),
+    // Only dev-dependencies (examples are built and run by its test).
+    ("examples", &[]),
 ];
 
 /// Only tests and benches may use these.
