@@ -20,7 +20,7 @@ pub use codex::{
 };
 pub use error::ConfigError;
 pub use load::{Config, load_config_file, parse_config_str, without_dot_components};
-pub use schema::{SCHEMA_PATH_IN_REPO, config_schema, config_schema_json};
+pub use schema::{SCHEMA_ID, SCHEMA_PATH_IN_REPO, config_schema, config_schema_json};
 pub use types::{
     AuthKind, ConfigToml, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_INTERACTIVE_TIMEOUT_MS,
     DEFAULT_REFRESH_INTERVAL_MS, DEFAULT_REQUEST_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT_MS,

@@ -17,6 +17,8 @@ pub fn config_schema() -> Schema {
     let mut generator = SchemaGenerator::new(SchemaSettings::draft2020_12());
     let mut schema = generator.root_schema_for::<ConfigToml>();
     RemoveNull.transform(&mut schema);
+    add_cross_field_rules(&mut schema);
+    schema.insert("$id".to_owned(), Value::String(SCHEMA_ID.to_owned()));
     schema.insert(
         "$comment".to_owned(),
         Value::String(
@@ -25,6 +27,57 @@ pub fn config_schema() -> Schema {
         ),
     );
     schema
+}
+
+/// The schema's `$id`: a name, not a place (the schema is printed by `modelauth schema`).
+pub const SCHEMA_ID: &str = "urn:modelauth:config-schema:1";
+
+/// The cross-field rules JSON Schema can state, as the parser states them: `auth` excludes
+/// `env_key`, `experimental_bearer_token` and `requires_openai_auth = true`; the built-in
+/// ids cannot be redefined. (That `model_provider` names a defined provider is a reference
+/// between keys, which JSON Schema cannot check: the parser alone does.)
+fn add_cross_field_rules(schema: &mut Schema) {
+    let reserved: Vec<Value> = crate::built_in_providers()
+        .into_keys()
+        .map(Value::String)
+        .collect();
+    if let Some(providers) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("model_providers"))
+        .and_then(Value::as_object_mut)
+    {
+        providers.insert(
+            "propertyNames".to_owned(),
+            serde_json::json!({
+                "not": { "enum": reserved },
+                "$comment": "The built-in provider ids are reserved."
+            }),
+        );
+    }
+    if let Some(provider) = schema
+        .get_mut("$defs")
+        .and_then(|d| d.get_mut("ModelProviderInfo"))
+        .and_then(Value::as_object_mut)
+    {
+        provider.insert(
+            "dependentSchemas".to_owned(),
+            serde_json::json!({
+                "auth": {
+                    "$comment": "provider auth cannot be combined with env_key, experimental_bearer_token or requires_openai_auth = true",
+                    "not": {
+                        "anyOf": [
+                            { "required": ["env_key"] },
+                            { "required": ["experimental_bearer_token"] },
+                            {
+                                "required": ["requires_openai_auth"],
+                                "properties": { "requires_openai_auth": { "const": true } }
+                            }
+                        ]
+                    }
+                }
+            }),
+        );
+    }
 }
 
 /// The schema as the exact text committed at [`SCHEMA_PATH_IN_REPO`] (pretty JSON and a

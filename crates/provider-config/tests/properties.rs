@@ -1,6 +1,7 @@
 //! Property test: on generated config files, the parser and the schema agree. Every file
-//! the parser accepts, the schema accepts; every file the schema accepts, the parser accepts
-//! unless a cross-field rule (which the schema leaves to the parser) refuses it.
+//! the parser accepts, the schema accepts; every file the parser rejects, the schema
+//! rejects, but for the one rule JSON Schema cannot state (`model_provider` naming a
+//! defined provider: a reference between keys).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -94,13 +95,14 @@ fn config_text() -> impl Strategy<Value = String> {
         prop::option::of(prop_oneof![Just("corp"), Just("openai"), Just("nope")]),
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![4 => Just("corp"), 1 => Just("openai"), 1 => Just("ollama")],
     )
-        .prop_map(|(provider, auth, default, with_name, with_url)| {
+        .prop_map(|(provider, auth, default, with_name, with_url, id)| {
             let mut text = String::new();
             if let Some(id) = default {
                 text.push_str(&format!("model_provider = \"{id}\"\n"));
             }
-            text.push_str("[model_providers.corp]\n");
+            text.push_str(&format!("[model_providers.{id}]\n"));
             if with_name && !provider.contains_key("name") {
                 text.push_str("name = \"Corp\"\n");
             }
@@ -111,7 +113,7 @@ fn config_text() -> impl Strategy<Value = String> {
                 text.push_str(&format!("{k} = {v}\n"));
             }
             if let Some(auth) = auth {
-                text.push_str("[model_providers.corp.auth]\n");
+                text.push_str(&format!("[model_providers.{id}.auth]\n"));
                 for (k, v) in &auth {
                     text.push_str(&format!("{k} = {v}\n"));
                 }
@@ -131,7 +133,7 @@ proptest! {
         let schema_ok = validator.is_valid(&serde_json::to_value(value).unwrap());
         match parse_config_str(&text, Path::new("gen.toml"), None) {
             Ok(_) => prop_assert!(schema_ok, "the schema rejects what the parser accepts:\n{text}"),
-            Err(ConfigError::Invalid { .. }) => {}
+            Err(ConfigError::Invalid { key_path, .. }) if key_path == "model_provider" => {}
             Err(e) => prop_assert!(!schema_ok, "the schema accepts what the parser rejects ({e}):\n{text}"),
         }
     }

@@ -92,7 +92,10 @@ fn invalid_examples_are_rejected_by_parser_and_schema() {
 }
 
 #[test]
-fn cross_field_examples_are_rejected_by_parser() {
+fn cross_field_examples_are_rejected_by_parser_and_wherever_it_can_by_schema() {
+    let validator = validator();
+    // A reference between keys: JSON Schema cannot check it, the parser alone does.
+    let schema_cannot_say = ["unknown_default_provider.toml"];
     for path in examples("cross") {
         match parse(&path) {
             Err(ConfigError::Invalid { .. }) => {}
@@ -101,7 +104,20 @@ fn cross_field_examples_are_rejected_by_parser() {
                 path.display()
             ),
         }
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let value = as_json(&std::fs::read_to_string(&path).unwrap());
+        assert_eq!(
+            validator.is_valid(&value),
+            schema_cannot_say.contains(&name),
+            "{name}: the schema and the parser disagree"
+        );
     }
+}
+
+#[test]
+fn schema_has_an_id() {
+    let schema: serde_json::Value = serde_json::from_str(&config_schema_json()).unwrap();
+    assert_eq!(schema["$id"], provider_config::SCHEMA_ID);
 }
 
 #[test]
