@@ -23,7 +23,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every ```toml block of the README.
+/// Every ```toml block of the README that is a modelauth config (not a Cargo manifest).
 fn readme_examples() -> Vec<String> {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
@@ -34,7 +34,9 @@ fn readme_examples() -> Vec<String> {
         match (&mut current, line.trim_start()) {
             (None, "```toml") => current = Some(String::new()),
             (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
+                if !block.starts_with("[dependencies]") {
+                    blocks.push(std::mem::take(block));
+                }
                 current = None;
             }
             (Some(block), _) => {

@@ -3,46 +3,43 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use test_support::TokenScript;
 
 const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
 
 /// A config whose token command counts its runs and prints `tok-<run>-<nonce>`, and a store
 /// folder for it.
 struct Setup {
-    dir: tempfile::TempDir,
+    script: TokenScript,
     store: PathBuf,
 }
 
 impl Setup {
+    /// Every run also appends its pid to `pids`.
     fn new(body: &str, refresh_interval_ms: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("token.sh");
-        std::fs::write(
-            &script,
-            format!("#!/bin/sh\necho $$ >> runs\nN=$(wc -l < runs | tr -d ' ')\n{body}\necho tok-$N-x7Qk2\n"),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
+        let script = TokenScript::new(&format!(
+            "echo $$ >> \"$D/pids\"\n{body}\necho tok-$N-x7Qk2"
+        ));
+        script.write(
+            "config.toml",
+            &format!(
                 "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
                  [model_providers.corp.auth]\ncommand = \"./token.sh\"\ntimeout_ms = 20000\nrefresh_interval_ms = {refresh_interval_ms}\n"
             ),
-        )
-        .unwrap();
-        let store = dir.path().join("store");
-        Self { dir, store }
+        );
+        let store = script.dir().join("store");
+        Self { script, store }
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.args(["--config", "config.toml"])
             .args(args)
-            .current_dir(self.dir.path())
+            .current_dir(self.dir())
             .env("MODELAUTH_CACHE_DIR", &self.store)
             .env_remove("XDG_RUNTIME_DIR")
             .stdin(Stdio::null());
@@ -53,10 +50,12 @@ impl Setup {
         self.command(args).output().unwrap()
     }
 
+    fn dir(&self) -> &Path {
+        self.script.dir()
+    }
+
     fn runs(&self) -> usize {
-        std::fs::read_to_string(self.dir.path().join("runs"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+        self.script.runs()
     }
 
     fn entry(&self) -> PathBuf {
@@ -146,14 +145,14 @@ fn a_process_killed_while_holding_the_lock_does_not_block_the_next() {
         "[ -f slow ] && { sleep 30 & echo $! > sleeper; wait; }",
         300_000,
     );
-    std::fs::write(s.dir.path().join("slow"), "").unwrap();
+    std::fs::write(s.dir().join("slow"), "").unwrap();
     let mut holder = s
         .command(&["token", "--show"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let sleeper = s.dir.path().join("sleeper");
+    let sleeper = s.dir().join("sleeper");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&sleeper).is_ok_and(|p| p.ends_with('\n')) {
         assert!(Instant::now() < deadline, "the first command never started");
@@ -162,12 +161,12 @@ fn a_process_killed_while_holding_the_lock_does_not_block_the_next() {
     // SIGKILL: no cleanup at all; the kernel releases the lock.
     holder.kill().unwrap();
     holder.wait().unwrap();
-    std::fs::remove_file(s.dir.path().join("slow")).unwrap();
+    std::fs::remove_file(s.dir().join("slow")).unwrap();
     let started = Instant::now();
     let out = s.run(&["token", "--show"]);
     let waited = started.elapsed();
     // The killed process's command is an orphan now: end it and its child, by pid.
-    let orphans: Vec<String> = std::fs::read_to_string(s.dir.path().join("runs"))
+    let orphans: Vec<String> = std::fs::read_to_string(s.dir().join("pids"))
         .unwrap()
         .lines()
         .take(1)
@@ -187,7 +186,7 @@ fn entries_that_are_links_foreign_or_readable_by_others_are_ignored_and_reported
     let s = Setup::new("", 300_000);
     assert!(s.run(&["token"]).status.success());
     let entry = s.entry();
-    let planted = s.dir.path().join("planted.json");
+    let planted = s.dir().join("planted.json");
     let forged = std::fs::read_to_string(&entry)
         .unwrap()
         .replace("tok-1-x7Qk2", "forged-token-99");
@@ -358,7 +357,7 @@ fn json_and_exec_credential_outputs() {
 fn a_waiter_gives_up_after_the_commands_timeout_and_says_why() {
     let s = Setup::new("", 300_000);
     std::fs::write(
-        s.dir.path().join("config.toml"),
+        s.dir().join("config.toml"),
         "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
          [model_providers.corp.auth]\ncommand = \"./token.sh\"\ntimeout_ms = 500\n",
     )

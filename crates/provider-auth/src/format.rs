@@ -197,6 +197,12 @@ fn seconds(v: &Value) -> Option<f64> {
     (s.is_finite() && (0.0..1e12).contains(&s)).then_some(s)
 }
 
+/// A time as RFC 3339 in UTC, to the second (`2026-11-28T10:00:00Z`): the form helpers
+/// print and the `ExecCredential` format uses.
+pub fn format_rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 fn timestamp(v: &Value, name: &str) -> Result<SystemTime, CommandFailure> {
     let parsed = match v {
         Value::String(s) => chrono::DateTime::parse_from_rfc3339(s.trim())

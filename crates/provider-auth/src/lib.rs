@@ -77,7 +77,7 @@ pub use command::{
     locate_token_command, run_token_command,
 };
 pub use error::{AuthError, CommandFailure};
-pub use format::parse_token_output;
+pub use format::{format_rfc3339, parse_token_output};
 pub use headers::{USER_AGENT, configured_header_values, provider_headers};
 #[cfg(feature = "reqwest-middleware")]
 pub use integrations::AuthMiddleware;

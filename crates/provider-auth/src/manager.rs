@@ -372,7 +372,7 @@ pub fn cached_credential_headers(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthRetry {
-    /// Send the request once more (with [`RequestAuth::authorization`] again).
+    /// Send the request once more (with [`RequestAuth::credential_headers`] again).
     Retry,
     /// Return the 401. `after_fresh_token` is true when the request was already retried
     /// with a newer token: the gateway rejected a freshly minted token.

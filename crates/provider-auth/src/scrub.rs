@@ -25,7 +25,7 @@ const MIN_NEEDLE: usize = 3;
 /// For each secret it looks for the secret itself, its JSON-escaped forms (with and without
 /// `\/`), its URL-encoded forms (either case of hex digits) and its base64 forms (standard
 /// and URL-safe alphabets, at any alignment inside a longer base64 text). Any run of
-/// [`WINDOW`] or more characters of one of those forms is replaced, so truncated and split
+/// 8 or more characters of one of those forms is replaced, so truncated and split
 /// copies are caught too.
 pub struct Scrubber {
     needles: Vec<Zeroizing<String>>,

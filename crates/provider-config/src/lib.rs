@@ -6,6 +6,38 @@
 //!
 //! Loading never reads the process environment and never consults the current directory:
 //! a relative `auth.cwd` is resolved against the folder of the file it was read from.
+//!
+//! [`load_codex_config_file`] reads an unmodified Codex `config.toml` by Codex's own, looser
+//! rules instead (see its module docs); both give the same [`Config`].
+//!
+//! # Errors
+//!
+//! One type, [`ConfigError`]: the file cannot be read, the TOML is malformed or a value
+//! does not fit its key (file, line, column and key path), or a rule across keys is broken
+//! (file and key path). A secret value (`experimental_bearer_token`) is never quoted.
+//!
+//! # Example
+//!
+//! ```
+//! use std::path::Path;
+//!
+//! let text = r#"
+//! model_provider = "corp"
+//!
+//! [model_providers.corp]
+//! name = "Corp"
+//! base_url = "https://gateway.example.com/v1"
+//! auth = { command = "gcloud", args = ["auth", "print-access-token"] }
+//! "#;
+//! let config = provider_config::parse_config_str(text, Path::new("config.toml"), None)?;
+//! let corp = config.provider(config.default_provider_id()).expect("defined above");
+//! assert_eq!(corp.auth.as_ref().map(|a| a.command.as_str()), Some("gcloud"));
+//!
+//! let typo = "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw/v1\"\ntimout_ms = 5\n";
+//! let err = provider_config::parse_config_str(typo, Path::new("config.toml"), None).unwrap_err();
+//! assert!(err.to_string().starts_with("config.toml:4:1: model_providers.corp.timout_ms: unknown field `timout_ms`"));
+//! # Ok::<(), provider_config::ConfigError>(())
+//! ```
 
 mod codex;
 mod error;

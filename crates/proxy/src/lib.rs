@@ -20,6 +20,23 @@
 //! - response bodies stream through as they arrive; websocket upgrades are relayed both ways;
 //! - log lines carry provider, method, path (no query), status, time and whether the
 //!   request was replayed: never a token, a query string or a header value.
+//!
+//! # Platform and runtime
+//!
+//! Unix only, on a multi-threaded Tokio runtime (the CLI's `modelauth proxy`).
+//!
+//! # Errors
+//!
+//! Starting fails with a [`ProxyError`] (an address that cannot be bound, a non-loopback
+//! address without a client key, a provider that cannot be served). At run time a request
+//! that cannot be served gets one of the answers of [`ProxyErrorCode`] with its status and
+//! a JSON body in the OpenAI error shape; the proxy itself keeps running.
+//!
+//! # Cancellation
+//!
+//! Stopping the server (the shutdown signal given to [`Proxy::serve`]) lets requests in
+//! flight finish within a grace period; dropping a client connection drops its upstream
+//! request and stream at once.
 
 mod access;
 mod error;

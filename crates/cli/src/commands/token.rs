@@ -159,8 +159,8 @@ pub async fn token(
         Output::Json { with_token } => {
             let mut object = serde_json::json!({
                 "provider": id,
-                "expires_at": expires_at.map(rfc3339),
-                "obtained_at": rfc3339(obtained_at),
+                "expires_at": expires_at.map(provider_auth::format_rfc3339),
+                "obtained_at": provider_auth::format_rfc3339(obtained_at),
                 "source": obtained.source,
             });
             if with_token {
@@ -171,7 +171,8 @@ pub async fn token(
         Output::ExecCredential => {
             let mut status = serde_json::json!({"token": token.expose_secret()});
             if let Some(at) = expires_at {
-                status["expirationTimestamp"] = serde_json::Value::String(rfc3339(at));
+                status["expirationTimestamp"] =
+                    serde_json::Value::String(provider_auth::format_rfc3339(at));
             }
             let object = serde_json::json!({
                 "apiVersion": "client.authentication.k8s.io/v1",
@@ -248,11 +249,6 @@ fn command_and_store<'a>(
         ));
     };
     Ok((auth, store))
-}
-
-/// A time as RFC 3339 UTC, to the second.
-pub fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// `1h 2m 3s`, `4m 5s`, `6s`, `250ms`.
