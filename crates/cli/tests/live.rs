@@ -84,6 +84,36 @@ fn assert_no_secret(out: &Output) {
     }
 }
 
+/// The dev gateway, and a config (`config.toml` beside the script) whose provider `dev`
+/// mints its tokens from it.
+async fn dev_gateway() -> (DevGateway, TokenScript) {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let script = TokenScript::new(&format!(
+        "exec {BIN} mint-token --url {} --text",
+        gw.token_url()
+    ));
+    script.write(
+        "config.toml",
+        &format!(
+            "[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{}\"\nauth = {{ command = \"./token.sh\" }}\n",
+            gw.base_url()
+        ),
+    );
+    (gw, script)
+}
+
+/// `modelauth ARGS` in `dir`, on a blocking thread (the test's runtime serves the gateway).
+async fn run_off_runtime(dir: &Path, args: &[&str]) -> Output {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_in(&dir, &args, &[])
+    })
+    .await
+    .unwrap()
+}
+
 /// Two providers: `corp`'s helper prints an OAuth2 response with a helper header, `down`'s
 /// exits 3.
 fn two_helpers() -> (TokenScript, TokenScript) {
@@ -156,36 +186,20 @@ fn check_live_json_is_one_object_without_the_token() {
 
 #[tokio::test]
 async fn check_live_models_uses_the_same_token_for_get_models() {
-    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
-    let script = TokenScript::new(&format!(
-        "exec {BIN} mint-token --url {} --text",
-        gw.token_url()
-    ));
-    script.write(
-        "config.toml",
-        &format!(
-            "[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{}\"\nauth = {{ command = \"./token.sh\" }}\n",
-            gw.base_url()
-        ),
-    );
-    let dir = script.dir().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        run_in(
-            &dir,
-            &[
-                "--config",
-                "config.toml",
-                "check",
-                "--live",
-                "--models",
-                "-p",
-                "dev",
-            ],
-            &[],
-        )
-    })
-    .await
-    .unwrap();
+    let (_gw, script) = dev_gateway().await;
+    let out = run_off_runtime(
+        script.dir(),
+        &[
+            "--config",
+            "config.toml",
+            "check",
+            "--live",
+            "--models",
+            "-p",
+            "dev",
+        ],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let models = GatewayConfig::default().models.len();
@@ -370,40 +384,24 @@ fn rust_log_selects_what_is_logged_and_never_the_token() {
 
 #[tokio::test]
 async fn bench_runs_for_a_duration() {
-    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
-    let script = TokenScript::new(&format!(
-        "exec {BIN} mint-token --url {} --text",
-        gw.token_url()
-    ));
-    script.write(
-        "config.toml",
-        &format!(
-            "[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{}\"\nauth = {{ command = \"./token.sh\" }}\n",
-            gw.base_url()
-        ),
-    );
-    let dir = script.dir().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        run_in(
-            &dir,
-            &[
-                "--config",
-                "config.toml",
-                "--no-shared-cache",
-                "bench",
-                "-p",
-                "dev",
-                "--duration",
-                "0.5",
-                "--concurrency",
-                "4",
-                "--json",
-            ],
-            &[],
-        )
-    })
-    .await
-    .unwrap();
+    let (_gw, script) = dev_gateway().await;
+    let out = run_off_runtime(
+        script.dir(),
+        &[
+            "--config",
+            "config.toml",
+            "--no-shared-cache",
+            "bench",
+            "-p",
+            "dev",
+            "--duration",
+            "0.5",
+            "--concurrency",
+            "4",
+            "--json",
+        ],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["requests"].as_u64().unwrap() > 0);

@@ -108,6 +108,30 @@ async fn reqwest_middleware_honours_reauth_on_403_and_never_a_stream_twice() {
     assert_eq!(response.status(), 200);
 }
 
+type TowerClient = provider_auth::AuthService<
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+>;
+
+/// A hyper client under `AuthLayer` for `info`, and a `GET /v1/models` for it.
+fn tower_client(
+    server: &MockServer,
+    info: &ModelProviderInfo,
+) -> (TowerClient, http::Request<Full<Bytes>>) {
+    let hyper_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
+    let client = tower::ServiceBuilder::new()
+        .layer(AuthLayer::for_provider("corp", info).unwrap())
+        .service(hyper_client);
+    let request = http::Request::get(format!("{}/v1/models", server.uri()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    (client, request)
+}
+
 #[tokio::test]
 async fn tower_layer_adds_the_token_and_retries_once_after_401() {
     let server = MockServer::start().await;
@@ -115,15 +139,7 @@ async fn tower_layer_adds_the_token_and_retries_once_after_401() {
     answer(&server, "tok-2", 200).await;
     let script = TokenScript::counting();
     let info = provider(&server, &script);
-    let hyper_client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
-    let mut client = tower::ServiceBuilder::new()
-        .layer(AuthLayer::for_provider("corp", &info).unwrap())
-        .service(hyper_client);
-    let request = http::Request::get(format!("{}/v1/models", server.uri()))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let (mut client, request) = tower_client(&server, &info);
     let response = client.ready().await.unwrap().call(request).await.unwrap();
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -137,15 +153,7 @@ async fn tower_layer_fails_closed_when_no_token_can_be_had() {
     let server = MockServer::start().await;
     let script = TokenScript::new("echo 'no session' >&2\nexit 3");
     let info = provider(&server, &script);
-    let hyper_client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
-    let mut client = tower::ServiceBuilder::new()
-        .layer(AuthLayer::for_provider("corp", &info).unwrap())
-        .service(hyper_client);
-    let request = http::Request::get(format!("{}/v1/models", server.uri()))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let (mut client, request) = tower_client(&server, &info);
     let err = client
         .ready()
         .await

@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::load::{Config, deserialize, without_dot_components};
+use crate::load::{
+    Config, auth_clash_message, deserialize, read_config_text, reserved_id_message,
+    unknown_default_message, without_dot_components,
+};
 use crate::{
     ConfigError, ConfigToml, MAX_RETRIES, ModelProviderAuthInfo, ModelProviderInfo, WireApi,
     built_in_providers,
@@ -115,14 +118,7 @@ pub fn default_codex_config_path(
 /// Reads a Codex config file by Codex's rules (see the module docs). `home` expands a
 /// leading `~` in `auth.cwd`; loading reads no other environment.
 pub fn load_codex_config_file(path: &Path, home: Option<&Path>) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: path.to_path_buf(),
-        source,
-    })?;
-    let base_dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let (text, base_dir) = read_config_text(path)?;
     let mut config = parse_codex_config_str(&text, path, &base_dir, home)?;
     config.set_path(path);
     Ok(config)
@@ -146,12 +142,7 @@ pub fn parse_codex_config_str(
     for (id, provider) in codex.model_providers {
         let key_path = format!("model_providers.{id}");
         if CODEX_RESERVED_IDS.contains(&id.as_str()) {
-            return Err(invalid(
-                key_path,
-                format!(
-                    "`{id}` is a built-in provider id and cannot be redefined; choose another id"
-                ),
-            ));
+            return Err(invalid(key_path, reserved_id_message(&id)));
         }
         if provider.name.trim().is_empty() {
             return Err(invalid(
@@ -172,24 +163,12 @@ pub fn parse_codex_config_str(
                     "must be at least 1, got 0".to_owned(),
                 ));
             }
-            let mut clashes = Vec::new();
-            if provider.env_key.is_some() {
-                clashes.push("env_key");
-            }
-            if provider.experimental_bearer_token.is_some() {
-                clashes.push("experimental_bearer_token");
-            }
-            if provider.requires_openai_auth {
-                clashes.push("requires_openai_auth");
-            }
-            if !clashes.is_empty() {
-                return Err(invalid(
-                    key_path,
-                    format!(
-                        "provider auth cannot be combined with {}",
-                        clashes.join(", ")
-                    ),
-                ));
+            if let Some(message) = auth_clash_message(
+                provider.env_key.is_some(),
+                provider.experimental_bearer_token.is_some(),
+                provider.requires_openai_auth,
+            ) {
+                return Err(invalid(key_path, message));
             }
         }
         defined.insert(id, provider.into_info(base_dir, home));
@@ -199,14 +178,10 @@ pub fn parse_codex_config_str(
         && !defined.contains_key(id)
         && !providers.contains_key(id)
     {
-        let mut known: Vec<&str> = defined.keys().map(String::as_str).collect();
-        known.extend(providers.keys().map(String::as_str));
+        let known = defined.keys().chain(providers.keys());
         return Err(invalid(
             "model_provider".to_owned(),
-            format!(
-                "`{id}` is not a defined or built-in provider (known: {})",
-                known.join(", ")
-            ),
+            unknown_default_message(id, known),
         ));
     }
     providers.extend(defined.clone());

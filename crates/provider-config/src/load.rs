@@ -77,6 +77,14 @@ impl Config {
 /// Reads and validates a config file. A relative `auth.cwd` is resolved against the
 /// file's folder.
 pub fn load_config_file(path: &Path) -> Result<Config, ConfigError> {
+    let (text, base_dir) = read_config_text(path)?;
+    let mut config = parse_config_str(&text, path, Some(&base_dir))?;
+    config.set_path(path);
+    Ok(config)
+}
+
+/// A config file's text and its folder (where a relative `auth.cwd` points).
+pub(crate) fn read_config_text(path: &Path) -> Result<(String, PathBuf), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_path_buf(),
         source,
@@ -85,9 +93,7 @@ pub fn load_config_file(path: &Path) -> Result<Config, ConfigError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut config = parse_config_str(&text, path, Some(&base_dir))?;
-    config.set_path(path);
-    Ok(config)
+    Ok((text, base_dir))
 }
 
 /// Parses and validates config text. `origin` names the text in errors (a path or a label
@@ -175,50 +181,70 @@ fn check_cross_field_rules(toml: &ConfigToml, origin: &Path) -> Result<(), Confi
     for (id, provider) in &toml.model_providers {
         let key_path = format!("model_providers.{id}");
         if built_ins.contains_key(id) {
-            return Err(invalid(
-                key_path,
-                format!(
-                    "`{id}` is a built-in provider id and cannot be redefined; choose another id"
-                ),
-            ));
+            return Err(invalid(key_path, reserved_id_message(id)));
         }
-        if provider.auth.is_some() {
-            let mut clashes = Vec::new();
-            if provider.env_key.is_some() {
-                clashes.push("env_key");
-            }
-            if provider.experimental_bearer_token.is_some() {
-                clashes.push("experimental_bearer_token");
-            }
-            if provider.requires_openai_auth {
-                clashes.push("requires_openai_auth");
-            }
-            if !clashes.is_empty() {
-                return Err(invalid(
-                    key_path,
-                    format!(
-                        "provider auth cannot be combined with {}",
-                        clashes.join(", ")
-                    ),
-                ));
-            }
+        if provider.auth.is_some()
+            && let Some(message) = auth_clash_message(
+                provider.env_key.is_some(),
+                provider.experimental_bearer_token.is_some(),
+                provider.requires_openai_auth,
+            )
+        {
+            return Err(invalid(key_path, message));
         }
     }
     if let Some(id) = &toml.model_provider
         && !toml.model_providers.contains_key(id)
         && !built_ins.contains_key(id)
     {
-        let mut known: Vec<&str> = toml.model_providers.keys().map(String::as_str).collect();
-        known.extend(built_ins.keys().map(String::as_str));
+        let known = toml.model_providers.keys().chain(built_ins.keys());
         return Err(invalid(
             "model_provider".to_owned(),
-            format!(
-                "`{id}` is not a defined or built-in provider (known: {})",
-                known.join(", ")
-            ),
+            unknown_default_message(id, known),
         ));
     }
     Ok(())
+}
+
+/// The cross-field messages, shared by the native and the Codex reader so both say the
+/// same thing.
+pub(crate) fn reserved_id_message(id: &str) -> String {
+    format!("`{id}` is a built-in provider id and cannot be redefined; choose another id")
+}
+
+/// `auth` with any of `env_key`, `experimental_bearer_token`, `requires_openai_auth =
+/// true`: the message naming them in that order, or `None`.
+pub(crate) fn auth_clash_message(
+    env_key: bool,
+    bearer_token: bool,
+    requires_openai_auth: bool,
+) -> Option<String> {
+    let clashes: Vec<&str> = [
+        (env_key, "env_key"),
+        (bearer_token, "experimental_bearer_token"),
+        (requires_openai_auth, "requires_openai_auth"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    (!clashes.is_empty()).then(|| {
+        format!(
+            "provider auth cannot be combined with {}",
+            clashes.join(", ")
+        )
+    })
+}
+
+/// `model_provider` names no provider: the message listing the `known` ones.
+pub(crate) fn unknown_default_message<'a>(
+    id: &str,
+    known: impl Iterator<Item = &'a String>,
+) -> String {
+    let known: Vec<&str> = known.map(String::as_str).collect();
+    format!(
+        "`{id}` is not a defined or built-in provider (known: {})",
+        known.join(", ")
+    )
 }
 
 #[cfg(test)]

@@ -25,35 +25,40 @@ use std::sync::Arc;
 
 use crate::AuthManager;
 
-/// The statuses that mean "this token is no longer good" for an integration: the
-/// provider's (`ModelProviderInfo::is_reauth_status`), or 401 alone.
+/// What both integrations hold: the provider's manager and the statuses that mean "this
+/// token is no longer good".
 #[derive(Debug, Clone)]
-pub(crate) struct Reauth(Arc<[u16]>);
+pub(crate) struct Binding {
+    pub(crate) manager: Arc<dyn AuthManager>,
+    reauth: Arc<[u16]>,
+}
 
-impl Reauth {
-    pub(crate) fn for_provider(info: &provider_config::ModelProviderInfo) -> Self {
+impl Binding {
+    /// Over `manager`, with 401 alone meaning a rejected token.
+    pub(crate) fn new(manager: Arc<dyn AuthManager>) -> Self {
+        Self {
+            manager,
+            reauth: Arc::from([401u16].as_slice()),
+        }
+    }
+
+    /// For a configured provider: its manager (no base session) and its statuses
+    /// (`ModelProviderInfo::is_reauth_status`).
+    pub(crate) fn for_provider(
+        provider_id: &str,
+        info: &provider_config::ModelProviderInfo,
+    ) -> Result<Self, crate::AuthError> {
         let statuses: Vec<u16> = [401u16, 403]
             .into_iter()
             .filter(|s| info.is_reauth_status(*s))
             .collect();
-        Self(statuses.into())
+        Ok(Self {
+            manager: crate::auth_manager_for_provider(provider_id, info, None)?,
+            reauth: statuses.into(),
+        })
     }
 
     pub(crate) fn is_reauth(&self, status: u16) -> bool {
-        self.0.contains(&status)
+        self.reauth.contains(&status)
     }
-}
-
-impl Default for Reauth {
-    fn default() -> Self {
-        Self(Arc::from([401u16].as_slice()))
-    }
-}
-
-/// The manager for a configured provider, as the integrations build it (no base session).
-pub(crate) fn manager_for(
-    provider_id: &str,
-    info: &provider_config::ModelProviderInfo,
-) -> Result<Arc<dyn AuthManager>, crate::AuthError> {
-    crate::auth_manager_for_provider(provider_id, info, None)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
-use super::Reauth;
+use super::Binding;
 use crate::{AuthError, AuthManager, AuthRetry, RequestAuth};
 
 /// A `reqwest_middleware::Middleware` that adds a provider's credential to every request
@@ -17,16 +17,14 @@ use crate::{AuthError, AuthManager, AuthRetry, RequestAuth};
 /// `reqwest_middleware::Error::Middleware`.
 #[derive(Debug, Clone)]
 pub struct AuthMiddleware {
-    manager: Arc<dyn AuthManager>,
-    reauth: Reauth,
+    binding: Binding,
 }
 
 impl AuthMiddleware {
     /// A middleware over `manager`, treating 401 as a rejected token.
     pub fn new(manager: Arc<dyn AuthManager>) -> Self {
         Self {
-            manager,
-            reauth: Reauth::default(),
+            binding: Binding::new(manager),
         }
     }
 
@@ -42,8 +40,7 @@ impl AuthMiddleware {
         info: &provider_config::ModelProviderInfo,
     ) -> Result<Self, AuthError> {
         Ok(Self {
-            manager: super::manager_for(provider_id, info)?,
-            reauth: Reauth::for_provider(info),
+            binding: Binding::for_provider(provider_id, info)?,
         })
     }
 }
@@ -56,7 +53,7 @@ impl Middleware for AuthMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let mut auth = RequestAuth::new(self.manager.clone());
+        let mut auth = RequestAuth::new(self.binding.manager.clone());
         let mut request = request;
         loop {
             let replay = request.try_clone();
@@ -69,7 +66,7 @@ impl Middleware for AuthMiddleware {
             }
             let response = next.clone().run(request, extensions).await?;
             let status = response.status().as_u16();
-            if !self.reauth.is_reauth(status) {
+            if !self.binding.is_reauth(status) {
                 if response.status().is_success() {
                     auth.on_success();
                 }

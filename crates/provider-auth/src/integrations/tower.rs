@@ -9,7 +9,7 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::Reauth;
+use super::Binding;
 use crate::{AuthError, AuthManager, AuthRetry, RequestAuth};
 
 /// The error of an [`AuthService`]: the inner service's, or an [`AuthError`] (no credential
@@ -31,16 +31,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// ```
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
-    manager: Arc<dyn AuthManager>,
-    reauth: Reauth,
+    binding: Binding,
 }
 
 impl AuthLayer {
     /// A layer over `manager`, treating 401 as a rejected token.
     pub fn new(manager: Arc<dyn AuthManager>) -> Self {
         Self {
-            manager,
-            reauth: Reauth::default(),
+            binding: Binding::new(manager),
         }
     }
 
@@ -56,8 +54,7 @@ impl AuthLayer {
         info: &provider_config::ModelProviderInfo,
     ) -> Result<Self, AuthError> {
         Ok(Self {
-            manager: super::manager_for(provider_id, info)?,
-            reauth: Reauth::for_provider(info),
+            binding: Binding::for_provider(provider_id, info)?,
         })
     }
 }
@@ -68,8 +65,7 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AuthService {
             inner,
-            manager: self.manager.clone(),
-            reauth: self.reauth.clone(),
+            binding: self.binding.clone(),
         }
     }
 }
@@ -78,8 +74,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct AuthService<S> {
     inner: S,
-    manager: Arc<dyn AuthManager>,
-    reauth: Reauth,
+    binding: Binding,
 }
 
 impl<S, B, RB> Service<Request<B>> for AuthService<S>
@@ -102,10 +97,9 @@ where
         // The service that was made ready serves the first attempt; a clone the retry.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let manager = self.manager.clone();
-        let reauth = self.reauth.clone();
+        let binding = self.binding.clone();
         Box::pin(async move {
-            let mut auth = RequestAuth::new(manager);
+            let mut auth = RequestAuth::new(binding.manager.clone());
             loop {
                 let mut attempt = request.clone();
                 for (name, value) in auth.credential_headers().await? {
@@ -116,7 +110,7 @@ where
                     .map_err(Into::into)?;
                 let response = inner.call(attempt).await.map_err(Into::into)?;
                 let status = response.status().as_u16();
-                if !reauth.is_reauth(status) {
+                if !binding.is_reauth(status) {
                     if response.status().is_success() {
                         auth.on_success();
                     }
