@@ -246,7 +246,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(codex_flag_before_subcommand(std::env::args_os())) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
@@ -419,6 +419,30 @@ fn run(cli: Cli) -> Result<(), CliError> {
         )),
         Command::MintToken { url, text } => block_on(commands::dev::mint(&url, text)),
     }
+}
+
+/// `--codex-config` takes an optional PATH, so in `modelauth --codex-config check` the
+/// subcommand would be read as the path: a valueless flag right before a subcommand name is
+/// moved to the end of the line, where it has no value to take.
+fn codex_flag_before_subcommand(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let subcommands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    let mut args: Vec<std::ffi::OsString> = args.collect();
+    let misplaced = args.windows(2).position(|pair| {
+        pair[0] == "--codex-config"
+            && pair[1]
+                .to_str()
+                .is_some_and(|n| subcommands.iter().any(|s| s == n))
+    });
+    if let Some(i) = misplaced {
+        let flag = args.remove(i);
+        args.push(flag);
+    }
+    args
 }
 
 /// The shared token store, opted in for this process unless `--no-shared-cache`, or the

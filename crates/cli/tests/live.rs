@@ -257,6 +257,14 @@ fn codex_config_check_live_debugs_codex_own_auth_command() {
     assert_no_secret(&out);
     assert_eq!(home.runs(), 1);
     insta::assert_snapshot!(transcript(&out, home.dir()));
+    // Before the subcommand, with no value, the flag still means Codex's default file.
+    let out = run_in(
+        Path::new("/"),
+        &["--codex-config", "check"],
+        &[("CODEX_HOME", &dir)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("corp "));
     // An explicit path reads the same file.
     let out = run_in(
         Path::new("/"),
