@@ -23,12 +23,11 @@ use crate::output::print;
 #[command(
     name = "modelauth",
     version,
-    about,
     long_about = None,
     after_help = "Examples:
   modelauth check --live            run each token command once and say what it printed
   modelauth token -p corp           obtain a token (redacted summary)
-  modelauth proxy                   serve http://127.0.0.1:4000/<provider> for any OpenAI tool
+  modelauth proxy                   serve http://127.0.0.1:8585/<provider> for any OpenAI tool
   modelauth demo                    the whole thing against an embedded gateway, no network
 
 Environment: MODELAUTH_CONFIG (config file), RUST_LOG (log filter, e.g. modelauth=debug),
@@ -194,8 +193,8 @@ enum Command {
     /// tool at http://HOST:PORT/<provider>.
     #[command(after_help = "Examples:
   modelauth proxy -p corp
-  OPENAI_BASE_URL=http://127.0.0.1:4000/corp OPENAI_API_KEY=unused codex
-  MODELAUTH_PROXY_KEY=$(openssl rand -hex 16) modelauth proxy --listen 0.0.0.0:4000 --client-key-env MODELAUTH_PROXY_KEY")]
+  OPENAI_BASE_URL=http://127.0.0.1:8585/corp OPENAI_API_KEY=unused codex
+  MODELAUTH_PROXY_KEY=$(openssl rand -hex 16) modelauth proxy --listen 0.0.0.0:8585 --client-key-env MODELAUTH_PROXY_KEY")]
     Proxy {
         /// A provider to serve (repeatable; default: every provider of the config file).
         #[arg(short, long = "provider", value_name = "ID")]

@@ -446,3 +446,10 @@ fn bench_duration_errors() {
     insta::assert_snapshot!(shown);
     assert_eq!(script.runs(), 0);
 }
+
+#[test]
+fn the_top_level_help_is_pinned() {
+    let out = run_in(Path::new("/"), &["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    insta::assert_snapshot!(text(&out.stdout));
+}
