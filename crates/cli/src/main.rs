@@ -426,11 +426,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
 fn codex_flag_before_subcommand(
     args: impl Iterator<Item = std::ffi::OsString>,
 ) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.collect();
+    if !args.iter().any(|a| a == "--codex-config") {
+        return args;
+    }
     let subcommands: Vec<String> = Cli::command()
         .get_subcommands()
         .map(|c| c.get_name().to_owned())
         .collect();
-    let mut args: Vec<std::ffi::OsString> = args.collect();
     let misplaced = args.windows(2).position(|pair| {
         pair[0] == "--codex-config"
             && pair[1]

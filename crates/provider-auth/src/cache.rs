@@ -285,34 +285,47 @@ impl TokenCache {
     }
 
     /// The cached credential, without waiting: `None` when there is no usable one (nothing
-    /// obtained yet, or past its lifetime with no refresh running). Like
-    /// [`TokenCache::credential`], it starts a background refresh once 80% of the lifetime
-    /// has passed, and one when the token is past its lifetime, if called inside a Tokio
+    /// obtained yet, or past its lifetime with no refresh running). It never starts the
+    /// first run. Like [`TokenCache::credential`] it starts a background refresh when the
+    /// token is due (80% of its lifetime) or past its lifetime, if called inside a Tokio
     /// runtime; outside one it only reads.
     pub fn peek(self: &Arc<Self>) -> Option<Credential> {
         let mut state = lock(&self.state);
         let now = Instant::now();
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let idle = runtime.is_some() && !state.in_backoff(now) && state.running_flight().is_none();
-        let cached = state.current.as_ref()?;
-        if cached.fresh(now) {
-            let credential = cached.credential.clone();
-            let due = self.policy.refresh_ahead && cached.refresh_at.is_some_and(|t| now >= t);
-            if let (true, true, Some(runtime)) = (due, idle, runtime) {
-                let flight = self.start_flight(&mut state, RefreshReason::RefreshAhead);
-                runtime.spawn(flight);
-            }
-            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(credential) = self.fresh_hit(&mut state, now) {
             return Some(credential);
         }
+        let cached = state.current.as_ref()?;
         let usable = cached
             .usable_while_refreshing(now)
             .then(|| cached.credential.clone());
-        if let (true, Some(runtime)) = (idle, runtime) {
+        if !state.in_backoff(now)
+            && state.running_flight().is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
             let flight = self.start_flight(&mut state, RefreshReason::Expired);
             runtime.spawn(flight);
         }
         usable.filter(|_| state.running_flight().is_some())
+    }
+
+    /// The hot path of [`TokenCache::credential`] and [`TokenCache::peek`]: a fresh token,
+    /// starting a background refresh once 80% of its lifetime has passed (inside a Tokio
+    /// runtime). Nothing but the clock and one counter unless a refresh is due.
+    fn fresh_hit(self: &Arc<Self>, state: &mut State, now: Instant) -> Option<Credential> {
+        let cached = state.current.as_ref().filter(|c| c.fresh(now))?;
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        let credential = cached.credential.clone();
+        let due = self.policy.refresh_ahead && cached.refresh_at.is_some_and(|t| now >= t);
+        if due
+            && !state.in_backoff(now)
+            && state.running_flight().is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let flight = self.start_flight(state, RefreshReason::RefreshAhead);
+            runtime.spawn(flight);
+        }
+        Some(credential)
     }
 
     /// The current credential: cached if usable (starting a background refresh once 80% of
@@ -321,20 +334,7 @@ impl TokenCache {
         let flight = {
             let mut state = lock(&self.state);
             let now = Instant::now();
-            // Hot path: a fresh token. Nothing but the clock and one counter.
-            if let Some(cached) = &state.current
-                && cached.fresh(now)
-            {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                let credential = cached.credential.clone();
-                if self.policy.refresh_ahead
-                    && cached.refresh_at.is_some_and(|t| now >= t)
-                    && !state.in_backoff(now)
-                    && state.running_flight().is_none()
-                {
-                    let flight = self.start_flight(&mut state, RefreshReason::RefreshAhead);
-                    tokio::spawn(flight);
-                }
+            if let Some(credential) = self.fresh_hit(&mut state, now) {
                 return Ok(credential);
             }
             let running = state.running_flight();

@@ -40,10 +40,10 @@ pub trait AuthManager: Send + Sync + fmt::Debug {
     /// The gateway answered 401 to `sent`.
     async fn unauthorized(&self, sent: &Credential) -> Result<Recovery, AuthError>;
 
-    /// The credential as it is now, without waiting or running anything: for clients whose
-    /// header hook is synchronous (async-openai's `Config::headers()`). `None` when there is
-    /// no usable credential yet: call [`AuthManager::credential`] first (at start-up), and
-    /// whenever this returns `None`.
+    /// The credential as it is now, without waiting: for clients whose header hook is
+    /// synchronous (async-openai's `Config::headers()`). It never starts the first run:
+    /// `None` when there is no usable credential yet, so call [`AuthManager::credential`]
+    /// first (at start-up), and whenever this returns `None`.
     ///
     /// Staleness: the value is the cached token of this moment. A background refresh keeps
     /// it fresh while calls keep coming (inside a Tokio runtime), but a token a gateway has

@@ -3,6 +3,8 @@
 //! does with it: `# expect: accepted`, or the error it refuses it with.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use provider_config::{
@@ -13,14 +15,7 @@ use provider_config::{
 const HOME: &str = "/home/ada";
 
 fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codex");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
+    support::toml_files("codex")
 }
 
 fn load(name: &str) -> Result<provider_config::Config, ConfigError> {

@@ -1,21 +1,14 @@
 //! The committed schema is fresh, and the schema and the parser agree on every example.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use provider_config::{ConfigError, config_schema_json, parse_config_str};
 
 fn examples(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/examples")
-        .join(kind);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
+    support::toml_files(&format!("examples/{kind}"))
 }
 
 fn validator() -> jsonschema::Validator {
