@@ -2,7 +2,6 @@
 //! network and no config of the user's.
 
 use std::future::Future;
-use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,7 +75,7 @@ pub async fn demo() -> Result<(), CliError> {
     let started = Instant::now();
     let mut demo = Demo {
         manager: None,
-        spinner: std::io::stderr().is_terminal(),
+        spinner: crate::output::progress_on_stderr(),
     };
     let exe = std::env::current_exe()
         .map_err(|e| CliError::runtime(format!("cannot find the modelauth binary: {e}")))?;
