@@ -12,7 +12,6 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt as _};
 use http::{HeaderMap, HeaderName, StatusCode, header};
 use provider_auth::{AuthError, AuthRetry, RequestAuth};
-use provider_config::ModelProviderInfo;
 use url::Url;
 
 use crate::TRACING_TARGET;
@@ -95,13 +94,16 @@ fn is_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// `<base_url>/<rest>` with the client's query, then the provider's `query_params`.
-pub(crate) fn upstream_url(
-    info: &ModelProviderInfo,
-    rest: &str,
-    query: Option<&str>,
-) -> Result<Url, String> {
-    let mut url = info.endpoint_url(rest)?;
+/// `<base_url>/<rest>` with the client's query, then the provider's `query_params`: the
+/// same URL as [`provider_config::ModelProviderInfo::endpoint_url`], from the route's `base` parsed at bind.
+pub(crate) fn upstream_url(route: &Route, rest: &str, query: Option<&str>) -> Url {
+    let mut url = route.base.clone();
+    let path = format!(
+        "{}/{}",
+        url.path().trim_end_matches('/'),
+        rest.trim_start_matches('/')
+    );
+    url.set_path(&path);
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         let merged = match url.query() {
             Some(params) if !params.is_empty() => format!("{q}&{params}"),
@@ -109,7 +111,7 @@ pub(crate) fn upstream_url(
         };
         url.set_query(Some(&merged));
     }
-    Ok(url)
+    url
 }
 
 /// The inbound headers that may go upstream: no credential, no hop-by-hop header (nor one
@@ -154,13 +156,7 @@ async fn forward(
     rest: &str,
     limit: usize,
 ) -> (Response, bool) {
-    let url = match upstream_url(&route.info, rest, request.uri().query()) {
-        Ok(url) => url,
-        Err(detail) => {
-            route.count(|c| &c.errors);
-            return (answer(ProxyErrorCode::UpstreamUnreachable, detail), false);
-        }
-    };
+    let url = upstream_url(route, rest, request.uri().query());
     let method = request.method().clone();
     let headers = upstream_headers(route, request.headers());
     let declared = request
@@ -198,12 +194,10 @@ async fn forward(
                 None => reqwest::Body::from(Bytes::new()),
             },
         };
-        let send = route
-            .http
-            .request(method.clone(), url.clone())
-            .headers(attempt)
-            .body(body)
-            .send();
+        let mut upstream = reqwest::Request::new(method.clone(), url.clone());
+        *upstream.headers_mut() = attempt;
+        *upstream.body_mut() = Some(body);
+        let send = route.http.execute(upstream);
         let response = match tokio::time::timeout(route.info.stream_idle_timeout(), send).await {
             Err(_) => {
                 route.count(|c| &c.errors);
@@ -321,33 +315,43 @@ async fn pass_back(
     response: reqwest::Response,
     auth: Option<&RequestAuth>,
 ) -> Response {
+    if response.status().as_u16() < 400 {
+        // The upstream answer as it is, in place: every body frame goes on as it arrives.
+        let (mut parts, body) = http::Response::from(response).into_parts();
+        drop_not_forwarded(&mut parts.headers);
+        // Only status, headers and body go on: not the upstream's HTTP version, nor what
+        // the client stored beside them (a reason phrase other than the standard one).
+        parts.version = http::Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        return Response::from_parts(parts, Body::new(body));
+    }
     let status = response.status();
-    let mut headers = HeaderMap::new();
-    for (name, value) in response.headers() {
-        if !NOT_FORWARDED.contains(&name.as_str()) || name == header::CONTENT_LENGTH {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    let body = if status.as_u16() >= 400 {
-        headers.remove(header::CONTENT_LENGTH);
-        let raw = read_error_body(route, response).await;
-        let scrubber = match auth {
-            Some(auth) => auth.scrubber_with(&route.header_secrets),
-            None => RequestAuth::new(route.auth.clone()).scrubber_with(&route.header_secrets),
-        };
-        Body::from(scrubber.scrub(&String::from_utf8_lossy(&raw)))
-    } else {
-        // The upstream body as it is: every frame goes on as it arrives.
-        Body::new(http::Response::from(response).into_body())
+    let mut headers = response.headers().clone();
+    drop_not_forwarded(&mut headers);
+    // The scrubbed body has another length, and goes back uncompressed.
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::CONTENT_ENCODING);
+    let raw = read_error_body(route, response).await;
+    let scrubber = match auth {
+        Some(auth) => auth.scrubber_with(&route.header_secrets),
+        None => RequestAuth::new(route.auth.clone()).scrubber_with(&route.header_secrets),
     };
-    let mut out = Response::new(body);
+    let mut out = Response::new(Body::from(scrubber.scrub(&String::from_utf8_lossy(&raw))));
     *out.status_mut() = status;
-    for (name, value) in &headers {
-        if name != HeaderName::from_static("content-encoding") || status.as_u16() < 400 {
-            out.headers_mut().append(name.clone(), value.clone());
-        }
-    }
+    *out.headers_mut() = headers;
     out
+}
+
+/// Removes the hop-by-hop headers of a gateway answer; its `Content-Length` stays.
+fn drop_not_forwarded(headers: &mut HeaderMap) {
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| *name != header::CONTENT_LENGTH && NOT_FORWARDED.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
+    }
 }
 
 async fn read_error_body(route: &Route, mut response: reqwest::Response) -> Vec<u8> {

@@ -115,6 +115,8 @@ pub(crate) struct Counters {
 pub(crate) struct Route {
     pub(crate) id: String,
     pub(crate) info: ModelProviderInfo,
+    /// `base_url` with the provider's `query_params`, parsed once at bind.
+    pub(crate) base: url::Url,
     pub(crate) auth: Arc<dyn AuthManager>,
     pub(crate) headers: http::HeaderMap,
     pub(crate) header_secrets: Vec<String>,
@@ -169,15 +171,20 @@ impl Proxy {
                 detail,
             };
             let headers = provider_auth::provider_headers(&p.info).map_err(problem)?;
+            let base = p.info.endpoint_url("").map_err(problem)?;
             let http = reqwest::Client::builder()
                 .connect_timeout(p.info.connect_timeout())
                 .redirect(reqwest::redirect::Policy::none())
+                // The proxy retries nothing but an auth failure (and that itself); without
+                // this, every request would also be copied for a retry that never comes.
+                .retry(reqwest::retry::never().max_retries_per_request(0))
                 .build()
                 .map_err(|e| problem(format!("cannot build the HTTP client: {e}")))?;
             let route = Route {
                 id: p.id.clone(),
                 header_secrets: provider_auth::configured_header_values(&p.info),
                 info: p.info,
+                base,
                 auth: p.auth,
                 headers,
                 http,

@@ -36,10 +36,7 @@ pub(crate) async fn relay(route: &Arc<Route>, request: Request<Body>, rest: &str
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let mut url = match upstream_url(&route.info, rest, parts.uri.query()) {
-        Ok(url) => url,
-        Err(detail) => return answer(ProxyErrorCode::UpstreamUnreachable, detail),
-    };
+    let mut url = upstream_url(route, rest, parts.uri.query());
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
     if url.set_scheme(scheme).is_err() {
         return answer(
