@@ -30,12 +30,20 @@ fn write_config(dir: &Path, base_url: &str) {
 
 /// Starts `modelauth proxy ARGS` and reads its address lines.
 fn spawn(dir: &Path, args: &[&str]) -> (Child, Vec<String>) {
+    spawn_with_env(dir, args, &[])
+}
+
+/// [`spawn`] with extra environment variables (and none of `NO_PROXY`).
+fn spawn_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, Vec<String>) {
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(dir.join("config.toml"))
         .arg("proxy")
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
+        .envs(env.iter().copied())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -120,6 +128,45 @@ async fn prints_its_addresses_serves_logs_without_secrets_and_stops_on_sigterm()
     );
     let token = gw.mint_token().access_token;
     assert!(!log.contains(&token[..16]), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reaches_the_gateway_through_the_proxy_the_environment_names() {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let corporate = test_support::ConnectProxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    write_script(
+        dir.path(),
+        &format!("echo {}", gw.mint_token().access_token),
+    );
+    write_config(dir.path(), &gw.base_url());
+    let (child, lines) = spawn_with_env(dir.path(), &[], &[("HTTP_PROXY", &corporate.url())]);
+    let _stop = Killed(child);
+    let addr = lines[0]
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for _ in 0..3 {
+        let response = client
+            .get(format!("http://{addr}/corp/models"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // One tunnel to the gateway, kept alive for the three requests.
+    assert_eq!(corporate.tunnels(), vec![gw.addr().to_string()]);
+}
+
+/// Kills the proxy when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

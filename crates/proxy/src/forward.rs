@@ -11,6 +11,8 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt as _};
 use http::{HeaderMap, HeaderName, StatusCode, header};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use provider_auth::{AuthError, AuthRetry, RequestAuth};
 use url::Url;
 
@@ -157,6 +159,14 @@ async fn forward(
     limit: usize,
 ) -> (Response, bool) {
     let url = upstream_url(route, rest, request.uri().query());
+    let Ok(uri) = url.as_str().parse::<http::Uri>() else {
+        route.count(|c| &c.errors);
+        let detail = format!(
+            "provider `{}`: the gateway URL is not a valid HTTP URI",
+            route.id
+        );
+        return (answer(ProxyErrorCode::UpstreamUnreachable, detail), false);
+    };
     let method = request.method().clone();
     let headers = upstream_headers(route, request.headers());
     let declared = request
@@ -188,16 +198,17 @@ async fn forward(
             attempt.insert(name, value);
         }
         let body = match &mut payload {
-            Payload::Buffered(bytes) => reqwest::Body::from(bytes.clone()),
+            Payload::Buffered(bytes) => Body::from(bytes.clone()),
             Payload::Streaming(stream) => match stream.take() {
-                Some(s) => reqwest::Body::wrap_stream(s),
-                None => reqwest::Body::from(Bytes::new()),
+                Some(s) => Body::from_stream(s),
+                None => Body::empty(),
             },
         };
-        let mut upstream = reqwest::Request::new(method.clone(), url.clone());
+        let mut upstream = http::Request::new(body);
+        *upstream.method_mut() = method.clone();
+        *upstream.uri_mut() = uri.clone();
         *upstream.headers_mut() = attempt;
-        *upstream.body_mut() = Some(body);
-        let send = route.http.execute(upstream);
+        let send = route.http.request(upstream);
         let response = match tokio::time::timeout(route.info.stream_idle_timeout(), send).await {
             Err(_) => {
                 route.count(|c| &c.errors);
@@ -214,12 +225,19 @@ async fn forward(
             }
             Ok(Err(e)) => {
                 route.count(|c| &c.errors);
-                let code = if e.is_timeout() {
+                let root = root_cause(&e);
+                let timed_out = root
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+                let code = if timed_out {
                     ProxyErrorCode::UpstreamTimeout
                 } else {
                     ProxyErrorCode::UpstreamUnreachable
                 };
-                return (answer(code, unreachable_message(route, &url, &e)), replayed);
+                return (
+                    answer(code, unreachable_message(route, &url, root)),
+                    replayed,
+                );
             }
             Ok(Ok(response)) => response,
         };
@@ -264,11 +282,18 @@ fn token_unavailable(route: &Route, e: &AuthError) -> Response {
     )
 }
 
-fn unreachable_message(route: &Route, url: &Url, e: &reqwest::Error) -> String {
-    let mut root: &dyn std::error::Error = e;
+/// The innermost error: the reason itself (`Connection refused`, a TLS alert...).
+fn root_cause<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut root = e;
     while let Some(next) = root.source() {
         root = next;
     }
+    root
+}
+
+fn unreachable_message(route: &Route, url: &Url, root: &dyn std::error::Error) -> String {
     // The host only: the URL's query may hold a key.
     format!(
         "provider `{}`: cannot reach {}:{}: {root}",
@@ -312,12 +337,12 @@ async fn read_for_replay(
 /// most 64 KiB within `request_timeout_ms`, and scrubbed of every token sent to the provider.
 async fn pass_back(
     route: &Route,
-    response: reqwest::Response,
+    response: http::Response<Incoming>,
     auth: Option<&RequestAuth>,
 ) -> Response {
-    if response.status().as_u16() < 400 {
+    let (mut parts, body) = response.into_parts();
+    if parts.status.as_u16() < 400 {
         // The upstream answer as it is, in place: every body frame goes on as it arrives.
-        let (mut parts, body) = http::Response::from(response).into_parts();
         drop_not_forwarded(&mut parts.headers);
         // Only status, headers and body go on: not the upstream's HTTP version, nor what
         // the client stored beside them (a reason phrase other than the standard one).
@@ -325,19 +350,18 @@ async fn pass_back(
         parts.extensions = http::Extensions::new();
         return Response::from_parts(parts, Body::new(body));
     }
-    let status = response.status();
-    let mut headers = response.headers().clone();
+    let mut headers = parts.headers;
     drop_not_forwarded(&mut headers);
     // The scrubbed body has another length, and goes back uncompressed.
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::CONTENT_ENCODING);
-    let raw = read_error_body(route, response).await;
+    let raw = read_error_body(route, body).await;
     let scrubber = match auth {
         Some(auth) => auth.scrubber_with(&route.header_secrets),
         None => RequestAuth::new(route.auth.clone()).scrubber_with(&route.header_secrets),
     };
     let mut out = Response::new(Body::from(scrubber.scrub(&String::from_utf8_lossy(&raw))));
-    *out.status_mut() = status;
+    *out.status_mut() = parts.status;
     *out.headers_mut() = headers;
     out
 }
@@ -354,12 +378,16 @@ fn drop_not_forwarded(headers: &mut HeaderMap) {
     }
 }
 
-async fn read_error_body(route: &Route, mut response: reqwest::Response) -> Vec<u8> {
+async fn read_error_body(route: &Route, mut body: Incoming) -> Vec<u8> {
     let deadline = Instant::now() + route.info.request_timeout();
     let mut raw = Vec::new();
     while raw.len() < MAX_ERROR_BODY {
-        match tokio::time::timeout_at(deadline.into(), response.chunk()).await {
-            Ok(Ok(Some(chunk))) => raw.extend_from_slice(&chunk),
+        match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    raw.extend_from_slice(data);
+                }
+            }
             _ => break,
         }
     }

@@ -42,6 +42,7 @@ mod access;
 mod error;
 mod forward;
 mod server;
+mod upstream;
 mod websocket;
 
 pub use error::{ProxyError, ProxyErrorCode};

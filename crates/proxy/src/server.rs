@@ -120,7 +120,7 @@ pub(crate) struct Route {
     pub(crate) auth: Arc<dyn AuthManager>,
     pub(crate) headers: http::HeaderMap,
     pub(crate) header_secrets: Vec<String>,
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: crate::upstream::UpstreamClient,
     pub(crate) counters: Counters,
 }
 
@@ -172,14 +172,7 @@ impl Proxy {
             };
             let headers = provider_auth::provider_headers(&p.info).map_err(problem)?;
             let base = p.info.endpoint_url("").map_err(problem)?;
-            let http = reqwest::Client::builder()
-                .connect_timeout(p.info.connect_timeout())
-                .redirect(reqwest::redirect::Policy::none())
-                // The proxy retries nothing but an auth failure (and that itself); without
-                // this, every request would also be copied for a retry that never comes.
-                .retry(reqwest::retry::never().max_retries_per_request(0))
-                .build()
-                .map_err(|e| problem(format!("cannot build the HTTP client: {e}")))?;
+            let http = crate::upstream::client(p.info.connect_timeout()).map_err(problem)?;
             let route = Route {
                 id: p.id.clone(),
                 header_secrets: provider_auth::configured_header_values(&p.info),

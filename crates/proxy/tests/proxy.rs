@@ -573,3 +573,24 @@ async fn an_api_key_gateway_gets_the_providers_key_never_the_clients() {
     assert_eq!(received[0].headers.get_all("api-key").iter().count(), 1);
     assert!(!received[0].headers.contains_key("authorization"));
 }
+
+#[tokio::test]
+async fn an_https_gateway_that_does_not_speak_tls_is_unreachable_and_says_where() {
+    // The dev gateway speaks plain HTTP: addressed as https, the TLS handshake fails.
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let script = TokenScript::new("echo minted-abc");
+    let https = gw.base_url().replacen("http://", "https://", 1);
+    let running = start(on_loopback(vec![provider(&https, &script)])).await;
+    let response = http().get(running.url("/dev/models")).send().await.unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_unreachable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("provider `dev`: cannot reach {}: ", gw.addr())),
+        "{message}"
+    );
+    assert!(!message.contains("minted-abc"), "{message}");
+    assert_eq!(gw.counters().requests(Route::Models), 0);
+}

@@ -41,4 +41,5 @@ mod proxy;
 mod session;
 
 pub use error::RealtimeError;
+pub use proxy::connect_tcp;
 pub use session::{MAX_MESSAGE_BYTES, RealtimeClient, RealtimeEvent, RealtimeSession, Socket};

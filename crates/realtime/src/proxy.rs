@@ -1,5 +1,6 @@
 //! Reaching the gateway through an HTTP proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
-//! `NO_PROXY`), the same settings the HTTP client honours, with a `CONNECT` tunnel.
+//! `NO_PROXY`), the same settings the HTTP client honours, with a `CONNECT` tunnel. Used for
+//! websockets here, and by the `proxy` crate for every upstream connection.
 
 use base64::Engine as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -9,24 +10,36 @@ use url::Url;
 /// Largest proxy answer to a `CONNECT` read before giving up.
 const MAX_CONNECT_ANSWER: usize = 8 * 1024;
 
-/// The proxy for `target` (a ws:// or wss:// URL) from `env`, if any: `HTTPS_PROXY` for
-/// wss, `HTTP_PROXY` for ws (upper or lower case), else `ALL_PROXY`; `NO_PROXY` exempts
-/// hosts (`*`, exact names or IPs, and domain suffixes such as `.corp` or `corp`).
-pub(crate) fn proxy_for(target: &Url, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+/// A TCP connection to `host:port` (a name, an IPv4 address or a bracketed IPv6 one) for a
+/// `secure` (https, wss) or plain (http, ws) target: through the HTTP proxy the environment
+/// names for it, with a `CONNECT` tunnel, else directly. An error names the proxy's host and
+/// port, never its credentials.
+pub async fn connect_tcp(secure: bool, host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let host = host.trim_matches(['[', ']']);
+    match proxy_for(secure, host, |var| std::env::var(var).ok()) {
+        Some(proxy) => tunnel(&proxy, host, port)
+            .await
+            .map_err(|e| std::io::Error::other(e.0)),
+        None => TcpStream::connect((host, port)).await,
+    }
+}
+
+/// The proxy for `host` from `env`, if any: `HTTPS_PROXY` for a secure target, `HTTP_PROXY`
+/// for a plain one (upper or lower case), else `ALL_PROXY`; `NO_PROXY` exempts hosts (`*`,
+/// exact names or IPs, and domain suffixes such as `.corp` or `corp`).
+fn proxy_for(secure: bool, host: &str, env: impl Fn(&str) -> Option<String>) -> Option<String> {
     let var = |name: &str| {
         env(name)
             .or_else(|| env(&name.to_ascii_lowercase()))
             .filter(|v| !v.trim().is_empty())
     };
-    let proxy = match target.scheme() {
-        "wss" => var("HTTPS_PROXY"),
-        _ => var("HTTP_PROXY"),
+    let proxy = if secure {
+        var("HTTPS_PROXY")
+    } else {
+        var("HTTP_PROXY")
     }
     .or_else(|| var("ALL_PROXY"))?;
-    let host = target
-        .host_str()?
-        .trim_matches(['[', ']'])
-        .to_ascii_lowercase();
+    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
     let exempt = var("NO_PROXY").is_some_and(|list| {
         list.split(',').map(str::trim).any(|entry| {
             let entry = entry.trim_start_matches("*.").trim_start_matches('.');
@@ -39,10 +52,10 @@ pub(crate) fn proxy_for(target: &Url, env: impl Fn(&str) -> Option<String>) -> O
 }
 
 /// Why a tunnel could not be opened. Never holds proxy credentials.
-pub(crate) struct TunnelError(pub(crate) String);
+struct TunnelError(String);
 
 /// Opens a TCP connection to `target_host:target_port` through the HTTP proxy at `proxy`.
-pub(crate) async fn tunnel(
+async fn tunnel(
     proxy: &str,
     target_host: &str,
     target_port: u16,
@@ -51,7 +64,7 @@ pub(crate) async fn tunnel(
         Url::parse(proxy).map_err(|_| TunnelError("the proxy setting is not a URL".to_owned()))?;
     if url.scheme() != "http" {
         return Err(TunnelError(format!(
-            "proxy scheme `{}` is not supported for websockets (use an http:// proxy)",
+            "proxy scheme `{}` is not supported (use an http:// proxy)",
             url.scheme()
         )));
     }
@@ -149,29 +162,37 @@ mod tests {
 
     #[test]
     fn the_proxy_follows_the_scheme_and_no_proxy() {
-        let wss = Url::parse("wss://gw.corp.example/v1/realtime").unwrap();
-        let ws = Url::parse("ws://127.0.0.1:9/v1/realtime").unwrap();
+        let wss = |env: &dyn Fn(&str) -> Option<String>| proxy_for(true, "gw.corp.example", env);
+        let ws = |env: &dyn Fn(&str) -> Option<String>| proxy_for(false, "127.0.0.1", env);
         let vars = env(&[
             ("https_proxy", "http://p:3128"),
             ("HTTP_PROXY", "http://q:8080"),
         ]);
-        assert_eq!(proxy_for(&wss, &vars).as_deref(), Some("http://p:3128"));
-        assert_eq!(proxy_for(&ws, &vars).as_deref(), Some("http://q:8080"));
+        assert_eq!(wss(&vars).as_deref(), Some("http://p:3128"));
+        assert_eq!(ws(&vars).as_deref(), Some("http://q:8080"));
         let all = env(&[("ALL_PROXY", "http://a:1")]);
-        assert_eq!(proxy_for(&wss, &all).as_deref(), Some("http://a:1"));
+        assert_eq!(wss(&all).as_deref(), Some("http://a:1"));
+        assert_eq!(
+            proxy_for(
+                true,
+                "[::1]",
+                env(&[("HTTPS_PROXY", "http://p:3128"), ("NO_PROXY", "::1")])
+            ),
+            None
+        );
         for no_proxy in ["corp.example", ".corp.example", "*", "x, gw.corp.example"] {
             let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([
                 ("HTTPS_PROXY", "http://p:3128"),
                 ("NO_PROXY", no_proxy),
             ]));
-            assert_eq!(proxy_for(&wss, env(pairs)), None, "{no_proxy}");
+            assert_eq!(wss(&env(pairs)), None, "{no_proxy}");
         }
         let other = env(&[
             ("HTTPS_PROXY", "http://p:3128"),
             ("NO_PROXY", "example.org"),
         ]);
-        assert!(proxy_for(&wss, other).is_some());
-        assert_eq!(proxy_for(&wss, env(&[])), None);
+        assert!(wss(&other).is_some());
+        assert_eq!(wss(&env(&[])), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::error::RealtimeError;
-use crate::proxy::{proxy_for, tunnel};
+use crate::proxy::connect_tcp;
 
 /// Largest message accepted from the server.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -218,16 +218,11 @@ impl RealtimeClient {
         config: WebSocketConfig,
         url: &Url,
     ) -> Result<(Socket, Option<http::HeaderValue>), tungstenite::Error> {
-        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+        let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(443);
-        let socket = match proxy_for(url, |var| std::env::var(var).ok()) {
-            Some(proxy) => tunnel(&proxy, host, port)
-                .await
-                .map_err(|e| tungstenite::Error::Io(std::io::Error::other(e.0)))?,
-            None => TcpStream::connect((host, port))
-                .await
-                .map_err(tungstenite::Error::Io)?,
-        };
+        let socket = connect_tcp(url.scheme() == "wss", host, port)
+            .await
+            .map_err(tungstenite::Error::Io)?;
         socket.set_nodelay(true).map_err(tungstenite::Error::Io)?;
         tokio_tungstenite::client_async_tls_with_config(request, socket, Some(config), None)
             .await
