@@ -35,9 +35,6 @@ pub enum ProxyError {
         /// What is wrong.
         detail: String,
     },
-    /// Serving failed.
-    #[error("the proxy stopped: {0}")]
-    Serve(std::io::Error),
 }
 
 /// The codes of the errors the proxy makes itself (`error.code` in the JSON body).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt as _};
@@ -52,7 +52,7 @@ enum Payload {
 }
 
 /// Every request that is not health or stats.
-pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Response {
+pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response {
     let started = Instant::now();
     let path = request.uri().path().to_owned();
     let trimmed = path.trim_start_matches('/');

@@ -23,7 +23,12 @@
 //!
 //! # Platform and runtime
 //!
-//! Unix only, on a multi-threaded Tokio runtime (the CLI's `modelauth proxy`).
+//! Unix only, on any Tokio runtime. The CLI's `modelauth proxy` runs it on one thread (a
+//! current-thread runtime), like one nginx worker: a request never waits for a second
+//! thread to be scheduled. Server side: HTTP/1.1 with upgrades, on hyper. Upstream: hyper's
+//! pooled HTTP/1.1 client, TLS by rustls with the platform's trust store, through the
+//! proxy that `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` name (`NO_PROXY` respected), with a
+//! `CONNECT` tunnel.
 //!
 //! # Errors
 //!

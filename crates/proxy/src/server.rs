@@ -7,18 +7,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use http::header;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use provider_auth::AuthManager;
 use provider_config::ModelProviderInfo;
 use serde::Serialize;
 
+use crate::TRACING_TARGET;
 use crate::access::{loopback_host, presents_key};
 use crate::error::{ProxyError, ProxyErrorCode, answer};
+
+/// Health: `{"status":"ok"}`.
+const HEALTH_PATH: &str = "/_modelauth/health";
+/// The counters of every provider.
+const STATS_PATH: &str = "/_modelauth/stats";
 
 /// Where the proxy listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8585";
@@ -224,41 +231,95 @@ impl Proxy {
 
     /// Serves until `shutdown` resolves, then stops accepting and lets requests in flight
     /// finish for up to [`SHUTDOWN_GRACE`].
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ProxyError> {
-        let app = Router::new()
-            .route("/_modelauth/health", get(health))
-            .route("/_modelauth/stats", get(stats))
-            .fallback(crate::forward::handle)
-            .layer(axum::middleware::from_fn_with_state(
-                self.shared.clone(),
-                access,
-            ))
-            .with_state(self.shared.clone());
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        };
-        // Small answers go out at once (no Nagle delay on the client side of the hop).
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+    ///
+    /// HTTP/1.1 on plain TCP, every connection on a task of its own (websocket upgrades
+    /// included). Small answers go out at once: `TCP_NODELAY` on every accepted socket.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        // Every connection task holds a receiver: the sender sees when the last one is gone.
+        let (stopping, stop) = tokio::sync::watch::channel(false);
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let tcp = match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    wait_after_accept_error(&e).await;
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(signal);
-        let grace = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
+            let shared = self.shared.clone();
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(respond(&shared, request.map(Body::new)).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let mut connection = std::pin::pin!(connection);
+                // A client that goes away mid-request ends only its own connection.
+                tokio::select! {
+                    _ = connection.as_mut() => return,
+                    _ = stop.changed() => {}
+                }
+                // Stopping: the request in flight is answered, then the connection closes.
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+                drop(stop);
+            });
+        }
+        drop(self.listener);
+        drop(stop);
+        let _ = stopping.send(true);
         tokio::select! {
-            result = serve => result.map_err(ProxyError::Serve),
-            () = grace => Ok(()),
+            () = stopping.closed() => {}
+            () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
         }
     }
+}
+
+/// After a failed `accept`: on at once when only that connection failed, else (out of file
+/// descriptors, out of memory) a pause, so that the loop does not spin while it lasts.
+async fn wait_after_accept_error(e: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(target: TRACING_TARGET, error = %e, "cannot accept a connection; pausing 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Every request: access control first, then health, stats or a provider.
+async fn respond(shared: &Arc<Shared>, request: Request<Body>) -> Response {
+    if let Some(refused) = refusal(shared, request.headers()) {
+        return refused;
+    }
+    let path = request.uri().path();
+    if path == HEALTH_PATH || path == STATS_PATH {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            let mut answer = Response::new(Body::empty());
+            *answer.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            answer
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+            return answer;
+        }
+        let body = if path == HEALTH_PATH {
+            serde_json::json!({"status": "ok"})
+        } else {
+            serde_json::json!({"providers": collect_stats(shared)})
+        };
+        return axum::Json(body).into_response();
+    }
+    crate::forward::handle(shared, request).await
 }
 
 /// Reads a running proxy's counters.
@@ -299,42 +360,24 @@ fn collect_stats(shared: &Shared) -> BTreeMap<String, ProviderStats> {
         .collect()
 }
 
-async fn health() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
-}
-
-async fn stats(State(shared): State<Arc<Shared>>) -> Response {
-    axum::Json(serde_json::json!({"providers": collect_stats(&shared)})).into_response()
-}
-
 /// Access control, before anything else: the client key when one is set, else a loopback
-/// `Host`.
-async fn access(
-    State(shared): State<Arc<Shared>>,
-    request: Request<Body>,
-    next: axum::middleware::Next,
-) -> Response {
+/// `Host`. The refusal, if any.
+fn refusal(shared: &Shared, headers: &http::HeaderMap) -> Option<Response> {
     match &shared.client_key {
-        Some(key) => {
-            if !presents_key(request.headers(), key) {
-                return answer(
-                    ProxyErrorCode::ClientKeyRequired,
-                    "this proxy requires its client key as `Authorization: Bearer KEY`, `api-key` or `x-api-key`",
-                );
-            }
-        }
+        Some(key) => (!presents_key(headers, key)).then(|| {
+            answer(
+                ProxyErrorCode::ClientKeyRequired,
+                "this proxy requires its client key as `Authorization: Bearer KEY`, `api-key` or `x-api-key`",
+            )
+        }),
         None => {
-            let host = request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok());
-            if !loopback_host(host, shared.port) {
-                return answer(
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+            (!loopback_host(host, shared.port)).then(|| {
+                answer(
                     ProxyErrorCode::ForbiddenHost,
                     "the Host header must be 127.0.0.1, localhost or [::1] with this proxy's port",
-                );
-            }
+                )
+            })
         }
     }
-    next.run(request).await
 }

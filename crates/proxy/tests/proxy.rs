@@ -462,6 +462,23 @@ async fn health_and_stats() {
         serde_json::json!({"providers": {"dev": {"requests": 1, "replays": 0, "upstream_auth_failures": 0, "command_runs": 1, "errors": 0}}})
     );
     assert_eq!(script.runs(), 1);
+    // Read-only: anything but GET and HEAD is refused, and reaches no provider.
+    for path in ["/_modelauth/health", "/_modelauth/stats"] {
+        let head = client.head(running.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "{path}");
+        let post = client.post(running.url(path)).send().await.unwrap();
+        assert_eq!(post.status(), 405, "{path}");
+        assert_eq!(post.headers()["allow"], "GET,HEAD", "{path}");
+    }
+    // A foreign Host is refused before health or stats answer.
+    let foreign = client
+        .get(running.url("/_modelauth/stats"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(foreign).await, (403, "forbidden_host".into()));
+    assert_eq!(running.stats.get()["dev"].requests, 1);
 }
 
 #[tokio::test]
