@@ -97,7 +97,8 @@ fn is_websocket(headers: &HeaderMap) -> bool {
 }
 
 /// `<base_url>/<rest>` with the client's query, then the provider's `query_params`: the
-/// same URL as [`provider_config::ModelProviderInfo::endpoint_url`], from the route's `base` parsed at bind.
+/// URL [`provider_config::ModelProviderInfo::endpoint_url`] makes, built from the route's
+/// `base` (parsed once, at bind).
 pub(crate) fn upstream_url(route: &Route, rest: &str, query: Option<&str>) -> Url {
     let mut url = route.base.clone();
     let path = format!(

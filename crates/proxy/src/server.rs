@@ -1,13 +1,12 @@
 //! Binding, routing, access control, health and stats, graceful shutdown.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -257,6 +256,9 @@ impl Proxy {
                 async move { Ok::<_, Infallible>(respond(&shared, request.map(Body::new)).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
+                // No header timeout (it needs a timer): a keep-alive connection waits for
+                // its next request as long as the client keeps it open.
+                .header_read_timeout(None)
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             let mut stop = stop.clone();
