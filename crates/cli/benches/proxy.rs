@@ -3,6 +3,9 @@
 //! candidates are interleaved (A, B, C, A, B, C ...) and the median of the per-round ratios
 //! is reported, so that a noisy machine cannot bias a ratio.
 //!
+//! Each nginx round also reports the CPU time (user plus system) a request costs the proxy
+//! process and nginx's processes: a figure that does not depend on how busy the machine is.
+//!
 //! Run with `cargo bench -p modelauth --bench proxy` (or `cargo xtask bench`). nginx is used
 //! when it is on PATH (`apt-get install nginx-light`); without it those rows are skipped.
 //! `PROXY_BENCH_ROUNDS` (default 5) and `PROXY_BENCH_SECONDS` (default 2) size the runs.
@@ -128,6 +131,19 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.get(i).copied().unwrap_or(f64::NAN)
 }
 
+/// `load`'s report, and the CPU time (user plus system) `pids` used for each of its
+/// requests, in µs.
+async fn with_cpu(
+    pids: &[u32],
+    load: impl std::future::Future<Output = LoadReport>,
+) -> (LoadReport, f64) {
+    let before = test_support::cpu_time(pids);
+    let report = load.await;
+    let used = test_support::cpu_time(pids).saturating_sub(before);
+    let per_request = used.as_secs_f64() * 1e6 / report.requests.max(1) as f64;
+    (report, per_request)
+}
+
 /// Time to the first body byte of a streamed `POST /responses`.
 async fn first_byte(http: &reqwest::Client, url: &str, token: &str) -> Duration {
     let started = Instant::now();
@@ -190,6 +206,16 @@ async fn main() {
         run_load(c, LoadLimit::Requests(2000), 16, None).await;
     }
 
+    // The processes whose CPU time a request costs (nginx's workers exist by now).
+    let proxy_pids = [proxy.0.id()];
+    let nginx_pids: Vec<u32> = nginx
+        .as_ref()
+        .map(|(master, _)| {
+            let mut pids = test_support::child_processes(master.0.id());
+            pids.push(master.0.id());
+            pids
+        })
+        .unwrap_or_default();
     println!(
         "| scenario | baseline | measured | ratio (median of {rounds} interleaved rounds) | target |"
     );
@@ -199,11 +225,22 @@ async fn main() {
         let mut direct_runs: Vec<LoadReport> = Vec::new();
         let mut proxy_runs: Vec<LoadReport> = Vec::new();
         let mut nginx_runs: Vec<LoadReport> = Vec::new();
+        // CPU µs per request of the proxy process and of nginx's processes, per round.
+        let (mut proxy_cpu, mut nginx_cpu) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             direct_runs.push(run_load(&direct, load, concurrency, None).await);
-            proxy_runs.push(run_load(&through_proxy, load, concurrency, None).await);
+            let (report, cpu) = with_cpu(
+                &proxy_pids,
+                run_load(&through_proxy, load, concurrency, None),
+            )
+            .await;
+            proxy_runs.push(report);
+            proxy_cpu.push(cpu);
             if let Some(n) = &through_nginx {
-                nginx_runs.push(run_load(n, load, concurrency, None).await);
+                let (report, cpu) =
+                    with_cpu(&nginx_pids, run_load(n, load, concurrency, None)).await;
+                nginx_runs.push(report);
+                nginx_cpu.push(cpu);
             }
         }
         let show = |runs: &[LoadReport]| {
@@ -232,6 +269,18 @@ async fn main() {
                 show(&nginx_runs),
                 show(&proxy_runs),
                 ratios(&nginx_runs, &proxy_runs)
+            );
+            println!(
+                "| CPU per request c={concurrency} (user + system): proxy vs nginx | nginx: {:.1} µs | proxy: {:.1} µs | {:.2}x | - |",
+                median(nginx_cpu.clone()),
+                median(proxy_cpu.clone()),
+                median(
+                    proxy_cpu
+                        .iter()
+                        .zip(&nginx_cpu)
+                        .map(|(p, n)| p / n)
+                        .collect()
+                )
             );
         }
     }

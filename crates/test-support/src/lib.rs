@@ -60,6 +60,53 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The fields of `/proc/PID/stat` after the command name (state first), if the process exists.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields start after the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The CPU time (user plus system, every thread) the processes `pids` have used so far;
+/// a process that is gone counts 0.
+pub fn cpu_time(pids: &[u32]) -> Duration {
+    static TICKS_PER_SECOND: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let ticks_per_second = *TICKS_PER_SECOND.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .filter(|&t: &u64| t > 0)
+            .unwrap_or(100)
+    });
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|&pid| stat_fields(pid))
+        .map(|f| {
+            // utime and stime: fields 14 and 15 of stat(5), 11 and 12 after the name.
+            let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            field(11) + field(12)
+        })
+        .sum();
+    Duration::from_micros(ticks * 1_000_000 / ticks_per_second)
+}
+
+/// The processes whose parent is `pid` (e.g. nginx's workers under its master).
+pub fn child_processes(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&candidate| {
+            stat_fields(candidate).and_then(|f| f.get(1).and_then(|ppid| ppid.parse::<u32>().ok()))
+                == Some(pid)
+        })
+        .collect()
+}
+
 /// Runs `serve` for every connection accepted on `127.0.0.1:0`, on a thread of its own
 /// (usable from sync and async tests alike), until the returned sender is dropped or used.
 pub(crate) fn serve_on_thread<F, Fut>(
@@ -124,5 +171,32 @@ impl PeakRss {
     /// The highest resident size seen, in KiB (after the process exited).
     pub fn peak_kib(self) -> u64 {
         self.handle.join().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn cpu_time_grows_with_work_and_child_processes_finds_a_child() {
+        let me = std::process::id();
+        let before = cpu_time(&[me]);
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(cpu_time(&[me]) >= before + Duration::from_millis(100));
+        assert_eq!(cpu_time(&[u32::MAX]), Duration::ZERO);
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let found = child_processes(me).contains(&child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found);
     }
 }
