@@ -496,6 +496,14 @@ async fn redirects_go_back_to_the_client_and_error_bodies_are_scrubbed() {
         ))
         .mount(&upstream)
         .await;
+    // Over the size scrubbed inline: the token at the start, the middle and the end.
+    let filler = "x".repeat(20 * 1024);
+    Mock::given(path("/v1/echo-large"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(format!(
+            "minted-xyz-123456 {filler} minted-xyz-123456 {filler} minted-xyz-123456"
+        )))
+        .mount(&upstream)
+        .await;
     let script = TokenScript::new("echo minted-xyz-123456");
     let running = start(on_loopback(vec![provider(
         &format!("{}/v1", upstream.uri()),
@@ -524,6 +532,16 @@ async fn redirects_go_back_to_the_client_and_error_bodies_are_scrubbed() {
     assert!(echo.contains("bad token [REDACTED]"), "{echo}");
     let parsed: serde_json::Value = serde_json::from_str(&echo).unwrap();
     assert!(parsed["error"]["message"].is_string());
+    let large = client
+        .get(running.url("/dev/echo-large"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(large.status(), 400);
+    let large = large.text().await.unwrap();
+    assert!(!large.contains("minted-xyz"), "{}", &large[..200]);
+    assert_eq!(large.matches("[REDACTED]").count(), 3);
+    assert!(large.len() > 40 * 1024, "{}", large.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
