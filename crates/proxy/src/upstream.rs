@@ -15,11 +15,14 @@ use axum::body::Body;
 use http::Uri;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 /// What a failed connect says (a plain-text reason; the proxy adds provider and host).
 type ConnectError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long an idle keep-alive connection to a gateway stays in the pool.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The pooled client of one provider.
 pub(crate) type UpstreamClient = Client<Connector, Body>;
@@ -41,10 +44,14 @@ pub(crate) fn client(connect_timeout: Duration) -> Result<UpstreamClient, String
         .https_or_http()
         .enable_http1()
         .wrap_connector(Tcp);
-    Ok(Client::builder(TokioExecutor::new()).build(Connector {
-        https,
-        timeout: connect_timeout,
-    }))
+    Ok(Client::builder(TokioExecutor::new())
+        // An idle pooled connection is closed after 90 s, as reqwest does in the clients.
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(Connector {
+            https,
+            timeout: connect_timeout,
+        }))
 }
 
 /// TCP to the gateway, or a tunnel through the environment's proxy.
