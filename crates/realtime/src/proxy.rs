@@ -3,8 +3,10 @@
 //! websockets here, and by the `proxy` crate for every upstream connection.
 
 use base64::Engine as _;
+use std::net::IpAddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+
 use url::Url;
 
 /// Largest proxy answer to a `CONNECT` read before giving up.
@@ -26,7 +28,8 @@ pub async fn connect_tcp(secure: bool, host: &str, port: u16) -> std::io::Result
 
 /// The proxy for `host` from `env`, if any: `HTTPS_PROXY` for a secure target, `HTTP_PROXY`
 /// for a plain one (upper or lower case), else `ALL_PROXY`; `NO_PROXY` exempts hosts (`*`,
-/// exact names or IPs, and domain suffixes such as `.corp` or `corp`).
+/// exact names or IPs, domain suffixes such as `.corp` or `corp`, and address ranges such
+/// as `10.0.0.0/8` or `fd00::/8`).
 fn proxy_for(secure: bool, host: &str, env: impl Fn(&str) -> Option<String>) -> Option<String> {
     let var = |name: &str| {
         env(name)
@@ -40,15 +43,39 @@ fn proxy_for(secure: bool, host: &str, env: impl Fn(&str) -> Option<String>) -> 
     }
     .or_else(|| var("ALL_PROXY"))?;
     let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+    let address = host.parse::<IpAddr>().ok();
     let exempt = var("NO_PROXY").is_some_and(|list| {
         list.split(',').map(str::trim).any(|entry| {
             let entry = entry.trim_start_matches("*.").trim_start_matches('.');
-            let entry = entry.to_ascii_lowercase();
+            let entry = entry.trim_matches(['[', ']']).to_ascii_lowercase();
             entry == "*"
+                || address.is_some_and(|a| in_range(a, &entry))
                 || (!entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}"))))
         })
     });
     (!exempt).then_some(proxy)
+}
+
+/// Whether `address` is in `range`, written `ADDRESS/BITS` (`10.0.0.0/8`, `fd00::/8`).
+fn in_range(address: IpAddr, range: &str) -> bool {
+    let Some((network, bits)) = range.split_once('/') else {
+        return false;
+    };
+    let network = network.trim_matches(['[', ']']).parse::<IpAddr>();
+    let (Ok(network), Ok(bits)) = (network, bits.parse::<u32>()) else {
+        return false;
+    };
+    let (address, network, width) = match (address, network) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => (u128::from(a.to_bits()), u128::from(n.to_bits()), 32),
+        (IpAddr::V6(a), IpAddr::V6(n)) => (a.to_bits(), n.to_bits(), 128),
+        _ => return false,
+    };
+    if bits > width {
+        return false;
+    }
+    // The top `bits` bits of the address's width must agree.
+    let mask = u128::MAX.checked_shl(width - bits).unwrap_or(0) & (u128::MAX >> (128 - width));
+    address & mask == network & mask
 }
 
 /// Why a tunnel could not be opened. Never holds proxy credentials.
@@ -193,6 +220,46 @@ mod tests {
         ]);
         assert!(wss(&other).is_some());
         assert_eq!(wss(&env(&[])), None);
+    }
+
+    #[test]
+    fn no_proxy_address_ranges_exempt_the_addresses_in_them() {
+        let vars = |no_proxy: &'static str| {
+            move |name: &str| match name {
+                "HTTPS_PROXY" => Some("http://p:3128".to_owned()),
+                "NO_PROXY" => Some(no_proxy.to_owned()),
+                _ => None,
+            }
+        };
+        for (host, no_proxy) in [
+            ("10.1.2.3", "10.0.0.0/8"),
+            ("10.1.2.3", "localhost, 10.1.2.3/32"),
+            ("192.168.7.9", "192.168.0.0/16"),
+            ("8.8.8.8", "0.0.0.0/0"),
+            ("[fd00::1]", "fd00::/8"),
+            ("fd12:3456::9", "[fd12:3456::]/32"),
+        ] {
+            assert_eq!(
+                proxy_for(true, host, vars(no_proxy)),
+                None,
+                "{host} in {no_proxy}"
+            );
+        }
+        for (host, no_proxy) in [
+            ("11.1.2.3", "10.0.0.0/8"),
+            ("10.1.2.4", "10.1.2.3/32"),
+            ("192.169.0.1", "192.168.0.0/16"),
+            ("10.1.2.3", "10.0.0.0/33"),
+            ("10.1.2.3", "fd00::/8"),
+            ("fe00::1", "fd00::/8"),
+            ("gw.corp.example", "10.0.0.0/8"),
+            ("10.1.2.3", "10.0.0.0/x"),
+        ] {
+            assert!(
+                proxy_for(true, host, vars(no_proxy)).is_some(),
+                "{host} not in {no_proxy}"
+            );
+        }
     }
 
     #[test]
