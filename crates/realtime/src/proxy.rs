@@ -81,20 +81,32 @@ fn in_range(address: IpAddr, range: &str) -> bool {
 /// Why a tunnel could not be opened. Never holds proxy credentials.
 struct TunnelError(String);
 
-/// Opens a TCP connection to `target_host:target_port` through the HTTP proxy at `proxy`.
-async fn tunnel(
-    proxy: &str,
-    target_host: &str,
-    target_port: u16,
-) -> Result<TcpStream, TunnelError> {
-    let url =
-        Url::parse(proxy).map_err(|_| TunnelError("the proxy setting is not a URL".to_owned()))?;
+/// The proxy setting as a URL: `http://HOST:PORT`, or `HOST:PORT` alone (taken as http, as
+/// curl does). Any other scheme is refused by name.
+fn proxy_url(setting: &str) -> Result<Url, TunnelError> {
+    let setting = setting.trim();
+    let url = if setting.contains("://") {
+        Url::parse(setting)
+    } else {
+        Url::parse(&format!("http://{setting}"))
+    }
+    .map_err(|_| TunnelError("the proxy setting is not a URL".to_owned()))?;
     if url.scheme() != "http" {
         return Err(TunnelError(format!(
             "proxy scheme `{}` is not supported (use an http:// proxy)",
             url.scheme()
         )));
     }
+    Ok(url)
+}
+
+/// Opens a TCP connection to `target_host:target_port` through the HTTP proxy at `proxy`.
+async fn tunnel(
+    proxy: &str,
+    target_host: &str,
+    target_port: u16,
+) -> Result<TcpStream, TunnelError> {
+    let url = proxy_url(proxy)?;
     let proxy_host = url
         .host_str()
         .ok_or_else(|| TunnelError("the proxy URL has no host".to_owned()))?;
@@ -259,6 +271,30 @@ mod tests {
                 proxy_for(true, host, vars(no_proxy)).is_some(),
                 "{host} not in {no_proxy}"
             );
+        }
+    }
+
+    #[test]
+    fn a_proxy_setting_without_a_scheme_is_http_and_other_schemes_are_named() {
+        let url = proxy_url("proxy.corp.example:3128").ok().unwrap();
+        assert_eq!(
+            (url.scheme(), url.host_str(), url.port()),
+            ("http", Some("proxy.corp.example"), Some(3128))
+        );
+        let url = proxy_url(" http://user:pw@10.0.0.1:8080 ").ok().unwrap();
+        assert_eq!((url.host_str(), url.port()), (Some("10.0.0.1"), Some(8080)));
+        for (setting, message) in [
+            (
+                "https://proxy.corp.example:3128",
+                "proxy scheme `https` is not supported (use an http:// proxy)",
+            ),
+            (
+                "socks5://127.0.0.1:1080",
+                "proxy scheme `socks5` is not supported (use an http:// proxy)",
+            ),
+            ("http://", "the proxy setting is not a URL"),
+        ] {
+            assert_eq!(proxy_url(setting).err().unwrap().0, message, "{setting}");
         }
     }
 
