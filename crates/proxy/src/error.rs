@@ -53,6 +53,8 @@ pub enum ProxyErrorCode {
     ClientKeyRequired,
     /// 403: the `Host` header is not loopback.
     ForbiddenHost,
+    /// 400: the path has a `.` or `..` segment, which would leave the provider's base path.
+    InvalidPath,
 }
 
 impl ProxyErrorCode {
@@ -65,6 +67,7 @@ impl ProxyErrorCode {
             ProxyErrorCode::UpstreamTimeout => "upstream_timeout",
             ProxyErrorCode::ClientKeyRequired => "client_key_required",
             ProxyErrorCode::ForbiddenHost => "forbidden_host",
+            ProxyErrorCode::InvalidPath => "invalid_path",
         }
     }
 
@@ -78,6 +81,7 @@ impl ProxyErrorCode {
             ProxyErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyErrorCode::ClientKeyRequired => StatusCode::UNAUTHORIZED,
             ProxyErrorCode::ForbiddenHost => StatusCode::FORBIDDEN,
+            ProxyErrorCode::InvalidPath => StatusCode::BAD_REQUEST,
         }
     }
 }

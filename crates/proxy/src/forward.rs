@@ -62,15 +62,28 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
     let (id, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
     let Some(route) = shared.routes.get(id).cloned() else {
         let known: Vec<&str> = shared.routes.keys().map(String::as_str).collect();
+        let asked = match id {
+            "" => "the path names no provider".to_owned(),
+            // The id as the client sent it (visible ASCII, as hyper parsed it), if short.
+            id if id.len() <= 64 => format!("no provider `{id}` here"),
+            _ => "no such provider here".to_owned(),
+        };
         return answer(
             ProxyErrorCode::UnknownProvider,
-            format!(
-                "no such provider in the path; this proxy serves /{}/...",
-                known.join("/..., /")
-            ),
+            format!("{asked}; this proxy serves /{}/...", known.join("/..., /")),
         );
     };
     route.count(|c| &c.requests);
+    if has_dot_segment(rest) {
+        route.count(|c| &c.errors);
+        return answer(
+            ProxyErrorCode::InvalidPath,
+            format!(
+                "the path has a `.` or `..` segment (perhaps percent-encoded); this proxy forwards only paths under /{}/",
+                route.id
+            ),
+        );
+    }
     let method = request.method().clone();
     let rest = rest.to_owned();
     let (response, replayed) = if is_websocket(request.headers()) {
@@ -90,6 +103,24 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
         "request"
     );
     response
+}
+
+/// Whether the path below the provider id has a `.` or `..` segment, literal or
+/// percent-encoded, with `/` or `\` (also percent-encoded) as separators. URL
+/// normalisation (here or at the gateway) would resolve one against the provider's base
+/// path, so `/corp/../../admin` would carry the credential to `/admin`.
+fn has_dot_segment(rest: &str) -> bool {
+    if !rest.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
+        return false;
+    }
+    let decoded = rest
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/");
+    decoded
+        .split(['/', '\\'])
+        .any(|segment| segment == "." || segment == "..")
 }
 
 fn is_websocket(headers: &HeaderMap) -> bool {
@@ -194,7 +225,7 @@ async fn forward(
             Ok(value) => value,
             Err(e) => {
                 route.count(|c| &c.errors);
-                return (token_unavailable(route, &e), replayed);
+                return (token_unavailable(&e), replayed);
             }
         };
         let mut attempt = headers.clone();
@@ -258,7 +289,7 @@ async fn forward(
                     Ok(_) | Err(AuthError::Rejected { .. }) => {}
                     Err(e) => {
                         route.count(|c| &c.errors);
-                        return (token_unavailable(route, &e), replayed);
+                        return (token_unavailable(&e), replayed);
                     }
                 },
                 Payload::Buffered(_) => {}
@@ -278,12 +309,10 @@ async fn forward(
     }
 }
 
-fn token_unavailable(route: &Route, e: &AuthError) -> Response {
-    // The auth error names the provider and the program, never the token or stdout.
-    answer(
-        ProxyErrorCode::TokenUnavailable,
-        format!("no token for provider `{}`: {e}", route.id),
-    )
+/// The answer when the token command failed. The auth error already names the provider
+/// and the program, never the token or stdout.
+pub(crate) fn token_unavailable(e: &AuthError) -> Response {
+    answer(ProxyErrorCode::TokenUnavailable, format!("no token: {e}"))
 }
 
 /// The innermost error: the reason itself (`Connection refused`, a TLS alert...).
@@ -407,4 +436,40 @@ async fn read_error_body(route: &Route, mut body: Incoming) -> Vec<u8> {
     }
     raw.truncate(MAX_ERROR_BODY);
     raw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_dot_segment;
+
+    #[test]
+    fn dot_segments_are_found_however_they_are_spelled() {
+        for climbing in [
+            "..",
+            "../admin",
+            "x/../../admin",
+            "./models",
+            "models/.",
+            "%2e%2e/admin",
+            "%2E%2e/admin",
+            ".%2E/admin",
+            "x/..%2f..%2fadmin",
+            "x/..%2F..%5Cadmin",
+            "..\\admin",
+        ] {
+            assert!(has_dot_segment(climbing), "{climbing}");
+        }
+        for plain in [
+            "",
+            "models",
+            "chat/completions",
+            "models/gpt-4.1",
+            "files/a..b",
+            "models/meta-llama%2FLlama-3.1",
+            "deployments/x/chat/completions",
+            ".well-known/x",
+        ] {
+            assert!(!has_dot_segment(plain), "{plain}");
+        }
+    }
 }

@@ -92,10 +92,7 @@ fn handshake_failure(route: &Route, e: RealtimeError) -> Response {
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             response
         }
-        RealtimeError::Auth(e) => answer(
-            ProxyErrorCode::TokenUnavailable,
-            format!("no token for provider `{}`: {e}", route.id),
-        ),
+        RealtimeError::Auth(e) => crate::forward::token_unavailable(&e),
         RealtimeError::ConnectTimeout { .. } => {
             answer(ProxyErrorCode::UpstreamTimeout, e.to_string())
         }

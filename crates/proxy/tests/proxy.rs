@@ -79,6 +79,15 @@ fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// `STATUS BODY`, for a snapshot of the answers the proxy makes itself.
+async fn error_line(response: reqwest::Response) -> String {
+    format!(
+        "{} {}",
+        response.status().as_u16(),
+        response.text().await.unwrap()
+    )
+}
+
 async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.unwrap();
@@ -352,34 +361,89 @@ async fn each_error_the_proxy_makes_has_its_code_and_status() {
     .await;
     let client = http();
     let get = |rest: &str| client.get(running.url(rest)).send();
-    assert_eq!(
-        error_code(get("/nope/models").await.unwrap()).await,
-        (404, "unknown_provider".into())
-    );
-    let broken = get("/broken/models").await.unwrap();
-    let body = broken.text().await.unwrap();
-    assert!(
-        body.contains("\"code\":\"token_unavailable\"") && body.contains("exited with status 3"),
-        "{body}"
-    );
-    assert_eq!(
-        error_code(get("/down/models").await.unwrap()).await,
-        (502, "upstream_unreachable".into())
-    );
-    assert_eq!(
-        error_code(get("/slow/models").await.unwrap()).await,
-        (504, "upstream_timeout".into())
-    );
+    let mut answers = Vec::new();
+    for rest in [
+        "/nope/models",
+        "/broken/models",
+        "/down/models",
+        "/slow/models",
+    ] {
+        answers.push(error_line(get(rest).await.unwrap()).await);
+    }
     let foreign = client
         .get(running.url("/down/models"))
         .header("host", "evil.example")
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(foreign).await, (403, "forbidden_host".into()));
+    answers.push(error_line(foreign).await);
+    let addr = running.base.trim_start_matches("http://");
+    let (status, body) = raw_get(addr, "/down/../admin").await;
+    answers.push(format!("{status} {body}"));
+    let answers = answers
+        .join("\n")
+        .replace(&failing.dir().display().to_string(), "DIR");
+    insta::assert_snapshot!("proxy_error_answers", answers);
     let stats = running.stats.get();
     assert_eq!(stats["broken"].errors, 1);
-    assert_eq!(stats["down"].errors, 1);
+    assert_eq!(
+        stats["down"].errors, 2,
+        "unreachable, then the climbing path"
+    );
+}
+
+/// One request written by hand (a client library would normalise the path first); the
+/// status and the body of the answer.
+async fn raw_get(addr: &str, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_path_that_climbs_out_of_the_base_path_is_refused_and_never_sent() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": []})))
+        .mount(&upstream)
+        .await;
+    let script = TokenScript::new("echo minted-abc");
+    let running = start(on_loopback(vec![provider(
+        &format!("{}/v1", upstream.uri()),
+        &script,
+    )]))
+    .await;
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    for climbing in [
+        "/dev/../../admin",
+        "/dev/%2e%2e/%2E%2E/admin",
+        "/dev/x/..%2f..%2fadmin",
+        "/dev/..\\admin",
+        "/dev/./models",
+    ] {
+        let (status, body) = raw_get(&addr, climbing).await;
+        assert_eq!(status, 400, "{climbing}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], "invalid_path", "{climbing}");
+    }
+    for plain in ["/dev/models/gpt-4.1", "/dev/files/a..b"] {
+        assert_eq!(raw_get(&addr, plain).await.0, 200, "{plain}");
+    }
+    let paths: Vec<String> = upstream
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/v1/models/gpt-4.1", "/v1/files/a..b"]);
+    assert_eq!(running.stats.get()["dev"].errors, 5);
 }
 
 #[tokio::test]
