@@ -366,33 +366,37 @@ async fn read_for_replay(
 }
 
 /// The gateway's answer for the client: status and headers (hop-by-hop ones dropped), the
-/// body streamed as it arrives. An error answer's body (status 400 and up) is read first, at
-/// most 64 KiB within `request_timeout_ms`, and scrubbed of every token sent to the provider.
+/// body streamed as it arrives. A redirect's or an error's headers (status 300 and up) are
+/// scrubbed of every token sent to the provider, so a `Location` or `WWW-Authenticate` that
+/// echoes one does not carry it on. An error answer's body (status 400 and up) is read
+/// first, at most 64 KiB within `request_timeout_ms`, and scrubbed too.
 async fn pass_back(
     route: &Route,
     response: http::Response<Incoming>,
     auth: Option<&RequestAuth>,
 ) -> Response {
     let (mut parts, body) = response.into_parts();
-    if parts.status.as_u16() < 400 {
+    drop_not_forwarded(&mut parts.headers);
+    // Only status, headers and body go on: not the upstream's HTTP version, nor what
+    // the client stored beside them (a reason phrase other than the standard one).
+    parts.version = http::Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    if parts.status.as_u16() < 300 {
         // The upstream answer as it is, in place: every body frame goes on as it arrives.
-        drop_not_forwarded(&mut parts.headers);
-        // Only status, headers and body go on: not the upstream's HTTP version, nor what
-        // the client stored beside them (a reason phrase other than the standard one).
-        parts.version = http::Version::HTTP_11;
-        parts.extensions = http::Extensions::new();
         return Response::from_parts(parts, Body::new(body));
     }
-    let mut headers = parts.headers;
-    drop_not_forwarded(&mut headers);
-    // The scrubbed body has another length, and goes back uncompressed.
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::CONTENT_ENCODING);
-    let raw = read_error_body(route, body).await;
     let scrubber = match auth {
         Some(auth) => auth.scrubber_with(&route.header_secrets),
         None => RequestAuth::new(route.auth.clone()).scrubber_with(&route.header_secrets),
     };
+    scrub_headers(&scrubber, &mut parts.headers);
+    if parts.status.as_u16() < 400 {
+        return Response::from_parts(parts, Body::new(body));
+    }
+    // The scrubbed body has another length, and goes back uncompressed.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    let raw = read_error_body(route, body).await;
     let text = String::from_utf8_lossy(&raw).into_owned();
     // Scrubbing 64 KiB against every recent token takes milliseconds: a large body is
     // scrubbed on the blocking pool, so that the event loop keeps serving meanwhile.
@@ -403,10 +407,20 @@ async fn pass_back(
             .await
             .unwrap_or_else(|_| "(the gateway's error body could not be scrubbed)".to_owned())
     };
-    let mut out = Response::new(Body::from(scrubbed));
-    *out.status_mut() = parts.status;
-    *out.headers_mut() = headers;
-    out
+    Response::from_parts(parts, Body::from(scrubbed))
+}
+
+/// Replaces every header value that holds a secret with its scrubbed form (or with
+/// `[REDACTED]` alone, should that form not be a valid header value).
+fn scrub_headers(scrubber: &provider_auth::Scrubber, headers: &mut HeaderMap) {
+    for value in headers.values_mut() {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let scrubbed = scrubber.scrub(&text);
+        if scrubbed != text {
+            *value = http::HeaderValue::from_str(&scrubbed)
+                .unwrap_or_else(|_| http::HeaderValue::from_static(provider_auth::REDACTED));
+        }
+    }
 }
 
 /// Removes the hop-by-hop headers of a gateway answer; its `Content-Length` stays.

@@ -546,7 +546,7 @@ async fn health_and_stats() {
 }
 
 #[tokio::test]
-async fn redirects_go_back_to_the_client_and_error_bodies_are_scrubbed() {
+async fn redirects_go_back_to_the_client_and_what_echoes_the_token_is_scrubbed() {
     let upstream = MockServer::start().await;
     Mock::given(path("/v1/moved"))
         .respond_with(
@@ -554,10 +554,25 @@ async fn redirects_go_back_to_the_client_and_error_bodies_are_scrubbed() {
         )
         .mount(&upstream)
         .await;
+    // A redirect that would carry the token on, in its URL.
+    Mock::given(path("/v1/moved-with-token"))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", "http://elsewhere.example/x?t=minted-xyz-123456"),
+        )
+        .mount(&upstream)
+        .await;
     Mock::given(path("/v1/echo"))
-        .respond_with(ResponseTemplate::new(400).set_body_string(
-            "{\"error\":{\"message\":\"bad token minted-xyz-123456 \\u001b[31m\"}}",
-        ))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .insert_header(
+                    "www-authenticate",
+                    "Bearer error=\"invalid_token\", token=\"minted-xyz-123456\"",
+                )
+                .set_body_string(
+                    "{\"error\":{\"message\":\"bad token minted-xyz-123456 \\u001b[31m\"}}",
+                ),
+        )
         .mount(&upstream)
         .await;
     // Over the size scrubbed inline: the token at the start, the middle and the end.
@@ -584,14 +599,23 @@ async fn redirects_go_back_to_the_client_and_error_bodies_are_scrubbed() {
         moved.headers().get("location").unwrap(),
         "http://elsewhere.example/x"
     );
-    let echo = client
-        .get(running.url("/dev/echo"))
+    let moved = client
+        .get(running.url("/dev/moved-with-token"))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(moved.status(), 302);
+    assert_eq!(
+        moved.headers().get("location").unwrap(),
+        "http://elsewhere.example/x?t=[REDACTED]"
+    );
+    let echo = client.get(running.url("/dev/echo")).send().await.unwrap();
+    assert_eq!(echo.status(), 401);
+    assert_eq!(
+        echo.headers().get("www-authenticate").unwrap(),
+        "Bearer error=\"invalid_token\", token=\"[REDACTED]\""
+    );
+    let echo = echo.text().await.unwrap();
     assert!(!echo.contains("minted-xyz"), "{echo}");
     assert!(echo.contains("bad token [REDACTED]"), "{echo}");
     let parsed: serde_json::Value = serde_json::from_str(&echo).unwrap();
