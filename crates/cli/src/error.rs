@@ -39,14 +39,20 @@ impl CliError {
 
     /// A runtime failure from an error value: its display is the sentence, its sources the detail.
     pub fn from_error(context: &str, err: &(dyn std::error::Error + 'static)) -> Self {
+        let summary = format!("{context}: {err}");
         let mut detail = String::new();
         let mut source = err.source();
         while let Some(s) = source {
-            let _ = writeln!(detail, "  caused by: {s}");
+            // A cause the message already quotes (`cannot listen on ...: {source}`) is
+            // not said twice.
+            let cause = s.to_string();
+            if !summary.contains(&cause) && !detail.contains(&cause) {
+                let _ = writeln!(detail, "  caused by: {cause}");
+            }
             source = s.source();
         }
         CliError::Runtime {
-            summary: format!("{context}: {err}"),
+            summary,
             detail: (!detail.is_empty()).then(|| detail.trim_end().to_owned()),
         }
     }

@@ -294,3 +294,12 @@ fn refusals_exit_2_with_the_reason() {
         format!("{:?}", refusal(&["--listen", "localhost"], &[]))
     );
 }
+
+#[test]
+fn a_listen_address_in_use_is_a_runtime_error_that_says_so_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = refusal(&["--listen", &addr], &[]);
+    assert_eq!(code, Some(1));
+    insta::assert_snapshot!("proxy_listen_address_in_use", stderr.replace(&addr, "ADDR"));
+}
