@@ -55,6 +55,8 @@ pub enum ProxyErrorCode {
     ForbiddenHost,
     /// 400: the path has a `.` or `..` segment, which would leave the provider's base path.
     InvalidPath,
+    /// 403: a browser sent the request from a page on another site (`Origin`).
+    ForbiddenOrigin,
 }
 
 impl ProxyErrorCode {
@@ -68,6 +70,7 @@ impl ProxyErrorCode {
             ProxyErrorCode::ClientKeyRequired => "client_key_required",
             ProxyErrorCode::ForbiddenHost => "forbidden_host",
             ProxyErrorCode::InvalidPath => "invalid_path",
+            ProxyErrorCode::ForbiddenOrigin => "forbidden_origin",
         }
     }
 
@@ -80,7 +83,9 @@ impl ProxyErrorCode {
             }
             ProxyErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyErrorCode::ClientKeyRequired => StatusCode::UNAUTHORIZED,
-            ProxyErrorCode::ForbiddenHost => StatusCode::FORBIDDEN,
+            ProxyErrorCode::ForbiddenHost | ProxyErrorCode::ForbiddenOrigin => {
+                StatusCode::FORBIDDEN
+            }
             ProxyErrorCode::InvalidPath => StatusCode::BAD_REQUEST,
         }
     }

@@ -18,7 +18,7 @@ use provider_config::ModelProviderInfo;
 use serde::Serialize;
 
 use crate::TRACING_TARGET;
-use crate::access::{loopback_host, presents_key};
+use crate::access::{from_another_site, loopback_host, presents_key};
 use crate::error::{ProxyError, ProxyErrorCode, answer};
 
 /// Health: `{"status":"ok"}`.
@@ -363,7 +363,7 @@ fn collect_stats(shared: &Shared) -> BTreeMap<String, ProviderStats> {
 }
 
 /// Access control, before anything else: the client key when one is set, else a loopback
-/// `Host`. The refusal, if any.
+/// `Host` and no web page from another site. The refusal, if any.
 fn refusal(shared: &Shared, headers: &http::HeaderMap) -> Option<Response> {
     match &shared.client_key {
         Some(key) => (!presents_key(headers, key)).then(|| {
@@ -374,10 +374,16 @@ fn refusal(shared: &Shared, headers: &http::HeaderMap) -> Option<Response> {
         }),
         None => {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-            (!loopback_host(host, shared.port)).then(|| {
-                answer(
+            if !loopback_host(host, shared.port) {
+                return Some(answer(
                     ProxyErrorCode::ForbiddenHost,
                     "the Host header must be 127.0.0.1, localhost or [::1] with this proxy's port",
+                ));
+            }
+            from_another_site(headers).then(|| {
+                answer(
+                    ProxyErrorCode::ForbiddenOrigin,
+                    "a web page on another site may not use this proxy: only pages on 127.0.0.1, localhost or [::1] may, unless the proxy requires a client key",
                 )
             })
         }

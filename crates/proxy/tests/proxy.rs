@@ -377,6 +377,13 @@ async fn each_error_the_proxy_makes_has_its_code_and_status() {
         .await
         .unwrap();
     answers.push(error_line(foreign).await);
+    let page = client
+        .get(running.url("/down/models"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    answers.push(error_line(page).await);
     let addr = running.base.trim_start_matches("http://");
     let (status, body) = raw_get(addr, "/down/../admin").await;
     answers.push(format!("{status} {body}"));
@@ -447,6 +454,65 @@ async fn a_path_that_climbs_out_of_the_base_path_is_refused_and_never_sent() {
 }
 
 #[tokio::test]
+async fn a_web_page_on_another_site_can_neither_call_the_proxy_nor_open_its_websocket() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let (gw, script, running) = dev_setup().await;
+    let client = http();
+    let get_with = |name: &'static str, value: &'static str| {
+        client
+            .get(running.url("/dev/models"))
+            .header(name, value)
+            .send()
+    };
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let refused = get_with(name, value).await.unwrap();
+        assert_eq!(
+            error_code(refused).await,
+            (403, "forbidden_origin".into()),
+            "{name}: {value}"
+        );
+    }
+    let url = running
+        .url("/dev/realtime?model=dev-small")
+        .replace("http://", "ws://");
+    let mut hijack = url.as_str().into_client_request().unwrap();
+    hijack
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(hijack).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
+            assert_eq!(answer.status(), 403);
+        }
+        other => panic!("the handshake was not refused: {other:?}"),
+    }
+    assert_eq!(gw.counters().requests(Route::Models), 0);
+    assert_eq!(gw.counters().requests(Route::Realtime), 0);
+    assert_eq!(script.runs(), 0, "no token is minted for a refused request");
+    // Pages on this machine, applications' own schemes and plain clients are served.
+    for (name, value) in [
+        ("origin", "http://localhost:3000"),
+        ("origin", "vscode-webview://1a2b3c"),
+        ("sec-fetch-site", "none"),
+    ] {
+        assert_eq!(
+            get_with(name, value).await.unwrap().status(),
+            200,
+            "{value}"
+        );
+    }
+    let mut local = url.as_str().into_client_request().unwrap();
+    local
+        .headers_mut()
+        .insert("origin", "http://127.0.0.1:5173".parse().unwrap());
+    tokio_tungstenite::connect_async(local).await.unwrap();
+    assert_eq!(gw.counters().requests(Route::Models), 3);
+}
+
+#[tokio::test]
 async fn a_client_key_is_required_from_every_request_when_set() {
     let (gw, script, _) = dev_setup().await;
     let running = start(
@@ -455,9 +521,9 @@ async fn a_client_key_is_required_from_every_request_when_set() {
     .await;
     let client = http();
     let url = running.url("/dev/models");
-    assert_eq!(
-        error_code(client.get(&url).send().await.unwrap()).await,
-        (401, "client_key_required".into())
+    insta::assert_snapshot!(
+        "proxy_client_key_required",
+        error_line(client.get(&url).send().await.unwrap()).await
     );
     let wrong = client
         .get(&url)
