@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::TRACING_TARGET;
 use crate::error::{ProxyErrorCode, answer};
+use crate::idle::IdleBounded;
 use crate::server::{Route, Shared};
 
 /// Most of an error answer's body read (to scrub it) before it goes back to the client.
@@ -371,7 +372,7 @@ async fn read_for_replay(
 /// echoes one does not carry it on. An error answer's body (status 400 and up) is read
 /// first, at most 64 KiB within `request_timeout_ms`, and scrubbed too.
 async fn pass_back(
-    route: &Route,
+    route: &Arc<Route>,
     response: http::Response<Incoming>,
     auth: Option<&RequestAuth>,
 ) -> Response {
@@ -382,8 +383,9 @@ async fn pass_back(
     parts.version = http::Version::HTTP_11;
     parts.extensions = http::Extensions::new();
     if parts.status.as_u16() < 300 {
-        // The upstream answer as it is, in place: every body frame goes on as it arrives.
-        return Response::from_parts(parts, Body::new(body));
+        // The upstream answer as it is, in place: every body frame goes on as it arrives,
+        // until the gateway goes silent for longer than `stream_idle_timeout_ms`.
+        return Response::from_parts(parts, Body::new(IdleBounded::new(body, route.clone())));
     }
     let scrubber = match auth {
         Some(auth) => auth.scrubber_with(&route.header_secrets),
@@ -391,7 +393,7 @@ async fn pass_back(
     };
     scrub_headers(&scrubber, &mut parts.headers);
     if parts.status.as_u16() < 400 {
-        return Response::from_parts(parts, Body::new(body));
+        return Response::from_parts(parts, Body::new(IdleBounded::new(body, route.clone())));
     }
     // The scrubbed body has another length, and goes back uncompressed.
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -12,12 +12,15 @@
 //!
 //! What it guarantees:
 //! - loopback only unless a client key is required; without a client key the `Host` header
-//!   must be loopback (a page on another origin using DNS rebinding gets 403);
+//!   must be loopback (a page on another origin using DNS rebinding gets 403), and a
+//!   browser's request from a page on another site (`Origin`) is refused;
+//! - a path with a `.` or `..` segment is refused, never resolved against the base path;
 //! - every inbound `Authorization`, `api-key` and `x-api-key` header is removed, and
 //!   hop-by-hop headers are not forwarded; redirects are passed back, never followed;
 //! - a request body up to the replay limit is replayed once after an auth failure; a larger
 //!   one streams through and its 401 goes back to the client; nothing else is retried;
-//! - response bodies stream through as they arrive; websocket upgrades are relayed both ways;
+//! - response bodies stream through as they arrive, cut when the gateway goes silent for
+//!   longer than `stream_idle_timeout_ms`; websocket upgrades are relayed both ways;
 //! - log lines carry provider, method, path (no query), status, time and whether the
 //!   request was replayed: never a token, a query string or a header value.
 //!
@@ -46,6 +49,7 @@
 mod access;
 mod error;
 mod forward;
+mod idle;
 mod server;
 mod upstream;
 mod websocket;

@@ -399,6 +399,35 @@ async fn each_error_the_proxy_makes_has_its_code_and_status() {
     );
 }
 
+#[tokio::test]
+async fn an_answer_whose_gateway_goes_silent_mid_body_is_cut_after_the_idle_limit() {
+    let hostile = test_support::HostileServer::start();
+    let script = TokenScript::new("echo tok");
+    let mut info = ModelProviderInfo::new("Hold", hostile.base_url("sse_hold"));
+    info.auth = Some(script.auth());
+    info.stream_idle_timeout_ms = 300;
+    let running = start(on_loopback(vec![provider_with(info)])).await;
+    let mut answer = http()
+        .post(running.url("/dev/responses"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let first = answer.chunk().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).contains("response.output_text.delta"),
+        "{first:?}"
+    );
+    // The gateway holds the stream open and sends nothing more: the proxy cuts it, and
+    // the client sees a broken answer, not a complete one.
+    let rest = tokio::time::timeout(Duration::from_secs(10), answer.chunk())
+        .await
+        .expect("the silent stream was never cut");
+    assert!(rest.is_err(), "{rest:?}");
+    assert_eq!(running.stats.get()["dev"].errors, 1);
+}
+
 /// One request written by hand (a client library would normalise the path first); the
 /// status and the body of the answer.
 async fn raw_get(addr: &str, target: &str) -> (u16, String) {
