@@ -70,6 +70,15 @@ async fn dev_setup() -> (DevGateway, TokenScript, Running) {
     (gw, script, running)
 }
 
+/// A proxy in front of a wiremock gateway whose base URL is `/v1`.
+async fn in_front_of(upstream: &MockServer, script: &TokenScript) -> Running {
+    start(on_loopback(vec![provider(
+        &format!("{}/v1", upstream.uri()),
+        script,
+    )]))
+    .await
+}
+
 fn rotate(gw: &DevGateway, script: &TokenScript) {
     gw.rotate();
     script.write("token", &gw.mint_token().access_token);
@@ -107,11 +116,7 @@ async fn the_gateway_sees_the_minted_token_and_none_of_the_clients_credentials()
         .mount(&upstream)
         .await;
     let script = TokenScript::new("echo minted-abc");
-    let running = start(on_loopback(vec![provider(
-        &format!("{}/v1", upstream.uri()),
-        &script,
-    )]))
-    .await;
+    let running = in_front_of(&upstream, &script).await;
     let response = http()
         .get(running.url("/dev/models"))
         .header("authorization", "Bearer dummy-key")
@@ -450,11 +455,7 @@ async fn a_path_that_climbs_out_of_the_base_path_is_refused_and_never_sent() {
         .mount(&upstream)
         .await;
     let script = TokenScript::new("echo minted-abc");
-    let running = start(on_loopback(vec![provider(
-        &format!("{}/v1", upstream.uri()),
-        &script,
-    )]))
-    .await;
+    let running = in_front_of(&upstream, &script).await;
     let addr = running.base.trim_start_matches("http://").to_owned();
     for climbing in [
         "/dev/../../admin",
@@ -679,11 +680,7 @@ async fn redirects_go_back_to_the_client_and_what_echoes_the_token_is_scrubbed()
         .mount(&upstream)
         .await;
     let script = TokenScript::new("echo minted-xyz-123456");
-    let running = start(on_loopback(vec![provider(
-        &format!("{}/v1", upstream.uri()),
-        &script,
-    )]))
-    .await;
+    let running = in_front_of(&upstream, &script).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
