@@ -56,8 +56,8 @@ mod websocket;
 
 pub use error::{ProxyError, ProxyErrorCode};
 pub use server::{
-    DEFAULT_LISTEN, DEFAULT_MAX_REPLAY_BYTES, ProviderStats, Proxy, ProxyConfig, ProxyProvider,
-    SHUTDOWN_GRACE, StatsHandle,
+    DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_REPLAY_BYTES, ProviderStats, Proxy,
+    ProxyConfig, ProxyProvider, SHUTDOWN_GRACE, StatsHandle,
 };
 
 /// Target of this crate's tracing events (one per request).

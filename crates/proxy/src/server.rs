@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use provider_auth::AuthManager;
 use provider_config::ModelProviderInfo;
 use serde::Serialize;
@@ -32,6 +32,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8585";
 pub const DEFAULT_MAX_REPLAY_BYTES: usize = 8 * 1024 * 1024;
 /// How long requests in flight may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client connection may wait before its next request head is complete: a
+/// connection that sends nothing, or a head that never ends, is closed after it (75 s, as
+/// nginx's `keepalive_timeout`; every OpenAI SDK closes its idle connections sooner).
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// One provider served by the proxy, at `http://HOST:PORT/<id>`.
 #[derive(Debug, Clone)]
@@ -67,6 +71,9 @@ pub struct ProxyConfig {
     pub client_key: Option<String>,
     /// Largest request body buffered for a replay after an auth failure.
     pub max_replay_bytes: usize,
+    /// How long a client connection may wait before its next request head is complete
+    /// (idle between requests included).
+    pub client_idle_timeout: Duration,
 }
 
 impl ProxyConfig {
@@ -77,6 +84,7 @@ impl ProxyConfig {
             providers,
             client_key: None,
             max_replay_bytes: DEFAULT_MAX_REPLAY_BYTES,
+            client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
         }
     }
 
@@ -89,6 +97,13 @@ impl ProxyConfig {
     /// The same config with another replay limit.
     pub fn with_max_replay_bytes(mut self, bytes: usize) -> Self {
         self.max_replay_bytes = bytes;
+        self
+    }
+
+    /// The same config with another client idle timeout (see
+    /// [`DEFAULT_CLIENT_IDLE_TIMEOUT`]).
+    pub fn with_client_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.client_idle_timeout = timeout;
         self
     }
 }
@@ -141,6 +156,7 @@ pub(crate) struct Shared {
     pub(crate) client_key: Option<Vec<u8>>,
     pub(crate) port: u16,
     pub(crate) max_replay_bytes: usize,
+    pub(crate) client_idle_timeout: Duration,
 }
 
 /// A bound proxy, ready to serve.
@@ -207,6 +223,7 @@ impl Proxy {
                 client_key: config.client_key.map(String::into_bytes),
                 port,
                 max_replay_bytes: config.max_replay_bytes,
+                client_idle_timeout: config.client_idle_timeout,
             }),
         })
     }
@@ -256,9 +273,11 @@ impl Proxy {
                 async move { Ok::<_, Infallible>(respond(&shared, request.map(Body::new)).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
-                // No header timeout (it needs a timer): a keep-alive connection waits for
-                // its next request as long as the client keeps it open.
-                .header_read_timeout(None)
+                // Bounds the wait for each request head, from the connection's start or the
+                // end of the previous answer: a client that sends nothing, or a head that
+                // never ends, does not hold a connection for ever.
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.shared.client_idle_timeout)
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             let mut stop = stop.clone();

@@ -433,6 +433,46 @@ async fn an_answer_whose_gateway_goes_silent_mid_body_is_cut_after_the_idle_limi
     assert_eq!(running.stats.get()["dev"].errors, 1);
 }
 
+#[tokio::test]
+async fn a_client_connection_without_a_complete_request_head_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = MockServer::start().await;
+    // An answer slower than the idle timeout: waiting for it is not idleness.
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(800)))
+        .mount(&upstream)
+        .await;
+    let script = TokenScript::new("echo tok");
+    let config = on_loopback(vec![provider(&format!("{}/v1", upstream.uri()), &script)])
+        .with_client_idle_timeout(Duration::from_millis(300));
+    let running = start(config).await;
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    let closed_within = |mut stream: tokio::net::TcpStream| async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+            .await
+            .expect("the connection was never closed")
+            .map(|_| rest)
+    };
+    // Silent from the start.
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(closed_within(silent).await.unwrap_or_default().is_empty());
+    // A head that never ends.
+    let mut partial = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    partial
+        .write_all(b"GET /dev/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+        .await
+        .unwrap();
+    let _ = closed_within(partial).await;
+    // One slow request answered in full, then the idle keep-alive connection is closed.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!("GET /dev/models HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    kept.write_all(head.as_bytes()).await.unwrap();
+    let answered = String::from_utf8(closed_within(kept).await.unwrap()).unwrap();
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert_eq!(upstream.received_requests().await.unwrap().len(), 1);
+}
+
 /// One request written by hand (a client library would normalise the path first); the
 /// status and the body of the answer.
 async fn raw_get(addr: &str, target: &str) -> (u16, String) {
