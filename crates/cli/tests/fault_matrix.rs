@@ -291,6 +291,7 @@ fn command_cases() -> Vec<Case> {
             command_case("interior space", "echo 'sk STDOUT-MARKER-q3f9 token'", false, args, 1, "interior whitespace"),
             command_case("killed by a signal", "kill -9 $$", false, args, 1, "exited with signal 9"),
             command_case("prints nothing", "true", false, args, 1, "empty token"),
+            command_case("jq's null for a missing field", "echo null", false, args, 1, "printed `null` or `undefined`"),
             command_case("JSON in text format", "echo '{\"access_token\":\"STDOUT-MARKER-q3f9\"}'", false, args, 1, "set `format = \"json\"`"),
             command_case("grandchild holding stderr after a failure", "sleep 30 >&2 &\necho $! >> kids\nexit 1", false, args, 1, "exited with status 1"),
             command_case("JSON of an unknown shape", "echo '{\"STDOUT-MARKER-q3f9\":\"x\"}'", true, args, 1, "none of `access_token`"),

@@ -40,6 +40,11 @@ fn parse_text(stdout: &str) -> Result<FreshToken, CommandFailure> {
             reason: "printed a JSON object, not a bare token; set `format = \"json\"` in its auth table to read it",
         });
     }
+    if trimmed == "null" || trimmed == "undefined" {
+        return Err(CommandFailure::InvalidToken {
+            reason: "printed `null` or `undefined`, as `jq -r` or a script does for a missing field (did the token endpoint answer an error?), not a token",
+        });
+    }
     let token =
         AuthToken::parse(trimmed).map_err(|reason| CommandFailure::InvalidToken { reason })?;
     let expires_at = jwt_expiry(token.expose_secret());
@@ -265,6 +270,18 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_null_of_a_missing_field_is_not_a_token() {
+        for missing in ["null\n", "undefined"] {
+            let err = parse_output(missing, TokenFormat::Text, SystemTime::now())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("missing field"), "{err}");
+        }
+        // A longer token that merely contains the word is a token.
+        assert!(parse_output("nullable-token", TokenFormat::Text, SystemTime::now()).is_ok());
     }
 
     #[test]
