@@ -84,6 +84,21 @@ impl Scrubber {
         out
     }
 
+    /// [`Scrubber::scrub`] for text that may be JSON (an error body, an SSE error event's
+    /// data, a websocket frame). When it parses, the control characters and terminal escape
+    /// sequences inside its strings (written `\u001b` in the text, so [`Scrubber::scrub`]
+    /// does not see them) are removed too, and the result is still JSON (compact, keys in
+    /// order). Otherwise it is [`Scrubber::scrub`] of the text.
+    pub fn scrub_json(&self, text: &str) -> String {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(mut value) => {
+                strip_control_in_strings(&mut value);
+                self.scrub(&value.to_string())
+            }
+            Err(_) => self.scrub(text),
+        }
+    }
+
     /// [`Scrubber::scrub`], whitespace folded, at most `max_chars` characters: a one-line
     /// excerpt for an error message.
     pub fn excerpt(&self, text: &str, max_chars: usize) -> String {
@@ -132,6 +147,21 @@ fn without_control(text: &str) -> String {
         }
     }
     out
+}
+
+/// Every string of `value` (object keys aside) through [`without_control`].
+fn strip_control_in_strings(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            if s.chars().any(char::is_control) {
+                *s = without_control(s);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_control_in_strings),
+        Value::Object(map) => map.values_mut().for_each(strip_control_in_strings),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 /// The forms a secret may be echoed in.
@@ -251,6 +281,22 @@ mod tests {
 
     fn scrubbed(text: &str) -> String {
         Scrubber::new([TOKEN]).scrub(text)
+    }
+
+    #[test]
+    fn json_keeps_its_shape_and_loses_escapes_inside_strings() {
+        let scrubber = Scrubber::new([TOKEN]);
+        // The token as JSON writes it (`/` may be escaped as `\/`).
+        let escaped = TOKEN.replace('/', "\\/");
+        let body = format!(
+            "{{\n  \"error\": {{\"message\": \"\\u001b]0;owned\\u0007\\u001b[31mbad {escaped}\", \"code\": 401}}\n}}"
+        );
+        let out = scrubber.scrub_json(&body);
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value["error"]["message"], "bad [REDACTED]");
+        assert_eq!(value["error"]["code"], 401);
+        // Not JSON: the plain scrub.
+        assert_eq!(scrubber.scrub_json("bad \u{1b}[31m"), "bad ");
     }
 
     #[test]

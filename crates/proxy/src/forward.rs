@@ -20,6 +20,7 @@ use crate::TRACING_TARGET;
 use crate::error::{ProxyErrorCode, answer};
 use crate::idle::IdleBounded;
 use crate::server::{Route, Shared};
+use crate::sse::ScrubbedEvents;
 
 /// Most of an error answer's body read (to scrub it) before it goes back to the client.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -385,7 +386,14 @@ async fn pass_back(
     if parts.status.as_u16() < 300 {
         // The upstream answer as it is, in place: every body frame goes on as it arrives,
         // until the gateway goes silent for longer than `stream_idle_timeout_ms`.
-        return Response::from_parts(parts, Body::new(IdleBounded::new(body, route.clone())));
+        let body = IdleBounded::new(body, route.clone());
+        if !is_event_stream(&parts.headers) {
+            return Response::from_parts(parts, Body::new(body));
+        }
+        // Events go on whole, their error events scrubbed: the length may change.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let events = ScrubbedEvents::new(body, route.clone());
+        return Response::from_parts(parts, Body::new(events));
     }
     let scrubber = match auth {
         Some(auth) => auth.scrubber_with(&route.header_secrets),
@@ -403,13 +411,25 @@ async fn pass_back(
     // Scrubbing 64 KiB against every recent token takes milliseconds: a large body is
     // scrubbed on the blocking pool, so that the event loop keeps serving meanwhile.
     let scrubbed = if text.len() <= SCRUB_INLINE_BYTES {
-        scrubber.scrub(&text)
+        scrubber.scrub_json(&text)
     } else {
-        tokio::task::spawn_blocking(move || scrubber.scrub(&text))
+        tokio::task::spawn_blocking(move || scrubber.scrub_json(&text))
             .await
             .unwrap_or_else(|_| "(the gateway's error body could not be scrubbed)".to_owned())
     };
     Response::from_parts(parts, Body::from(scrubbed))
+}
+
+/// An uncompressed `text/event-stream` answer (one whose events can be read).
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    let events = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.get(..17)
+                .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
+        });
+    events && !headers.contains_key(header::CONTENT_ENCODING)
 }
 
 /// Replaces every header value that holds a secret with its scrubbed form (or with

@@ -21,6 +21,9 @@
 //!   one streams through and its 401 goes back to the client; nothing else is retried;
 //! - response bodies stream through as they arrive, cut when the gateway goes silent for
 //!   longer than `stream_idle_timeout_ms`; websocket upgrades are relayed both ways;
+//! - what the gateway says that could echo the token is scrubbed before the client sees it:
+//!   error bodies, redirect and error headers, SSE error events, websocket error frames,
+//!   non-JSON frames and close reasons;
 //! - log lines carry provider, method, path (no query), status, time and whether the
 //!   request was replayed: never a token, a query string or a header value.
 //!
@@ -51,6 +54,7 @@ mod error;
 mod forward;
 mod idle;
 mod server;
+mod sse;
 mod upstream;
 mod websocket;
 

@@ -151,7 +151,10 @@ fn client_to_upstream(message: ws::Message) -> Option<Message> {
 
 fn upstream_to_client(message: Message, scrubber: &Scrubber) -> Option<ws::Message> {
     Some(match message {
-        Message::Text(text) => ws::Message::Text(text.as_str().into()),
+        Message::Text(text) => ws::Message::Text(match scrubbed_text(text.as_str(), scrubber) {
+            Some(scrubbed) => scrubbed.into(),
+            None => text.as_str().into(),
+        }),
         Message::Binary(bytes) => ws::Message::Binary(bytes),
         Message::Close(frame) => ws::Message::Close(frame.map(|f| ws::CloseFrame {
             code: f.code.into(),
@@ -159,4 +162,15 @@ fn upstream_to_client(message: Message, scrubber: &Scrubber) -> Option<ws::Messa
         })),
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
     })
+}
+
+/// A text frame from the gateway, scrubbed with [`Scrubber::scrub_json`] when it is an
+/// error event (it mentions `error`) or not a JSON object; `None` for any other frame (the
+/// events, audio deltas), which goes on as it is.
+fn scrubbed_text(text: &str, scrubber: &Scrubber) -> Option<String> {
+    let object = text.trim_start().starts_with('{');
+    if object && memchr::memmem::find(text.as_bytes(), b"error").is_none() {
+        return None;
+    }
+    Some(scrubber.scrub_json(text))
 }

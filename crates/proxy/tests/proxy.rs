@@ -473,6 +473,70 @@ async fn a_client_connection_without_a_complete_request_head_is_closed_after_the
     assert_eq!(upstream.received_requests().await.unwrap().len(), 1);
 }
 
+#[tokio::test]
+async fn an_sse_error_event_that_echoes_the_token_reaches_the_client_scrubbed() {
+    let hostile = test_support::HostileServer::start();
+    let script = TokenScript::new("echo sk-proxy-SECRET-0123456789");
+    let mut info = ModelProviderInfo::new("Echo", hostile.base_url("sse_error"));
+    info.auth = Some(script.auth());
+    let running = start(on_loopback(vec![provider_with(info)])).await;
+    let answer = http()
+        .post(running.url("/dev/responses"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let stream = answer.text().await.unwrap();
+    assert!(!stream.contains("SECRET-0123456789"), "{stream}");
+    // Still an SSE error event a client can read, its message scrubbed.
+    let data = stream
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap();
+    assert!(stream.starts_with("event: error\n"), "{stream}");
+    let event: serde_json::Value = serde_json::from_str(data).unwrap();
+    // The token and the escape codes inside the JSON string are gone.
+    assert_eq!(
+        event["error"]["message"],
+        "boom: your token [REDACTED] (json \"[REDACTED]\") is bad"
+    );
+    assert!(stream.ends_with("\n\n"), "{stream:?}");
+}
+
+#[tokio::test]
+async fn a_websocket_frame_that_echoes_the_token_reaches_the_client_scrubbed() {
+    use tokio_tungstenite::tungstenite::Message;
+    let hostile = test_support::HostileServer::start();
+    let script = TokenScript::new("echo sk-proxy-SECRET-0123456789");
+    let open = |fault: &str| {
+        let mut info = ModelProviderInfo::new("Echo", hostile.base_url(fault));
+        info.auth = Some(script.auth());
+        let auth = auth_manager_for_provider(fault, &info, None).unwrap();
+        ProxyProvider::new(fault, info, auth)
+    };
+    let running = start(on_loopback(vec![open("ws_not_json"), open("ws_close")])).await;
+    let ws_url = |id: &str| {
+        running
+            .url(&format!("/{id}/realtime?model=m"))
+            .replace("http://", "ws://")
+    };
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url("ws_not_json"))
+        .await
+        .unwrap();
+    match socket.next().await.unwrap().unwrap() {
+        Message::Text(text) => assert_eq!(text.as_str(), "not json [REDACTED]"),
+        other => panic!("{other:?}"),
+    }
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url("ws_close"))
+        .await
+        .unwrap();
+    match socket.next().await.unwrap().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(frame.reason.as_str(), "[REDACTED]"),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// One request written by hand (a client library would normalise the path first); the
 /// status and the body of the answer.
 async fn raw_get(addr: &str, target: &str) -> (u16, String) {
@@ -749,9 +813,9 @@ async fn redirects_go_back_to_the_client_and_what_echoes_the_token_is_scrubbed()
     );
     let echo = echo.text().await.unwrap();
     assert!(!echo.contains("minted-xyz"), "{echo}");
-    assert!(echo.contains("bad token [REDACTED]"), "{echo}");
+    // Still JSON, the escape code inside its string gone too.
     let parsed: serde_json::Value = serde_json::from_str(&echo).unwrap();
-    assert!(parsed["error"]["message"].is_string());
+    assert_eq!(parsed["error"]["message"], "bad token [REDACTED] ");
     let large = client
         .get(running.url("/dev/echo-large"))
         .send()

@@ -1,0 +1,227 @@
+//! Server-sent events on their way to the client: every event goes on as it came, except
+//! one that mentions `error` (an `event: error`, a `{"type":"error"}` or a `"error": {...}`
+//! in its data), whose lines are scrubbed of every token sent to the provider and of
+//! control characters, those in its JSON strings included. A gateway that echoes the credential in a stream's error does not
+//! hand it to the client.
+//!
+//! Events go on whole, as soon as their blank line arrives: an SSE client acts on nothing
+//! before that, so holding the rest of a partial event back delays nothing it could use.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+use provider_auth::{RequestAuth, Scrubber};
+
+use crate::TRACING_TARGET;
+use crate::idle::IdleBounded;
+use crate::server::Route;
+
+/// Largest event held back while its end has not arrived (as the clients' own limit,
+/// `model_client::MAX_EVENT_BYTES`). A stream with a longer one is cut.
+const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// What marks an event as one to scrub.
+const ERROR_MARK: &[u8] = b"error";
+
+/// An event over [`MAX_EVENT_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("the gateway sent an event of more than {} MiB", MAX_EVENT_BYTES >> 20)]
+pub(crate) struct EventTooLarge;
+
+/// A `text/event-stream` answer body, its error events scrubbed.
+pub(crate) struct ScrubbedEvents {
+    body: IdleBounded,
+    route: Arc<Route>,
+    /// The start of an event whose end has not arrived.
+    pending: BytesMut,
+    /// Built at the first error event.
+    scrubber: Option<Scrubber>,
+}
+
+impl ScrubbedEvents {
+    pub(crate) fn new(body: IdleBounded, route: Arc<Route>) -> Self {
+        Self {
+            body,
+            route,
+            pending: BytesMut::new(),
+            scrubber: None,
+        }
+    }
+
+    /// Complete events as they go to the client.
+    fn pass(&mut self, events: Bytes) -> Bytes {
+        if memchr::memmem::find(&events, ERROR_MARK).is_none() {
+            return events;
+        }
+        let route = &self.route;
+        let scrubber = self.scrubber.get_or_insert_with(|| {
+            RequestAuth::new(route.auth.clone()).scrubber_with(&route.header_secrets)
+        });
+        scrub_error_events(&events, scrubber)
+    }
+}
+
+impl Body for ScrubbedEvents {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    // The last event, should the stream end without its blank line.
+                    if this.pending.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    let rest = this.pending.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(this.pass(rest)))));
+                }
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                // Trailers go on as they are.
+                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+            };
+            let complete = if this.pending.is_empty() && last_event_end(&data) == Some(data.len()) {
+                // The common case: whole events, passed on without a copy.
+                data
+            } else {
+                this.pending.extend_from_slice(&data);
+                match last_event_end(&this.pending) {
+                    Some(end) => this.pending.split_to(end).freeze(),
+                    None if this.pending.len() > MAX_EVENT_BYTES => {
+                        this.route.count(|c| &c.errors);
+                        tracing::warn!(
+                            target: TRACING_TARGET,
+                            provider = %this.route.id,
+                            "the gateway sent an SSE event of more than 4 MiB; the stream is cut"
+                        );
+                        this.pending = BytesMut::new();
+                        return Poll::Ready(Some(Err(EventTooLarge.into())));
+                    }
+                    None => continue,
+                }
+            };
+            return Poll::Ready(Some(Ok(Frame::data(this.pass(complete)))));
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Scrubbing changes the length.
+        SizeHint::default()
+    }
+}
+
+/// Where each complete event of `buf` ends: just after its blank line. Lines end with
+/// `\n`, `\r\n` or `\r`. (A `\r` at the very end is taken as a line end: should a `\n`
+/// follow in the next part, it reads as one more blank line, which SSE clients ignore.)
+fn event_ends(buf: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut line_start = 0;
+    std::iter::from_fn(move || {
+        loop {
+            let found = buf
+                .get(line_start..)
+                .and_then(|rest| memchr::memchr2(b'\n', b'\r', rest))?;
+            let terminator = line_start + found;
+            let next = match buf.get(terminator..terminator + 2) {
+                Some(b"\r\n") => terminator + 2,
+                _ => terminator + 1,
+            };
+            let blank = found == 0;
+            line_start = next;
+            if blank {
+                return Some(next);
+            }
+        }
+    })
+}
+
+/// Where the last complete event of `buf` ends.
+fn last_event_end(buf: &[u8]) -> Option<usize> {
+    event_ends(buf).last()
+}
+
+/// `events` (complete ones) with each event that mentions `error` rewritten: every line
+/// scrubbed (a `data:` line's JSON with [`Scrubber::scrub_json`], so it stays JSON), lines
+/// ended with `\n`. Other events are kept byte for byte.
+fn scrub_error_events(events: &[u8], scrubber: &Scrubber) -> Bytes {
+    let mut out = BytesMut::with_capacity(events.len());
+    let mut start = 0;
+    while start < events.len() {
+        let rest = events.get(start..).unwrap_or_default();
+        let len = event_ends(rest).next().unwrap_or(rest.len());
+        let event = rest.get(..len).unwrap_or_default();
+        if memchr::memmem::find(event, ERROR_MARK).is_none() {
+            out.extend_from_slice(event);
+        } else {
+            let text = String::from_utf8_lossy(event);
+            for line in text.split(['\n', '\r']) {
+                // `\r\n` splits into a line and an empty piece: one blank line too many
+                // would end the event early, so only real lines are written, then one
+                // blank line.
+                if line.is_empty() {
+                    continue;
+                }
+                match line.strip_prefix("data:") {
+                    Some(data) => {
+                        let (space, data) = match data.strip_prefix(' ') {
+                            Some(rest) => (" ", rest),
+                            None => ("", data),
+                        };
+                        out.extend_from_slice(b"data:");
+                        out.extend_from_slice(space.as_bytes());
+                        out.extend_from_slice(scrubber.scrub_json(data).as_bytes());
+                    }
+                    None => out.extend_from_slice(scrubber.scrub(line).as_bytes()),
+                }
+                out.extend_from_slice(b"\n");
+            }
+            out.extend_from_slice(b"\n");
+        }
+        start += len;
+    }
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_end_at_a_blank_line_whatever_the_line_ends() {
+        assert_eq!(last_event_end(b"data: a\n\n"), Some(9));
+        assert_eq!(last_event_end(b"data: a\r\n\r\n"), Some(11));
+        assert_eq!(last_event_end(b"data: a\r\r"), Some(9));
+        assert_eq!(last_event_end(b"data: a\n\ndata: b\n\ndata: c"), Some(18));
+        assert_eq!(last_event_end(b"data: a\n"), None);
+        assert_eq!(last_event_end(b"data: a"), None);
+        assert_eq!(last_event_end(b"data: a\r\n\r"), Some(10));
+        assert_eq!(last_event_end(b"\n"), Some(1));
+        assert_eq!(last_event_end(b""), None);
+    }
+
+    #[test]
+    fn only_error_events_are_rewritten() {
+        let scrubber = Scrubber::new(["tok-SECRET-123"]);
+        let stream = b"event: delta\r\ndata: {\"delta\":\"tok-SECRET-123\"}\r\n\r\n\
+            event: error\r\ndata: {\"type\":\"error\",\"message\":\"bad tok-SECRET-123 \\u001b[31m\"}\r\n\r\n\
+            data: {\"delta\":\"x\"}\n\n";
+        let out = scrub_error_events(stream, &scrubber);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "event: delta\r\ndata: {\"delta\":\"tok-SECRET-123\"}\r\n\r\n\
+             event: error\ndata: {\"message\":\"bad [REDACTED] \",\"type\":\"error\"}\n\n\
+             data: {\"delta\":\"x\"}\n\n"
+        );
+    }
+}
