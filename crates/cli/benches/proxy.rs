@@ -26,10 +26,22 @@ use provider_config::ModelProviderInfo;
 
 const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
 
+/// A child stopped with SIGTERM when dropped (SIGKILL after 5 s): nginx's master stops its
+/// workers on SIGTERM, where SIGKILL would leave them running.
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -110,11 +110,14 @@ impl CredentialHeader {
     /// The header value for `token`, marked sensitive: `SCHEME TOKEN`, or the bare token
     /// when the scheme is empty.
     pub fn value(&self, token: &AuthToken) -> Option<HeaderValue> {
-        let text = if self.scheme.is_empty() {
-            Zeroizing::new(token.expose_secret().to_owned())
-        } else {
-            Zeroizing::new(format!("{} {}", self.scheme, token.expose_secret()))
-        };
+        let secret = token.expose_secret();
+        // Built by hand, not with `format!`: this runs for every request.
+        let mut text = Zeroizing::new(String::with_capacity(self.scheme.len() + 1 + secret.len()));
+        if !self.scheme.is_empty() {
+            text.push_str(&self.scheme);
+            text.push(' ');
+        }
+        text.push_str(secret);
         let mut value = HeaderValue::from_str(&text).ok()?;
         value.set_sensitive(true);
         Some(value)

@@ -14,7 +14,6 @@ use http::{HeaderMap, HeaderName, StatusCode, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use provider_auth::{AuthError, AuthRetry, RequestAuth};
-use url::Url;
 
 use crate::TRACING_TARGET;
 use crate::error::{ProxyErrorCode, answer};
@@ -133,22 +132,29 @@ fn is_websocket(headers: &HeaderMap) -> bool {
 }
 
 /// `<base_url>/<rest>` with the client's query, then the provider's `query_params`: the
-/// URL [`provider_config::ModelProviderInfo::endpoint_url`] makes, built from the route's
-/// `base` (parsed once, at bind).
-pub(crate) fn upstream_url(route: &Route, rest: &str, query: Option<&str>) -> Url {
-    let mut url = route.base.clone();
-    let path = format!(
-        "{}/{}",
-        url.path().trim_end_matches('/'),
-        rest.trim_start_matches('/')
+/// URL [`provider_config::ModelProviderInfo::endpoint_url`] makes, written straight from
+/// the route's `base_prefix` and `base_query` (made once, at bind). `rest` and `query` are
+/// as hyper parsed them from the request target, so the result is a valid URI too.
+pub(crate) fn upstream_url(route: &Route, rest: &str, query: Option<&str>) -> String {
+    let rest = rest.trim_start_matches('/');
+    let query = query.filter(|q| !q.is_empty());
+    let mut url = String::with_capacity(
+        route.base_prefix.len()
+            + rest.len()
+            + query.map_or(0, str::len)
+            + route.base_query.as_ref().map_or(0, String::len)
+            + 3,
     );
-    url.set_path(&path);
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
-        let merged = match url.query() {
-            Some(params) if !params.is_empty() => format!("{q}&{params}"),
-            _ => q.to_owned(),
-        };
-        url.set_query(Some(&merged));
+    url.push_str(&route.base_prefix);
+    url.push('/');
+    url.push_str(rest);
+    for (i, part) in query
+        .into_iter()
+        .chain(route.base_query.as_deref())
+        .enumerate()
+    {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(part);
     }
     url
 }
@@ -156,19 +162,19 @@ pub(crate) fn upstream_url(route: &Route, rest: &str, query: Option<&str>) -> Ur
 /// The inbound headers that may go upstream: no credential, no hop-by-hop header (nor one
 /// the `Connection` header names).
 pub(crate) fn forwardable(inbound: &HeaderMap) -> HeaderMap {
-    let named_by_connection: Vec<String> = inbound
+    let named_by_connection: Vec<&str> = inbound
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
+        .map(str::trim)
         .collect();
     let mut out = HeaderMap::new();
     for (name, value) in inbound {
         let n = name.as_str();
         if CREDENTIAL_HEADERS.contains(&n)
             || NOT_FORWARDED.contains(&n)
-            || named_by_connection.iter().any(|c| c == n)
+            || named_by_connection.iter().any(|c| c.eq_ignore_ascii_case(n))
         {
             continue;
         }
@@ -196,7 +202,7 @@ async fn forward(
     limit: usize,
 ) -> (Response, bool) {
     let url = upstream_url(route, rest, request.uri().query());
-    let Ok(uri) = url.as_str().parse::<http::Uri>() else {
+    let Ok(uri) = http::Uri::from_maybe_shared(bytes::Bytes::from(url)) else {
         route.count(|c| &c.errors);
         let detail = format!(
             "provider `{}`: the gateway URL is not a valid HTTP URI",
@@ -204,14 +210,15 @@ async fn forward(
         );
         return (answer(ProxyErrorCode::UpstreamUnreachable, detail), false);
     };
-    let method = request.method().clone();
-    let headers = upstream_headers(route, request.headers());
-    let declared = request
-        .headers()
+    // The client's headers are kept, not the upstream ones: an attempt builds its own from
+    // them (a replay is rare; a copy for it on every request is not).
+    let (inbound, body) = request.into_parts();
+    let declared = inbound
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut payload = match read_for_replay(request.into_body(), limit, declared).await {
+    let mut payload = match read_for_replay(body, limit, declared).await {
         Ok(p) => p,
         Err(_) => {
             return (
@@ -230,7 +237,7 @@ async fn forward(
                 return (token_unavailable(&e), replayed);
             }
         };
-        let mut attempt = headers.clone();
+        let mut attempt = upstream_headers(route, &inbound.headers);
         for (name, value) in credential {
             attempt.insert(name, value);
         }
@@ -242,7 +249,7 @@ async fn forward(
             },
         };
         let mut upstream = http::Request::new(body);
-        *upstream.method_mut() = method.clone();
+        *upstream.method_mut() = inbound.method.clone();
         *upstream.uri_mut() = uri.clone();
         *upstream.headers_mut() = attempt;
         let send = route.http.request(upstream);
@@ -271,10 +278,7 @@ async fn forward(
                 } else {
                     ProxyErrorCode::UpstreamUnreachable
                 };
-                return (
-                    answer(code, unreachable_message(route, &url, root)),
-                    replayed,
-                );
+                return (answer(code, unreachable_message(route, root)), replayed);
             }
             Ok(Ok(response)) => response,
         };
@@ -328,13 +332,13 @@ fn root_cause<'a>(
     root
 }
 
-fn unreachable_message(route: &Route, url: &Url, root: &dyn std::error::Error) -> String {
+fn unreachable_message(route: &Route, root: &dyn std::error::Error) -> String {
     // The host only: the URL's query may hold a key.
     format!(
         "provider `{}`: cannot reach {}:{}: {root}",
         route.id,
-        url.host_str().unwrap_or_default(),
-        url.port_or_known_default().unwrap_or_default()
+        route.base.host_str().unwrap_or_default(),
+        route.base.port_or_known_default().unwrap_or_default()
     )
 }
 

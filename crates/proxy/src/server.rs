@@ -138,6 +138,10 @@ pub(crate) struct Route {
     pub(crate) info: ModelProviderInfo,
     /// `base_url` with the provider's `query_params`, parsed once at bind.
     pub(crate) base: url::Url,
+    /// `base` without its query or a trailing `/`: what every upstream URL starts with.
+    pub(crate) base_prefix: String,
+    /// The provider's `query_params`, as `base` writes them (`None` when it has none).
+    pub(crate) base_query: Option<String>,
     pub(crate) auth: Arc<dyn AuthManager>,
     pub(crate) headers: http::HeaderMap,
     pub(crate) header_secrets: Vec<String>,
@@ -195,11 +199,17 @@ impl Proxy {
             let headers = provider_auth::provider_headers(&p.info).map_err(problem)?;
             let base = p.info.endpoint_url("").map_err(problem)?;
             let http = crate::upstream::client(p.info.connect_timeout()).map_err(problem)?;
+            let mut without_query = base.clone();
+            without_query.set_query(None);
+            let base_prefix = without_query.as_str().trim_end_matches('/').to_owned();
+            let base_query = base.query().filter(|q| !q.is_empty()).map(str::to_owned);
             let route = Route {
                 id: p.id.clone(),
                 header_secrets: provider_auth::configured_header_values(&p.info),
                 info: p.info,
                 base,
+                base_prefix,
+                base_query,
                 auth: p.auth,
                 headers,
                 http,

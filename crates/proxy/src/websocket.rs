@@ -36,7 +36,12 @@ pub(crate) async fn relay(route: &Arc<Route>, request: Request<Body>, rest: &str
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    let mut url = upstream_url(route, rest, parts.uri.query());
+    let Ok(mut url) = url::Url::parse(&upstream_url(route, rest, parts.uri.query())) else {
+        return answer(
+            ProxyErrorCode::UpstreamUnreachable,
+            "cannot make a websocket URL",
+        );
+    };
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
     if url.set_scheme(scheme).is_err() {
         return answer(

@@ -894,6 +894,44 @@ async fn an_api_key_gateway_gets_the_providers_key_never_the_clients() {
 }
 
 #[tokio::test]
+async fn the_clients_query_and_the_providers_query_params_both_reach_the_gateway() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": []})))
+        .mount(&upstream)
+        .await;
+    let script = TokenScript::new("echo minted-abc");
+    // A trailing slash on the base URL, as people write it.
+    let mut info = ModelProviderInfo::new("Azure", format!("{}/openai/", upstream.uri()));
+    info.auth = Some(script.auth());
+    info.query_params = [("api-version".to_owned(), "2025-04-01".to_owned())].into();
+    let running = start(on_loopback(vec![provider_with(info)])).await;
+    for rest in [
+        "/dev/deployments/gpt-4.1/chat/completions?limit=2&after=m%201",
+        "/dev/models",
+        "/dev/models?",
+    ] {
+        let status = http().get(running.url(rest)).send().await.unwrap().status();
+        assert_eq!(status, 200, "{rest}");
+    }
+    let seen: Vec<String> = upstream
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}?{}", r.url.path(), r.url.query().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "/openai/deployments/gpt-4.1/chat/completions?limit=2&after=m%201&api-version=2025-04-01",
+            "/openai/models?api-version=2025-04-01",
+            "/openai/models?api-version=2025-04-01",
+        ]
+    );
+}
+
+#[tokio::test]
 async fn an_https_gateway_that_does_not_speak_tls_is_unreachable_and_says_where() {
     // The dev gateway speaks plain HTTP: addressed as https, the TLS handshake fails.
     let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
