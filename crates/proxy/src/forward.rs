@@ -174,7 +174,9 @@ pub(crate) fn forwardable(inbound: &HeaderMap) -> HeaderMap {
         let n = name.as_str();
         if CREDENTIAL_HEADERS.contains(&n)
             || NOT_FORWARDED.contains(&n)
-            || named_by_connection.iter().any(|c| c.eq_ignore_ascii_case(n))
+            || named_by_connection
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(n))
         {
             continue;
         }
