@@ -403,7 +403,7 @@ async fn pass_back(
     }
     let scrubber = match auth {
         Some(auth) => auth.scrubber_with(&route.header_secrets),
-        None => RequestAuth::new(route.auth.clone()).scrubber_with(&route.header_secrets),
+        None => route.scrubber(),
     };
     scrub_headers(&scrubber, &mut parts.headers);
     if parts.status.as_u16() < 400 {

@@ -153,6 +153,12 @@ impl Route {
     pub(crate) fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) {
         counter(&self.counters).fetch_add(1, Ordering::Relaxed);
     }
+
+    /// A scrubber for what this provider's gateway sends: every recent token and every
+    /// configured header value.
+    pub(crate) fn scrubber(&self) -> provider_auth::Scrubber {
+        provider_auth::RequestAuth::new(self.auth.clone()).scrubber_with(&self.header_secrets)
+    }
 }
 
 pub(crate) struct Shared {

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
-use provider_auth::{RequestAuth, Scrubber};
+use provider_auth::Scrubber;
 
 use crate::TRACING_TARGET;
 use crate::idle::IdleBounded;
@@ -57,9 +57,7 @@ impl ScrubbedEvents {
             return events;
         }
         let route = &self.route;
-        let scrubber = self.scrubber.get_or_insert_with(|| {
-            RequestAuth::new(route.auth.clone()).scrubber_with(&route.header_secrets)
-        });
+        let scrubber = self.scrubber.get_or_insert_with(|| route.scrubber());
         scrub_error_events(&events, scrubber)
     }
 }

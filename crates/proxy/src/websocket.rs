@@ -11,7 +11,7 @@ use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse as _, Response};
 use futures::{SinkExt as _, StreamExt as _};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use provider_auth::{RequestAuth, Scrubber};
+use provider_auth::Scrubber;
 use realtime::{MAX_MESSAGE_BYTES, RealtimeClient, RealtimeError};
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -68,7 +68,7 @@ pub(crate) async fn relay(route: &Arc<Route>, request: Request<Body>, rest: &str
     if let Some(chosen) = chosen.as_ref().and_then(|c| c.to_str().ok()) {
         upgrade = upgrade.protocols([chosen.to_owned()]);
     }
-    let scrubber = RequestAuth::new(route.auth.clone()).scrubber_with(&route.header_secrets);
+    let scrubber = route.scrubber();
     upgrade.on_upgrade(move |socket| pump(socket, upstream, scrubber))
 }
 

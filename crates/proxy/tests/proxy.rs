@@ -29,6 +29,16 @@ impl Running {
     fn url(&self, rest: &str) -> String {
         format!("{}{rest}", self.base)
     }
+
+    /// `POST /dev/responses` with an empty JSON body; the answer, once its head is in.
+    async fn post_responses(&self) -> reqwest::Response {
+        http()
+            .post(self.url("/dev/responses"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 async fn start(config: ProxyConfig) -> Running {
@@ -47,9 +57,14 @@ async fn start(config: ProxyConfig) -> Running {
 }
 
 fn provider(base_url: &str, script: &TokenScript) -> ProxyProvider {
+    provider_with(info_for(base_url, script))
+}
+
+/// A provider at `base_url` whose token comes from `script`.
+fn info_for(base_url: &str, script: &TokenScript) -> ModelProviderInfo {
     let mut info = ModelProviderInfo::new("Test", base_url);
     info.auth = Some(script.auth());
-    provider_with(info)
+    info
 }
 
 fn provider_with(info: ModelProviderInfo) -> ProxyProvider {
@@ -68,6 +83,16 @@ async fn dev_setup() -> (DevGateway, TokenScript, Running) {
     script.write("token", &gw.mint_token().access_token);
     let running = start(on_loopback(vec![provider(&gw.base_url(), &script)])).await;
     (gw, script, running)
+}
+
+/// A wiremock gateway that answers every GET with an empty model list.
+async fn answering_every_get() -> MockServer {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": []})))
+        .mount(&upstream)
+        .await;
+    upstream
 }
 
 /// A proxy in front of a wiremock gateway whose base URL is `/v1`.
@@ -375,20 +400,16 @@ async fn each_error_the_proxy_makes_has_its_code_and_status() {
     ] {
         answers.push(error_line(get(rest).await.unwrap()).await);
     }
-    let foreign = client
-        .get(running.url("/down/models"))
-        .header("host", "evil.example")
-        .send()
-        .await
-        .unwrap();
-    answers.push(error_line(foreign).await);
-    let page = client
-        .get(running.url("/down/models"))
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
-    answers.push(error_line(page).await);
+    // A foreign `Host` (DNS rebinding), then a page on another site.
+    for (name, value) in [("host", "evil.example"), ("origin", "https://evil.example")] {
+        let refused = client
+            .get(running.url("/down/models"))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        answers.push(error_line(refused).await);
+    }
     let addr = running.base.trim_start_matches("http://");
     let (status, body) = raw_get(addr, "/down/../admin").await;
     answers.push(format!("{status} {body}"));
@@ -408,16 +429,10 @@ async fn each_error_the_proxy_makes_has_its_code_and_status() {
 async fn an_answer_whose_gateway_goes_silent_mid_body_is_cut_after_the_idle_limit() {
     let hostile = test_support::HostileServer::start();
     let script = TokenScript::new("echo tok");
-    let mut info = ModelProviderInfo::new("Hold", hostile.base_url("sse_hold"));
-    info.auth = Some(script.auth());
+    let mut info = info_for(&hostile.base_url("sse_hold"), &script);
     info.stream_idle_timeout_ms = 300;
     let running = start(on_loopback(vec![provider_with(info)])).await;
-    let mut answer = http()
-        .post(running.url("/dev/responses"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let mut answer = running.post_responses().await;
     assert_eq!(answer.status(), 200);
     let first = answer.chunk().await.unwrap().unwrap();
     assert!(
@@ -477,15 +492,12 @@ async fn a_client_connection_without_a_complete_request_head_is_closed_after_the
 async fn an_sse_error_event_that_echoes_the_token_reaches_the_client_scrubbed() {
     let hostile = test_support::HostileServer::start();
     let script = TokenScript::new("echo sk-proxy-SECRET-0123456789");
-    let mut info = ModelProviderInfo::new("Echo", hostile.base_url("sse_error"));
-    info.auth = Some(script.auth());
-    let running = start(on_loopback(vec![provider_with(info)])).await;
-    let answer = http()
-        .post(running.url("/dev/responses"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let running = start(on_loopback(vec![provider(
+        &hostile.base_url("sse_error"),
+        &script,
+    )]))
+    .await;
+    let answer = running.post_responses().await;
     assert_eq!(answer.status(), 200);
     let stream = answer.text().await.unwrap();
     assert!(!stream.contains("SECRET-0123456789"), "{stream}");
@@ -510,8 +522,7 @@ async fn a_websocket_frame_that_echoes_the_token_reaches_the_client_scrubbed() {
     let hostile = test_support::HostileServer::start();
     let script = TokenScript::new("echo sk-proxy-SECRET-0123456789");
     let open = |fault: &str| {
-        let mut info = ModelProviderInfo::new("Echo", hostile.base_url(fault));
-        info.auth = Some(script.auth());
+        let info = info_for(&hostile.base_url(fault), &script);
         let auth = auth_manager_for_provider(fault, &info, None).unwrap();
         ProxyProvider::new(fault, info, auth)
     };
@@ -553,11 +564,7 @@ async fn raw_get(addr: &str, target: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn a_path_that_climbs_out_of_the_base_path_is_refused_and_never_sent() {
-    let upstream = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": []})))
-        .mount(&upstream)
-        .await;
+    let upstream = answering_every_get().await;
     let script = TokenScript::new("echo minted-abc");
     let running = in_front_of(&upstream, &script).await;
     let addr = running.base.trim_start_matches("http://").to_owned();
@@ -895,11 +902,7 @@ async fn an_api_key_gateway_gets_the_providers_key_never_the_clients() {
 
 #[tokio::test]
 async fn the_clients_query_and_the_providers_query_params_both_reach_the_gateway() {
-    let upstream = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": []})))
-        .mount(&upstream)
-        .await;
+    let upstream = answering_every_get().await;
     let script = TokenScript::new("echo minted-abc");
     // A trailing slash on the base URL, as people write it.
     let mut info = ModelProviderInfo::new("Azure", format!("{}/openai/", upstream.uri()));
