@@ -30,8 +30,10 @@ const SCRUB_INLINE_BYTES: usize = 8 * 1024;
 /// Inbound headers that carry the client's own (dummy) credential: never forwarded.
 const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "api-key", "x-api-key"];
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), plus those the upstream client sets itself.
-const NOT_FORWARDED: [&str; 12] = [
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus those the upstream client sets itself, and
+/// `Expect`: the proxy answered the client's `100-continue` itself, and sends the body
+/// upstream without waiting.
+const NOT_FORWARDED: [&str; 13] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -43,6 +45,7 @@ const NOT_FORWARDED: [&str; 12] = [
     "upgrade",
     "host",
     "content-length",
+    "expect",
     // Bodies come back uncompressed, so error answers can be scrubbed.
     "accept-encoding",
 ];
