@@ -87,8 +87,8 @@ impl Scrubber {
     /// [`Scrubber::scrub`] for text that may be JSON (an error body, an SSE error event's
     /// data, a websocket frame). When it parses, the control characters and terminal escape
     /// sequences inside its strings (written `\u001b` in the text, so [`Scrubber::scrub`]
-    /// does not see them) are removed too, and the result is still JSON (compact, keys in
-    /// order). Otherwise it is [`Scrubber::scrub`] of the text.
+    /// does not see them) are removed too, but for line breaks and tabs, and the result is
+    /// still JSON (compact, keys in order). Otherwise it is [`Scrubber::scrub`] of the text.
     pub fn scrub_json(&self, text: &str) -> String {
         match serde_json::from_str::<serde_json::Value>(text) {
             Ok(mut value) => {
@@ -115,6 +115,12 @@ impl Scrubber {
 /// or `ESC \\`, and two-character `ESC x`) and without other control characters; line
 /// breaks and tabs become spaces.
 fn without_control(text: &str) -> String {
+    without_escapes(text, true)
+}
+
+/// [`without_control`], but with `\n` and `\t` kept unless `fold` (text inside a JSON
+/// string, where a line break is content, not a way to forge a log line).
+fn without_escapes(text: &str, fold: bool) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -141,7 +147,8 @@ fn without_control(text: &str) -> String {
                 }
                 _ => {}
             },
-            '\n' | '\r' | '\t' => out.push(' '),
+            '\n' | '\t' if !fold => out.push(c),
+            '\n' | '\r' | '\t' if fold => out.push(' '),
             c if c.is_control() => {}
             c => out.push(c),
         }
@@ -149,13 +156,14 @@ fn without_control(text: &str) -> String {
     out
 }
 
-/// Every string of `value` (object keys aside) through [`without_control`].
+/// Every string of `value` (object keys aside) without terminal escapes and control
+/// characters; line breaks and tabs, which are content there, are kept.
 fn strip_control_in_strings(value: &mut serde_json::Value) {
     use serde_json::Value;
     match value {
         Value::String(s) => {
-            if s.chars().any(char::is_control) {
-                *s = without_control(s);
+            if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                *s = without_escapes(s, false);
             }
         }
         Value::Array(items) => items.iter_mut().for_each(strip_control_in_strings),
@@ -295,6 +303,9 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(value["error"]["message"], "bad [REDACTED]");
         assert_eq!(value["error"]["code"], 401);
+        // A line break inside a string is content: kept.
+        let lines = scrubber.scrub_json(r#"{"message":"line one\nline two\tx\r"}"#);
+        assert_eq!(lines, r#"{"message":"line one\nline two\tx"}"#);
         // Not JSON: the plain scrub.
         assert_eq!(scrubber.scrub_json("bad \u{1b}[31m"), "bad ");
     }

@@ -1,7 +1,8 @@
 //! Server-sent events on their way to the client: every event goes on as it came, except
-//! one that mentions `error` (an `event: error`, a `{"type":"error"}` or a `"error": {...}`
-//! in its data), whose lines are scrubbed of every token sent to the provider and of
-//! control characters, those in its JSON strings included. A gateway that echoes the credential in a stream's error does not
+//! an error event (an `event: error`, a `{"type":"error"}`, a `response.failed` or a
+//! top-level `"error": {...}` in its data), whose lines are scrubbed of every token sent
+//! to the provider and of terminal escapes, those in its JSON strings included. A text
+//! delta that merely says "error" goes on untouched. A gateway that echoes the credential in a stream's error does not
 //! hand it to the client.
 //!
 //! Events go on whole, as soon as their blank line arrives: an SSE client acts on nothing
@@ -149,9 +150,41 @@ fn last_event_end(buf: &[u8]) -> Option<usize> {
     event_ends(buf).last()
 }
 
-/// `events` (complete ones) with each event that mentions `error` rewritten: every line
-/// scrubbed (a `data:` line's JSON with [`Scrubber::scrub_json`], so it stays JSON), lines
-/// ended with `\n`. Other events are kept byte for byte.
+/// Whether a JSON event or frame reports an error: `{"type": "error"}`, a `type` ending in
+/// `.failed` (`response.failed`, which carries the error), or a top-level `error` (a chat
+/// completion stream's error chunk). A text delta that merely says "error" does not.
+pub(crate) fn reports_an_error(value: &serde_json::Value) -> bool {
+    let kind = value.get("type").and_then(serde_json::Value::as_str);
+    kind.is_some_and(|t| t == "error" || t.ends_with(".failed"))
+        || value.get("error").is_some_and(|e| !e.is_null())
+}
+
+/// Whether a complete SSE event is an error event: an `event: error` line, a `data:` JSON
+/// that [`reports_an_error`], or `data:` that is not JSON and mentions `error`.
+fn is_error_event(event: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(event);
+    let mut data = String::new();
+    for line in text.split(['\n', '\r']) {
+        if let Some(name) = line.strip_prefix("event:") {
+            if name.trim() == "error" {
+                return true;
+            }
+        } else if let Some(payload) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(payload.strip_prefix(' ').unwrap_or(payload));
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(&data) {
+        Ok(value) => reports_an_error(&value),
+        Err(_) => data.contains("error"),
+    }
+}
+
+/// `events` (complete ones) with each error event ([`is_error_event`]) rewritten: every
+/// line scrubbed (a `data:` line's JSON with [`Scrubber::scrub_json`], so it stays JSON),
+/// lines ended with `\n`. Other events are kept byte for byte.
 fn scrub_error_events(events: &[u8], scrubber: &Scrubber) -> Bytes {
     let mut out = BytesMut::with_capacity(events.len());
     let mut start = 0;
@@ -159,7 +192,7 @@ fn scrub_error_events(events: &[u8], scrubber: &Scrubber) -> Bytes {
         let rest = events.get(start..).unwrap_or_default();
         let len = event_ends(rest).next().unwrap_or(rest.len());
         let event = rest.get(..len).unwrap_or_default();
-        if memchr::memmem::find(event, ERROR_MARK).is_none() {
+        if memchr::memmem::find(event, ERROR_MARK).is_none() || !is_error_event(event) {
             out.extend_from_slice(event);
         } else {
             let text = String::from_utf8_lossy(event);
@@ -206,6 +239,25 @@ mod tests {
         assert_eq!(last_event_end(b"data: a\r\n\r"), Some(10));
         assert_eq!(last_event_end(b"\n"), Some(1));
         assert_eq!(last_event_end(b""), None);
+    }
+
+    #[test]
+    fn a_delta_that_says_error_is_not_an_error_event() {
+        let scrubber = Scrubber::new(["tok-SECRET-123"]);
+        let delta = b"event: response.output_text.delta\n\
+            data: {\"type\":\"response.output_text.delta\",\"delta\":\"raise ValueError(\\\"error\\\")\\n\"}\n\n";
+        assert_eq!(
+            scrub_error_events(delta, &scrubber),
+            Bytes::from_static(delta)
+        );
+        for error in [
+            &b"event: error\ndata: {\"message\":\"x\"}\n\n"[..],
+            b"data: {\"type\":\"response.failed\",\"response\":{\"error\":{}}}\n\n",
+            b"data: {\"error\":{\"message\":\"x\"}}\n\n",
+            b"data: an error, not JSON\n\n",
+        ] {
+            assert!(is_error_event(error), "{}", String::from_utf8_lossy(error));
+        }
     }
 
     #[test]

@@ -170,12 +170,41 @@ fn upstream_to_client(message: Message, scrubber: &Scrubber) -> Option<ws::Messa
 }
 
 /// A text frame from the gateway, scrubbed with [`Scrubber::scrub_json`] when it is an
-/// error event (it mentions `error`) or not a JSON object; `None` for any other frame (the
-/// events, audio deltas), which goes on as it is.
+/// error event ([`crate::sse::reports_an_error`]) or not a JSON object; `None` for any other
+/// frame (the events, audio deltas, a delta that merely says "error"), which goes on as it
+/// is.
 fn scrubbed_text(text: &str, scrubber: &Scrubber) -> Option<String> {
     let object = text.trim_start().starts_with('{');
     if object && memchr::memmem::find(text.as_bytes(), b"error").is_none() {
         return None;
     }
-    Some(scrubber.scrub_json(text))
+    let error = serde_json::from_str::<serde_json::Value>(text).map_or(true, |value| {
+        !value.is_object() || crate::sse::reports_an_error(&value)
+    });
+    error.then(|| scrubber.scrub_json(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_error_frames_and_frames_that_are_not_json_are_scrubbed() {
+        let scrubber = Scrubber::new(["tok-SECRET-123"]);
+        let delta = r#"{"type":"response.text.delta","delta":"an error\n"}"#;
+        assert_eq!(scrubbed_text(delta, &scrubber), None);
+        assert_eq!(
+            scrubbed_text(r#"{"type":"session.created"}"#, &scrubber),
+            None
+        );
+        let error = r#"{"type":"error","error":{"message":"bad tok-SECRET-123"}}"#;
+        assert_eq!(
+            scrubbed_text(error, &scrubber).as_deref(),
+            Some(r#"{"error":{"message":"bad [REDACTED]"},"type":"error"}"#)
+        );
+        assert_eq!(
+            scrubbed_text("plain tok-SECRET-123", &scrubber).as_deref(),
+            Some("plain [REDACTED]")
+        );
+    }
 }
