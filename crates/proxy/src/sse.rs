@@ -38,6 +38,8 @@ pub(crate) struct ScrubbedEvents {
     route: Arc<Route>,
     /// The start of an event whose end has not arrived.
     pending: BytesMut,
+    /// How far `pending` has been searched for an event's end.
+    framer: Framer,
     /// Built at the first error event.
     scrubber: Option<Scrubber>,
 }
@@ -48,6 +50,7 @@ impl ScrubbedEvents {
             body,
             route,
             pending: BytesMut::new(),
+            framer: Framer::default(),
             scrubber: None,
         }
     }
@@ -91,13 +94,21 @@ impl Body for ScrubbedEvents {
                 // Trailers go on as they are.
                 Err(frame) => return Poll::Ready(Some(Ok(frame))),
             };
-            let complete = if this.pending.is_empty() && last_event_end(&data) == Some(data.len()) {
+            let whole = this.pending.is_empty() && {
+                let mut framer = Framer::default();
+                framer.last_end(&data) == Some(data.len())
+            };
+            let complete = if whole {
                 // The common case: whole events, passed on without a copy.
                 data
             } else {
+                // Only what arrived is searched: a long event costs its length once.
                 this.pending.extend_from_slice(&data);
-                match last_event_end(&this.pending) {
-                    Some(end) => this.pending.split_to(end).freeze(),
+                match this.framer.last_end(&this.pending) {
+                    Some(end) => {
+                        this.framer.cut(end);
+                        this.pending.split_to(end).freeze()
+                    }
                     None if this.pending.len() > MAX_EVENT_BYTES => {
                         this.route.count(|c| &c.errors);
                         tracing::warn!(
@@ -106,6 +117,7 @@ impl Body for ScrubbedEvents {
                             "the gateway sent an SSE event of more than 4 MiB; the stream is cut"
                         );
                         this.pending = BytesMut::new();
+                        this.framer = Framer::default();
                         return Poll::Ready(Some(Err(EventTooLarge.into())));
                     }
                     None => continue,
@@ -121,33 +133,56 @@ impl Body for ScrubbedEvents {
     }
 }
 
-/// Where each complete event of `buf` ends: just after its blank line. Lines end with
-/// `\n`, `\r\n` or `\r`. (A `\r` at the very end is taken as a line end: should a `\n`
-/// follow in the next part, it reads as one more blank line, which SSE clients ignore.)
-fn event_ends(buf: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    let mut line_start = 0;
-    std::iter::from_fn(move || {
-        loop {
-            let found = buf
-                .get(line_start..)
-                .and_then(|rest| memchr::memchr2(b'\n', b'\r', rest))?;
-            let terminator = line_start + found;
+/// Finds where events end in a buffer that grows at its end (and is cut at an event's
+/// end): just after each blank line. Lines end with `\n`, `\r\n` or `\r`. What was
+/// searched once is not searched again. (A `\r` at the very end is taken as a line end:
+/// should a `\n` follow in the next part, it reads as one more blank line, which SSE
+/// clients ignore.)
+#[derive(Debug, Default)]
+struct Framer {
+    /// Where the current line starts.
+    line_start: usize,
+    /// Where the search for the next line end resumes.
+    searched: usize,
+}
+
+impl Framer {
+    /// The end of the next complete event at or after the last one found.
+    fn next_end(&mut self, buf: &[u8]) -> Option<usize> {
+        while let Some(found) = buf
+            .get(self.searched..)
+            .and_then(|rest| memchr::memchr2(b'\n', b'\r', rest))
+        {
+            let terminator = self.searched + found;
             let next = match buf.get(terminator..terminator + 2) {
                 Some(b"\r\n") => terminator + 2,
                 _ => terminator + 1,
             };
-            let blank = found == 0;
-            line_start = next;
+            let blank = terminator == self.line_start;
+            self.line_start = next;
+            self.searched = next;
             if blank {
                 return Some(next);
             }
         }
-    })
-}
+        self.searched = buf.len();
+        None
+    }
 
-/// Where the last complete event of `buf` ends.
-fn last_event_end(buf: &[u8]) -> Option<usize> {
-    event_ends(buf).last()
+    /// The end of the last complete event in `buf`.
+    fn last_end(&mut self, buf: &[u8]) -> Option<usize> {
+        let mut last = None;
+        while let Some(end) = self.next_end(buf) {
+            last = Some(end);
+        }
+        last
+    }
+
+    /// The buffer lost its first `end` bytes (complete events).
+    fn cut(&mut self, end: usize) {
+        self.line_start = self.line_start.saturating_sub(end);
+        self.searched = self.searched.saturating_sub(end);
+    }
 }
 
 /// Whether a JSON event or frame reports an error: `{"type": "error"}`, a `type` ending in
@@ -190,7 +225,7 @@ fn scrub_error_events(events: &[u8], scrubber: &Scrubber) -> Bytes {
     let mut start = 0;
     while start < events.len() {
         let rest = events.get(start..).unwrap_or_default();
-        let len = event_ends(rest).next().unwrap_or(rest.len());
+        let len = Framer::default().next_end(rest).unwrap_or(rest.len());
         let event = rest.get(..len).unwrap_or_default();
         if memchr::memmem::find(event, ERROR_MARK).is_none() || !is_error_event(event) {
             out.extend_from_slice(event);
@@ -230,15 +265,18 @@ mod tests {
 
     #[test]
     fn events_end_at_a_blank_line_whatever_the_line_ends() {
-        assert_eq!(last_event_end(b"data: a\n\n"), Some(9));
-        assert_eq!(last_event_end(b"data: a\r\n\r\n"), Some(11));
-        assert_eq!(last_event_end(b"data: a\r\r"), Some(9));
-        assert_eq!(last_event_end(b"data: a\n\ndata: b\n\ndata: c"), Some(18));
-        assert_eq!(last_event_end(b"data: a\n"), None);
-        assert_eq!(last_event_end(b"data: a"), None);
-        assert_eq!(last_event_end(b"data: a\r\n\r"), Some(10));
-        assert_eq!(last_event_end(b"\n"), Some(1));
-        assert_eq!(last_event_end(b""), None);
+        assert_eq!(Framer::default().last_end(b"data: a\n\n"), Some(9));
+        assert_eq!(Framer::default().last_end(b"data: a\r\n\r\n"), Some(11));
+        assert_eq!(Framer::default().last_end(b"data: a\r\r"), Some(9));
+        assert_eq!(
+            Framer::default().last_end(b"data: a\n\ndata: b\n\ndata: c"),
+            Some(18)
+        );
+        assert_eq!(Framer::default().last_end(b"data: a\n"), None);
+        assert_eq!(Framer::default().last_end(b"data: a"), None);
+        assert_eq!(Framer::default().last_end(b"data: a\r\n\r"), Some(10));
+        assert_eq!(Framer::default().last_end(b"\n"), Some(1));
+        assert_eq!(Framer::default().last_end(b""), None);
     }
 
     #[test]
@@ -258,6 +296,21 @@ mod tests {
         ] {
             assert!(is_error_event(error), "{}", String::from_utf8_lossy(error));
         }
+    }
+
+    #[test]
+    fn a_growing_buffer_is_searched_once() {
+        let mut framer = Framer::default();
+        let mut buf = b"data: a".to_vec();
+        assert_eq!(framer.last_end(&buf), None);
+        buf.extend_from_slice(b"bc\n");
+        assert_eq!(framer.last_end(&buf), None);
+        buf.extend_from_slice(b"\ndata: d\n");
+        assert_eq!(framer.last_end(&buf), Some(11));
+        framer.cut(11);
+        buf.drain(..11);
+        buf.extend_from_slice(b"\n");
+        assert_eq!(framer.last_end(&buf), Some(9));
     }
 
     #[test]

@@ -555,6 +555,86 @@ async fn a_websocket_frame_that_echoes_the_token_reaches_the_client_scrubbed() {
     }
 }
 
+/// What a client saw of one answer: its status, then how its body went.
+async fn outcome(answer: reqwest::Response, read_limit: Duration) -> (String, Vec<u8>) {
+    let status = answer.status().as_u16();
+    let mut answer = answer;
+    let mut body = Vec::new();
+    let deadline = tokio::time::Instant::now() + read_limit;
+    let how = loop {
+        if body.len() > 2 << 20 {
+            break "over 2 MiB, still streaming";
+        }
+        match tokio::time::timeout_at(deadline, answer.chunk()).await {
+            Err(_) => break "still streaming at the read limit",
+            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+            Ok(Ok(None)) => break "complete",
+            Ok(Err(_)) => break "cut",
+        }
+    };
+    (format!("{status} {how}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_gateway_through_the_proxy_is_bounded_and_never_echoes_the_token() {
+    const TOKEN: &str = "sk-hostile-SECRET-0123456789";
+    let hostile = test_support::HostileServer::start();
+    let script = TokenScript::new(&format!("echo {TOKEN}"));
+    let faults = [
+        "ok",
+        "silent",
+        "drip200",
+        "drip401",
+        "huge",
+        "huge401",
+        "reset",
+        "echo400",
+        "echo401",
+        "sse_garbage",
+        "sse_not_utf8",
+        "sse_error",
+        "sse_bom_cr",
+        "sse_endless",
+        "sse_hold",
+        "sse_truncated",
+    ];
+    let providers = faults
+        .iter()
+        .map(|fault| {
+            let mut info = info_for(&hostile.base_url(fault), &script);
+            info.request_timeout_ms = 1000;
+            info.stream_idle_timeout_ms = 1500;
+            let auth = auth_manager_for_provider(fault, &info, None).unwrap();
+            ProxyProvider::new(*fault, info, auth)
+        })
+        .collect();
+    let running = start(on_loopback(providers)).await;
+    let client = http();
+    let cases = faults.iter().map(|fault| {
+        let request = client
+            .post(running.url(&format!("/{fault}/responses")))
+            .body("{}")
+            .send();
+        async move {
+            let bounded = tokio::time::timeout(Duration::from_secs(15), async {
+                outcome(request.await.unwrap(), Duration::from_secs(4)).await
+            });
+            let (seen, body) = bounded.await.expect("the case never ended");
+            let text = String::from_utf8_lossy(&body);
+            assert!(!text.contains("SECRET-0123456789"), "{fault}: {text}");
+            if *fault == "huge401" {
+                assert!(body.len() <= 64 * 1024, "{}", body.len());
+            }
+            format!("{fault:<14} {seen}")
+        }
+    });
+    let table = futures::future::join_all(cases).await.join("\n");
+    insta::assert_snapshot!("proxy_hostile_gateways", table);
+    // The proxy is still there for the next client.
+    let health = client.get(running.url("/_modelauth/health")).send().await;
+    assert_eq!(health.unwrap().status(), 200);
+}
+
 /// One request written by hand (a client library would normalise the path first); the
 /// status and the body of the answer.
 async fn raw_get(addr: &str, target: &str) -> (u16, String) {
