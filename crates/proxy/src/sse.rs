@@ -2,8 +2,8 @@
 //! an error event (an `event: error`, a `{"type":"error"}`, a `response.failed` or a
 //! top-level `"error": {...}` in its data), whose lines are scrubbed of every token sent
 //! to the provider and of terminal escapes, those in its JSON strings included. A text
-//! delta that merely says "error" goes on untouched. A gateway that echoes the credential in a stream's error does not
-//! hand it to the client.
+//! delta that merely says "error" goes on untouched. A gateway that echoes the credential
+//! in a stream's error does not hand it to the client.
 //!
 //! Events go on whole, as soon as their blank line arrives: an SSE client acts on nothing
 //! before that, so holding the rest of a partial event back delays nothing it could use.
@@ -24,7 +24,7 @@ use crate::server::Route;
 /// `model_client::MAX_EVENT_BYTES`). A stream with a longer one is cut.
 const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
-/// What marks an event as one to scrub.
+/// A cheap first test: an event without these bytes is no error event.
 const ERROR_MARK: &[u8] = b"error";
 
 /// An event over [`MAX_EVENT_BYTES`].
