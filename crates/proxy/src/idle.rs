@@ -45,7 +45,7 @@ impl IdleBounded {
 
 impl Body for IdleBounded {
     type Data = bytes::Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = axum::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,

@@ -68,7 +68,7 @@ impl ScrubbedEvents {
 
 impl Body for ScrubbedEvents {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = axum::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -94,34 +94,38 @@ impl Body for ScrubbedEvents {
                 // Trailers go on as they are.
                 Err(frame) => return Poll::Ready(Some(Ok(frame))),
             };
-            let whole = this.pending.is_empty() && {
-                let mut framer = Framer::default();
-                framer.last_end(&data) == Some(data.len())
-            };
-            let complete = if whole {
-                // The common case: whole events, passed on without a copy.
-                data
-            } else {
-                // Only what arrived is searched: a long event costs its length once.
-                this.pending.extend_from_slice(&data);
-                match this.framer.last_end(&this.pending) {
-                    Some(end) => {
-                        this.framer.cut(end);
-                        this.pending.split_to(end).freeze()
-                    }
-                    None if this.pending.len() > MAX_EVENT_BYTES => {
-                        this.route.count(|c| &c.errors);
-                        tracing::warn!(
-                            target: TRACING_TARGET,
-                            provider = %this.route.id,
-                            "the gateway sent an SSE event of more than 4 MiB; the stream is cut"
-                        );
-                        this.pending = BytesMut::new();
-                        this.framer = Framer::default();
-                        return Poll::Ready(Some(Err(EventTooLarge.into())));
-                    }
-                    None => continue,
+            // Only what arrived is searched (the framer resumes where it stopped): a long
+            // event costs its length once.
+            let end = if this.pending.is_empty() {
+                let end = this.framer.last_end(&data);
+                if end == Some(data.len()) {
+                    // The common case: whole events, passed on without a copy.
+                    this.framer = Framer::default();
+                    return Poll::Ready(Some(Ok(Frame::data(this.pass(data)))));
                 }
+                this.pending.extend_from_slice(&data);
+                end
+            } else {
+                this.pending.extend_from_slice(&data);
+                this.framer.last_end(&this.pending)
+            };
+            let complete = match end {
+                Some(end) => {
+                    this.framer.cut(end);
+                    this.pending.split_to(end).freeze()
+                }
+                None if this.pending.len() > MAX_EVENT_BYTES => {
+                    this.route.count(|c| &c.errors);
+                    tracing::warn!(
+                        target: TRACING_TARGET,
+                        provider = %this.route.id,
+                        "the gateway sent an SSE event of more than 4 MiB; the stream is cut"
+                    );
+                    this.pending = BytesMut::new();
+                    this.framer = Framer::default();
+                    return Poll::Ready(Some(Err(EventTooLarge.into())));
+                }
+                None => continue,
             };
             return Poll::Ready(Some(Ok(Frame::data(this.pass(complete)))));
         }
