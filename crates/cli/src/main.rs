@@ -105,6 +105,10 @@ enum Command {
         /// Delete the provider's entry in the shared token store.
         #[arg(long, conflicts_with = "show")]
         forget: bool,
+        /// The token this caller was handed last was rejected by its gateway: rotate it
+        /// (once for every caller). Also MODELAUTH_REJECTED=1.
+        #[arg(long, conflicts_with = "forget")]
+        rejected: bool,
     },
     /// List model ids, one per line.
     #[command(after_help = "Examples:
@@ -292,6 +296,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 print(&format!("{}\n", report.json(&loaded)))?;
             } else {
                 eprintln!("{}", report.config_note);
+                for line in report.store.lines() {
+                    eprintln!("{line}");
+                }
                 for warning in &report.warnings {
                     eprintln!("{warning}");
                 }
@@ -306,6 +313,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             json,
             exec_credential,
             forget,
+            rejected,
         } => {
             let config = config.load()?;
             let (id, info) = config_file::provider(&config, provider.as_deref())?;
@@ -319,7 +327,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 _ => commands::token::Output::Summary,
             };
             let manager = auth::manager_for(id, info)?;
-            let out = block_on(commands::token::token(id, info, manager.as_ref(), output))?;
+            let helper = store.as_ref().map(|store| commands::token::HelperCall {
+                store,
+                caller: commands::token::caller_id(),
+                rejected: rejected
+                    || std::env::var("MODELAUTH_REJECTED").is_ok_and(|v| v == "1" || v == "true"),
+            });
+            let out = block_on(commands::token::token(id, info, &manager, output, helper))?;
             print(&out)
         }
         Command::Models { provider, json } => {
@@ -468,14 +482,20 @@ fn shared_store(cli: &Cli) -> Option<provider_auth::SharedStore> {
         tracing::info!(target: "modelauth", "shared token store off (--no-shared-cache): tokens stay in this process");
         return None;
     }
-    match provider_auth::SharedStore::from_env() {
+    let location = provider_auth::SharedStore::from_env();
+    for why in &location.passed_over {
+        eprintln!("warning: shared token store: passed over {why}");
+    }
+    match location.store {
         Ok(store) => {
-            tracing::info!(target: "modelauth", dir = %store.dir().display(), "shared token store");
+            tracing::info!(target: "modelauth", dir = %store.dir().display(), origin = store.origin(), "shared token store");
             provider_auth::use_shared_store(store.clone());
             Some(store)
         }
         Err(why) => {
-            tracing::info!(target: "modelauth", "no shared token store ({why}): tokens stay in this process");
+            eprintln!(
+                "warning: no shared token store ({why}); tokens stay in this process, so every call runs the token command"
+            );
             None
         }
     }
@@ -554,7 +574,16 @@ fn init_logging(verbosity: u8) {
         }
     }
     let level = match verbosity {
-        0 => return,
+        0 => {
+            // Only the shared store's warnings (a lock given up on, an entry ignored).
+            let store = tracing_subscriber::filter::Targets::new()
+                .with_target(provider_auth::STORE_TRACING_TARGET, tracing::Level::WARN);
+            let _ = tracing_subscriber::registry()
+                .with(fmt.without_time().with_target(false))
+                .with(store)
+                .try_init();
+            return;
+        }
         1 => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };

@@ -22,6 +22,8 @@ fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("CODEX_HOME")
         .env_remove("OPENAI_API_KEY")
         .env("XDG_CONFIG_HOME", dir.join("no-xdg"))
+        .env("MODELAUTH_CACHE_DIR", dir.join("store"))
+        .env_remove("XDG_RUNTIME_DIR")
         .stdin(Stdio::null());
     for (k, v) in env {
         command.env(k, v);
@@ -248,11 +250,12 @@ fn codex_home(token_body: &str) -> TokenScript {
 fn codex_config_check_live_debugs_codex_own_auth_command() {
     let home = codex_home(&format!("echo {SECRET}"));
     let dir = home.dir().display().to_string();
+    let store = format!("{dir}/store");
     // From CODEX_HOME, with the flag and no value, after the subcommand.
     let out = run_in(
         Path::new("/"),
         &["check", "--live", "--codex-config"],
-        &[("CODEX_HOME", &dir)],
+        &[("CODEX_HOME", &dir), ("MODELAUTH_CACHE_DIR", &store)],
     );
     assert_no_secret(&out);
     assert_eq!(home.runs(), 1);
@@ -261,7 +264,7 @@ fn codex_config_check_live_debugs_codex_own_auth_command() {
     let out = run_in(
         Path::new("/"),
         &["--codex-config", "check"],
-        &[("CODEX_HOME", &dir)],
+        &[("CODEX_HOME", &dir), ("MODELAUTH_CACHE_DIR", &store)],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("corp "));
@@ -269,7 +272,7 @@ fn codex_config_check_live_debugs_codex_own_auth_command() {
     let out = run_in(
         Path::new("/"),
         &["check", "--codex-config", &format!("{dir}/config.toml")],
-        &[],
+        &[("MODELAUTH_CACHE_DIR", &store)],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("corp "));

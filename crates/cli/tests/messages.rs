@@ -21,6 +21,8 @@ fn transcript(config: &str, args: &[&str]) -> String {
         .env_remove("OPENAI_API_KEY")
         .env_remove("MODELAUTH_CONFIG")
         .env("XDG_CONFIG_HOME", dir.path())
+        .env("MODELAUTH_CACHE_DIR", dir.path().join("store"))
+        .env_remove("XDG_RUNTIME_DIR")
         .stdin(Stdio::null())
         .output()
         .unwrap();

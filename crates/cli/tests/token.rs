@@ -257,7 +257,7 @@ fn a_relative_config_path_and_command_run_the_file_the_check_found() {
 /// `modelauth -v token` on a real terminal (`script` gives it one), with `extra_env`.
 fn verbose_on_a_terminal(dir: &Path, extra_env: &[(&str, &str)]) -> String {
     let command = format!(
-        "{} -v --config {} token",
+        "{} -v --no-shared-cache --config {} token",
         env!("CARGO_BIN_EXE_modelauth"),
         dir.join("config.toml").display()
     );

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared, WeakShared};
-use provider_config::ModelProviderAuthInfo;
 
 use crate::command::CommandRefresher;
 use crate::error::AuthError;
 use crate::refresher::{ExternalAuthRefresher, RefreshReason};
+use crate::scope::TokenScope;
 use crate::token::{Credential, FreshToken};
 
 /// Target of this crate's tracing events.
@@ -217,7 +217,7 @@ impl std::fmt::Debug for TokenCache {
     }
 }
 
-static SHARED_CACHES: LazyLock<Mutex<HashMap<ModelProviderAuthInfo, Arc<TokenCache>>>> =
+static SHARED_CACHES: LazyLock<Mutex<HashMap<TokenScope, Arc<TokenCache>>>> =
     LazyLock::new(Default::default);
 
 impl TokenCache {
@@ -231,22 +231,24 @@ impl TokenCache {
         })
     }
 
-    /// The process-wide cache for this auth config, created on first use: every manager and
-    /// client built for the same config shares it, so a new client never reruns the command.
-    pub fn shared_for_command(provider_id: &str, auth: &ModelProviderAuthInfo) -> Arc<Self> {
+    /// The process-wide cache for this scope (provider, `base_url` and auth table), created
+    /// on first use: every manager and client built for the same provider shares it, so a
+    /// new client never reruns the command. Two providers never share one.
+    pub fn shared_for_command(scope: &TokenScope) -> Arc<Self> {
         let mut caches = lock(&SHARED_CACHES);
+        let auth = &scope.auth;
         caches
-            .entry(auth.clone())
+            .entry(scope.clone())
             .or_insert_with(|| {
                 let command: Arc<dyn ExternalAuthRefresher> =
-                    Arc::new(CommandRefresher::new(provider_id, auth.clone()));
+                    Arc::new(CommandRefresher::new(scope.provider.as_str(), auth.clone()));
                 // With a shared store (opted in by `use_shared_store`), tokens are shared
                 // with every process of the user.
                 let source: Arc<dyn ExternalAuthRefresher> = match crate::store::process_store() {
                     Some(store) => Arc::new(crate::store::StoreRefresher::new(
                         command,
                         store.clone(),
-                        auth,
+                        scope,
                     )),
                     None => command,
                 };
@@ -406,8 +408,12 @@ impl TokenCache {
                         && rejected.credential.generation == state.generation
                         && state.held != Some(rejected.credential.generation)
                     {
-                        let proven = rejected.credential.generation
-                            <= self.counters.proven.load(Ordering::Relaxed);
+                        // A token the gateway had accepted, or one read from the shared
+                        // store (another process minted it, and the store keeps the
+                        // breaker across processes), is rotated at once.
+                        let proven = rejected.from_shared_store
+                            || rejected.credential.generation
+                                <= self.counters.proven.load(Ordering::Relaxed);
                         let step = state.strike(now, Duration::ZERO, proven, &self.policy);
                         let not_before = rejected.obtained_at.checked_add(step).unwrap_or(now);
                         if now < not_before {
@@ -452,10 +458,15 @@ impl TokenCache {
     /// every token. One atomic operation; no lock.
     pub fn accepted(&self, sent: &Credential) {
         // A read first: the hot path (already proven) never writes the shared line.
-        if self.counters.proven.load(Ordering::Relaxed) < sent.generation {
-            self.counters
+        if self.counters.proven.load(Ordering::Relaxed) < sent.generation
+            && self
+                .counters
                 .proven
-                .fetch_max(sent.generation, Ordering::Relaxed);
+                .fetch_max(sent.generation, Ordering::Relaxed)
+                < sent.generation
+        {
+            // Once per generation: a source shared between processes records it.
+            self.refresher.accepted(&sent.token);
         }
     }
 

@@ -60,6 +60,17 @@ pub enum AuthError {
         /// Time left until the next run may start.
         retry_in_ms: u64,
     },
+    /// A recent run failed (in this process or, through the shared store, another one) and
+    /// the failure backoff holds the next run back: callers get the failure at once.
+    #[error("{message} (the next run is held back {})", wait(*.retry_in_ms))]
+    Backoff {
+        /// Provider id.
+        provider: Arc<str>,
+        /// The failed run's message (it names the provider and the program).
+        message: String,
+        /// Time left until the next run may start.
+        retry_in_ms: u64,
+    },
     /// A custom [`crate::ExternalAuthRefresher`] failed.
     #[error("provider `{provider}`: token source failed: {message}")]
     Source {
@@ -95,6 +106,7 @@ impl AuthError {
             | AuthError::InvalidStaticToken { provider, .. }
             | AuthError::NoBaseSession { provider }
             | AuthError::Rejected { provider, .. }
+            | AuthError::Backoff { provider, .. }
             | AuthError::Source { provider, .. } => *provider = id.clone(),
         }
         self

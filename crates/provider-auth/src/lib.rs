@@ -67,6 +67,7 @@ mod headers;
 mod integrations;
 mod manager;
 mod refresher;
+mod scope;
 mod scrub;
 mod store;
 mod token;
@@ -88,6 +89,9 @@ pub use manager::{
     StaticAuthManager, auth_manager_for_provider, cached_credential_headers,
 };
 pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
+pub use scope::TokenScope;
 pub use scrub::{REDACTED, Scrubber};
-pub use store::{SharedStore, StoreRefresher, use_shared_store};
+pub use store::{
+    Handout, STORE_TRACING_TARGET, SharedStore, StoreLocation, StoreRefresher, use_shared_store,
+};
 pub use token::{AuthToken, Credential, CredentialHeader, FreshToken, TokenShape};

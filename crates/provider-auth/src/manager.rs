@@ -10,6 +10,7 @@ use provider_config::{AuthKind, ModelProviderInfo};
 
 use crate::cache::{CacheStats, TokenCache, TokenStatus};
 use crate::error::AuthError;
+use crate::scope::TokenScope;
 use crate::scrub::Scrubber;
 use crate::token::{AuthToken, Credential, CredentialHeader};
 
@@ -289,7 +290,11 @@ pub fn auth_manager_for_provider(
             Arc::new(
                 CachedAuthManager::new(
                     provider.clone(),
-                    TokenCache::shared_for_command(provider_id, auth),
+                    TokenCache::shared_for_command(&TokenScope::new(
+                        provider_id,
+                        &info.base_url,
+                        auth.clone(),
+                    )),
                 )
                 .with_header(header),
             )

@@ -47,6 +47,13 @@ pub trait ExternalAuthRefresher: Send + Sync + 'static {
         self.refresh(RefreshReason::Unauthorized).await
     }
 
+    /// The gateway accepted `token` (called once per token by [`crate::TokenCache`]): a
+    /// source shared between processes records it, so that a later rejection of it is
+    /// known as a rotation everywhere. By default, nothing.
+    fn accepted(&self, token: &AuthToken) {
+        let _ = token;
+    }
+
     /// What this source is, for logs (e.g. the program name). Never a secret.
     fn describe(&self) -> String {
         "token source".to_owned()

@@ -10,6 +10,12 @@
 //!
 //! Everything read from the store is input: an entry that is a symlink, belongs to another
 //! user or is readable by others is ignored (and reported), a corrupt one is replaced.
+//!
+//! Beside each entry, a small state file (`<entry>.state`, guarded by its own `flock`) holds
+//! what processes must agree on besides the token (SPEC §9.1): the failure backoff and the
+//! rejected-token breaker, the newest token the gateway accepted, and which token each
+//! helper caller (a parent process of `modelauth token`) was handed last. A problem with the
+//! store never fails a call: it runs the command without the store instead, and says so.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
@@ -21,14 +27,17 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use provider_config::ModelProviderAuthInfo;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::cache::TRACING_TARGET;
 use crate::error::AuthError;
 use crate::refresher::{ExternalAuthRefresher, RefreshReason};
+use crate::scope::TokenScope;
 use crate::token::{AuthToken, FreshToken};
+
+/// Target of the shared store's warnings (a store that cannot be used, a lock given up on).
+/// The CLI shows them at default verbosity.
+pub const STORE_TRACING_TARGET: &str = "provider_auth::store";
 
 /// How long past the command's timeout a process waits for another one's refresh.
 const LOCK_MARGIN: Duration = Duration::from_secs(5);
@@ -36,11 +45,29 @@ const LOCK_MARGIN: Duration = Duration::from_secs(5);
 const LOCK_POLL: Duration = Duration::from_millis(10);
 /// Largest entry read.
 const MAX_ENTRY_BYTES: u64 = 256 * 1024;
+/// Attempts (1 ms apart) at a state file's lock, which is held only to read and write it.
+const STATE_LOCK_TRIES: u32 = 500;
+/// How long a helper caller's last handout is remembered.
+const CALLER_MEMORY_MS: u64 = 60 * 60 * 1000;
+/// Most callers remembered per entry.
+const MAX_CALLERS: usize = 256;
 
 /// A per-user folder of shared tokens.
 #[derive(Debug, Clone)]
 pub struct SharedStore {
     dir: PathBuf,
+    origin: String,
+}
+
+/// Where the environment puts the shared store ([`SharedStore::from_env`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct StoreLocation {
+    /// The store, or why there is none.
+    pub store: Result<SharedStore, String>,
+    /// Folders passed over and why (another user's runtime folder, a folder open to
+    /// others): worth a warning, since the user expected them to be used.
+    pub passed_over: Vec<String>,
 }
 
 static PROCESS_STORE: OnceLock<SharedStore> = OnceLock::new();
@@ -68,6 +95,45 @@ struct Entry {
     headers: std::collections::BTreeMap<String, String>,
 }
 
+/// What processes agree on besides the token (the `<entry>.state` file).
+#[derive(Serialize, Deserialize, Default)]
+struct State {
+    /// The failure backoff and rejected-token breaker, as in [`crate::TokenCache`].
+    #[serde(default)]
+    strike: Option<Strike>,
+    /// Fingerprint of the newest token a gateway accepted, and when that was last seen.
+    #[serde(default)]
+    proven: Option<String>,
+    #[serde(default)]
+    verified_at_ms: Option<u64>,
+    /// Helper callers and what each was handed last.
+    #[serde(default)]
+    callers: std::collections::BTreeMap<String, HandoutRecord>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct Strike {
+    /// The step of the last strike (0 after a first rejection, which is retried at once).
+    step_ms: u64,
+    /// No run before this (Unix ms), unless a usable token turns up.
+    not_before_ms: u64,
+    /// Until when a new strike follows this one (set by a success after it).
+    #[serde(default)]
+    probation_until_ms: Option<u64>,
+    /// The rejected token whose hold is being served: its next rejection runs the command.
+    #[serde(default)]
+    held: Option<String>,
+    /// The failed run's message, shown to callers held back (no token: errors never hold one).
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct HandoutRecord {
+    fp: String,
+    at_ms: u64,
+}
+
 /// What a reader makes of an entry.
 #[derive(Debug)]
 pub(crate) enum Read {
@@ -78,18 +144,65 @@ pub(crate) enum Read {
 }
 
 impl SharedStore {
-    /// The store the environment names: `$MODELAUTH_CACHE_DIR`, else
-    /// `$XDG_RUNTIME_DIR/modelauth` (per user, tmpfs). An error says why there is none.
-    pub fn from_env() -> Result<Self, String> {
+    /// The store the environment names (SPEC §9): `$MODELAUTH_CACHE_DIR` when set; else
+    /// `$XDG_RUNTIME_DIR/modelauth` (per user, tmpfs) when that runtime folder is this
+    /// user's; else a per-user folder on disk, `${XDG_CACHE_HOME:-~/.cache}/modelauth`
+    /// (on macOS `$TMPDIR/modelauth`, which is per user there). A folder that cannot be
+    /// used is passed over with the reason, never silently.
+    pub fn from_env() -> StoreLocation {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        let dir = match (var("MODELAUTH_CACHE_DIR"), var("XDG_RUNTIME_DIR")) {
-            (Some(dir), _) => PathBuf::from(dir),
-            (None, Some(runtime)) => PathBuf::from(runtime).join("modelauth"),
-            (None, None) => {
-                return Err("neither MODELAUTH_CACHE_DIR nor XDG_RUNTIME_DIR is set".to_owned());
+        let mut passed_over = Vec::new();
+        if let Some(dir) = var("MODELAUTH_CACHE_DIR") {
+            let dir = PathBuf::from(dir);
+            return StoreLocation {
+                store: Self::at(&dir).map(|s| s.from("MODELAUTH_CACHE_DIR")),
+                passed_over,
+            };
+        }
+        if let Some(runtime) = var("XDG_RUNTIME_DIR") {
+            let runtime = PathBuf::from(runtime);
+            match owner_check(&runtime) {
+                Ok(()) => match Self::at(&runtime.join("modelauth")) {
+                    Ok(store) => {
+                        return StoreLocation {
+                            store: Ok(store.from("XDG_RUNTIME_DIR")),
+                            passed_over,
+                        };
+                    }
+                    Err(why) => passed_over.push(why),
+                },
+                Err(why) => passed_over.push(format!("XDG_RUNTIME_DIR: {why}")),
             }
+        }
+        let fallback = if cfg!(target_os = "macos") {
+            var("TMPDIR").map(|t| (PathBuf::from(t).join("modelauth"), "TMPDIR (per user on macOS)"))
+        } else {
+            var("XDG_CACHE_HOME")
+                .map(|c| (PathBuf::from(c).join("modelauth"), "XDG_CACHE_HOME"))
+                .or_else(|| {
+                    var("HOME").map(|h| {
+                        (PathBuf::from(h).join(".cache").join("modelauth"), "the per-user cache folder")
+                    })
+                })
         };
-        Self::at(&dir)
+        let store = match fallback {
+            None => Err("no folder for it: MODELAUTH_CACHE_DIR, XDG_RUNTIME_DIR and HOME are unset".to_owned()),
+            Some((dir, origin)) => owner_check(&dir).and_then(|()| Self::at(&dir)).map(|s| {
+                let why = if passed_over.is_empty() { "XDG_RUNTIME_DIR is not set" } else { "XDG_RUNTIME_DIR cannot be used" };
+                s.from(&format!("{origin}; {why}"))
+            }),
+        };
+        StoreLocation { store, passed_over }
+    }
+
+    fn from(mut self, origin: &str) -> Self {
+        self.origin = origin.to_owned();
+        self
+    }
+
+    /// Why this folder: the variable that named it, or the fallback and why it was taken.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The store in `dir`, created with mode 0700 if missing. The folder must be a real
@@ -119,6 +232,7 @@ impl SharedStore {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
+            origin: "given by the application".to_owned(),
         })
     }
 
@@ -127,20 +241,23 @@ impl SharedStore {
         &self.dir
     }
 
-    /// The entry file of an auth config: a hash of the whole table, so the name reveals
-    /// nothing of it.
-    pub fn entry_path(&self, auth: &ModelProviderAuthInfo) -> PathBuf {
-        self.dir.join(format!("{}.json", key(auth)))
+    /// The entry file of a scope: a hash of the provider id, its `base_url` and its whole
+    /// auth table, so the name reveals nothing of them and two providers never share one.
+    pub fn entry_path(&self, scope: &TokenScope) -> PathBuf {
+        self.dir.join(format!("{}.json", key(scope)))
     }
 
-    /// Writes `fresh` as the entry of `auth`, replacing any (`modelauth login`).
-    pub fn save(&self, auth: &ModelProviderAuthInfo, fresh: &FreshToken) -> std::io::Result<()> {
-        self.write(&self.entry_path(auth), fresh)
+    /// Writes `fresh` as the entry of `scope`, replacing any (`modelauth login`).
+    pub fn save(&self, scope: &TokenScope, fresh: &FreshToken) -> std::io::Result<()> {
+        self.write(&self.entry_path(scope), fresh)
     }
 
-    /// Deletes the entry of `auth`; false when there was none.
-    pub fn forget(&self, auth: &ModelProviderAuthInfo) -> std::io::Result<bool> {
-        match std::fs::remove_file(self.entry_path(auth)) {
+    /// Deletes the entry of `scope` (and what the store knows of its token); false when
+    /// there was none.
+    pub fn forget(&self, scope: &TokenScope) -> std::io::Result<bool> {
+        let path = self.entry_path(scope);
+        let _ = std::fs::remove_file(path.with_extension("state"));
+        match std::fs::remove_file(path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
@@ -251,26 +368,19 @@ impl SharedStore {
     }
 
     /// Takes the entry's lock (a `flock` on `<entry>.lock`), waiting at most `wait`. A
-    /// holder that dies releases it.
+    /// holder that dies releases it. A folder or a link where the lock file should be is
+    /// replaced, like a corrupt entry; an error says why the lock cannot be had.
     pub(crate) async fn lock(&self, path: &Path, wait: Duration) -> Result<EntryLock, String> {
         let lock_path = path.with_extension("lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open the lock file {}: {e}", lock_path.display()))?;
         let deadline = Instant::now() + wait;
-        let mut file = file;
+        let mut file = open_lock_file(&lock_path)?;
         loop {
             match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => return Ok(EntryLock { _lock: lock }),
                 Err((back, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
                     if Instant::now() >= deadline {
                         return Err(format!(
-                            "another process held the lock {} for more than {} ms (the command's timeout plus {} s); gave up waiting",
+                            "another process has held the lock {} for more than {} ms (its command's time limit plus {} s)",
                             lock_path.display(),
                             wait.as_millis(),
                             LOCK_MARGIN.as_secs()
@@ -285,6 +395,164 @@ impl SharedStore {
             }
         }
     }
+
+    /// Reads and updates the state beside `entry` under its own short `flock`. Best effort:
+    /// a state file that cannot be had is read as empty and not written (a warning).
+    fn update_state<T>(&self, entry: &Path, change: impl FnOnce(&mut State) -> T) -> T {
+        let path = entry.with_extension("state");
+        let file = open_lock_file(&path).and_then(|file| {
+            let mut file = file;
+            for _ in 0..STATE_LOCK_TRIES {
+                match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                    Ok(lock) => return Ok(lock),
+                    Err((back, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                        file = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((_, errno)) => return Err(format!("cannot lock {}: {errno}", path.display())),
+                }
+            }
+            Err(format!("{} stayed locked", path.display()))
+        });
+        let mut locked = match file {
+            Ok(locked) => locked,
+            Err(why) => {
+                tracing::warn!(target: STORE_TRACING_TARGET, "shared token store: {why}; going on without it");
+                return change(&mut State::default());
+            }
+        };
+        let mut text = String::new();
+        let mut state = match (&*locked).take(MAX_ENTRY_BYTES).read_to_string(&mut text) {
+            Ok(_) => serde_json::from_str::<State>(&text).unwrap_or_default(),
+            Err(_) => State::default(),
+        };
+        let before = serde_json::to_string(&state).unwrap_or_default();
+        let out = change(&mut state);
+        let after = serde_json::to_string(&state).unwrap_or_default();
+        if after != before {
+            let written = locked
+                .set_len(0)
+                .and_then(|()| std::io::Seek::rewind(&mut *locked))
+                .and_then(|()| locked.write_all(after.as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!(target: STORE_TRACING_TARGET, "cannot write {}: {e}", path.display());
+            }
+        }
+        out
+    }
+
+    /// What the store knows of `caller` and `token` ([`Handout`]), before handing `token`
+    /// to it. `caller` names the calling process (e.g. its parent's pid and start time).
+    pub fn handout(&self, scope: &TokenScope, caller: &str, token: &AuthToken) -> Handout {
+        let fp = fingerprint(token);
+        let now = now_ms();
+        self.update_state(&self.entry_path(scope), |state| {
+            let last = state.callers.get(caller);
+            Handout {
+                caller_known: last.is_some(),
+                again: last.is_some_and(|h| h.fp == fp),
+                verified_ago: match (&state.proven, state.verified_at_ms) {
+                    (Some(proven), Some(at)) if *proven == fp => {
+                        Some(Duration::from_millis(now.saturating_sub(at)))
+                    }
+                    _ => None,
+                },
+            }
+        })
+    }
+
+    /// Records that `caller` was handed `token`, so that its next call can tell a re-ask.
+    pub fn record_handout(&self, scope: &TokenScope, caller: &str, token: &AuthToken) {
+        let fp = fingerprint(token);
+        let now = now_ms();
+        self.update_state(&self.entry_path(scope), |state| {
+            state
+                .callers
+                .retain(|_, h| now.saturating_sub(h.at_ms) < CALLER_MEMORY_MS);
+            if state.callers.len() >= MAX_CALLERS
+                && let Some(oldest) = state
+                    .callers
+                    .iter()
+                    .min_by_key(|(_, h)| h.at_ms)
+                    .map(|(k, _)| k.clone())
+            {
+                state.callers.remove(&oldest);
+            }
+            state
+                .callers
+                .insert(caller.to_owned(), HandoutRecord { fp, at_ms: now });
+        });
+    }
+}
+
+/// What the store knows of a token a helper caller is about to be handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Handout {
+    /// The store has a record of this caller.
+    pub caller_known: bool,
+    /// The same caller was handed the same token last time: it is asking again, which a
+    /// helper caller does after its gateway rejected the token.
+    pub again: bool,
+    /// How long ago a process last saw the gateway accept this token, if one did.
+    pub verified_ago: Option<Duration>,
+}
+
+/// Opens (creating) a lock or state file, never through a link; a folder or a link in its
+/// place is removed and the file made again.
+fn open_lock_file(path: &Path) -> Result<File, String> {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+    };
+    let first = match open() {
+        Ok(file) => return Ok(file),
+        Err(e) => e,
+    };
+    let meta = std::fs::symlink_metadata(path);
+    let replaced = match &meta {
+        Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(path).is_ok(),
+        Ok(m) if m.is_dir() => std::fs::remove_dir(path).is_ok(),
+        _ => false,
+    };
+    if !replaced {
+        return Err(format!("cannot open {}: {first}", path.display()));
+    }
+    tracing::warn!(target: STORE_TRACING_TARGET, "{} was a link or a folder; replaced it", path.display());
+    open().map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+/// The folder (or, when it does not exist yet, its nearest existing parent) belongs to
+/// this user: another user's folder is never taken over (a root run with the user's
+/// `XDG_RUNTIME_DIR` or `HOME`).
+fn owner_check(dir: &Path) -> Result<(), String> {
+    let mut at = dir;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(meta) => {
+                let me = nix::unistd::geteuid().as_raw();
+                return if meta.uid() == me {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} belongs to another user (uid {}, this process runs as uid {me})",
+                        at.display(),
+                        meta.uid()
+                    ))
+                };
+            }
+            Err(_) => match at.parent() {
+                Some(parent) => at = parent,
+                None => return Ok(()),
+            },
+        }
+    }
 }
 
 /// A held entry lock; released when dropped (or when the process dies).
@@ -292,9 +560,12 @@ pub(crate) struct EntryLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
-fn key(auth: &ModelProviderAuthInfo) -> String {
+fn key(scope: &TokenScope) -> String {
+    let auth = &scope.auth;
     let cwd = std::path::absolute(&auth.cwd).unwrap_or_else(|_| auth.cwd.clone());
     let canonical = serde_json::json!({
+        "provider": scope.provider,
+        "base_url": scope.base_url,
         "command": auth.command,
         "args": auth.args,
         "timeout_ms": auth.timeout_ms,
@@ -303,8 +574,21 @@ fn key(auth: &ModelProviderAuthInfo) -> String {
         "env": auth.env,
         "format": format!("{:?}", auth.format),
     });
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A short fingerprint of a token, to tell tokens apart in the state file (which sits
+/// beside the entry that holds the token itself).
+fn fingerprint(token: &AuthToken) -> String {
+    hex(&Sha256::digest(token.expose_secret().as_bytes())[..12])
+}
+
+fn now_ms() -> u64 {
+    to_ms(SystemTime::now())
 }
 
 fn to_ms(t: SystemTime) -> u64 {
@@ -320,13 +604,16 @@ fn from_ms(ms: u64) -> SystemTime {
 
 /// A token source that shares its tokens through a [`SharedStore`]: a valid entry is used
 /// without running anything; otherwise one process (holding the entry's lock) runs the inner
-/// source and writes the result for the others.
+/// source and writes the result for the others. The failure backoff and the rejected-token
+/// breaker hold across processes too (the entry's state file).
 pub struct StoreRefresher {
     inner: Arc<dyn ExternalAuthRefresher>,
     store: SharedStore,
     path: PathBuf,
     refresh_interval: Option<Duration>,
     lock_wait: Duration,
+    /// The lock was given up on once: said once, at warning level.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for StoreRefresher {
@@ -338,19 +625,42 @@ impl std::fmt::Debug for StoreRefresher {
     }
 }
 
+/// First step after a failure, and the longest (as [`crate::CachePolicy::new`]).
+const INITIAL_BACKOFF_MS: u64 = 1000;
+const MAX_BACKOFF_MS: u64 = 30_000;
+
+fn next_step_ms(step: u64) -> u64 {
+    if step == 0 {
+        INITIAL_BACKOFF_MS
+    } else {
+        (step * 2).min(MAX_BACKOFF_MS)
+    }
+}
+
+impl Strike {
+    /// Whether a strike now follows this one (no token has proven itself since).
+    fn followed_at(&self, now: u64) -> bool {
+        self.probation_until_ms.is_none_or(|until| now < until)
+    }
+}
+
 impl StoreRefresher {
-    /// Shares `inner`'s tokens for `auth` through `store`.
-    pub fn new(
-        inner: Arc<dyn ExternalAuthRefresher>,
-        store: SharedStore,
-        auth: &ModelProviderAuthInfo,
-    ) -> Self {
+    /// Shares `inner`'s tokens for `scope` through `store`.
+    pub fn new(inner: Arc<dyn ExternalAuthRefresher>, store: SharedStore, scope: &TokenScope) -> Self {
+        let auth = &scope.auth;
+        // Another process's run may be prompting (interactive), for up to its own bound.
+        let run_bound = if auth.interactive == provider_config::Interactive::Never {
+            auth.timeout()
+        } else {
+            auth.timeout().max(auth.interactive_timeout())
+        };
         Self {
-            path: store.entry_path(auth),
+            path: store.entry_path(scope),
             inner,
             store,
             refresh_interval: auth.refresh_interval(),
-            lock_wait: auth.timeout() + LOCK_MARGIN,
+            lock_wait: run_bound + LOCK_MARGIN,
+            warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -361,7 +671,7 @@ impl StoreRefresher {
             Read::Found(fresh) => fresh,
             Read::Missing | Read::Corrupt => return None,
             Read::Ignored(why) => {
-                tracing::warn!(target: TRACING_TARGET, "shared token store entry ignored: {why}");
+                tracing::warn!(target: STORE_TRACING_TARGET, "shared token store entry ignored: {why}");
                 return None;
             }
         };
@@ -383,6 +693,102 @@ impl StoreRefresher {
         (age < limit).then_some(fresh)
     }
 
+    /// The error of a backoff another process (or this one) is serving, if any.
+    fn held_back(&self) -> Option<AuthError> {
+        let now = now_ms();
+        let strike = self.store.update_state(&self.path, |state| state.strike.clone())?;
+        if now >= strike.not_before_ms {
+            return None;
+        }
+        let retry_in_ms = strike.not_before_ms - now;
+        Some(match strike.error {
+            Some(message) => AuthError::Backoff {
+                provider: "".into(),
+                message,
+                retry_in_ms,
+            },
+            None => AuthError::Rejected {
+                provider: "".into(),
+                origin: self.inner.describe(),
+                retry_in_ms,
+            },
+        })
+    }
+
+    /// The breaker across processes, for a run after the gateway rejected `rejected`: the
+    /// first rejection of a token, and any rejection of a token a gateway had accepted, is
+    /// a rotation (run at once); a rejection of a token minted after a strike and never
+    /// accepted holds the next run back one step from when that token was minted.
+    fn strike_rejected(&self, rejected: &AuthToken, minted_ms: Option<u64>) -> Option<AuthError> {
+        let fp = fingerprint(rejected);
+        let now = now_ms();
+        let origin = self.inner.describe();
+        self.store.update_state(&self.path, |state| {
+            let proven = state.proven.as_deref() == Some(fp.as_str());
+            let previous = state.strike.take();
+            if previous.as_ref().is_some_and(|p| p.held.as_deref() == Some(fp.as_str())) {
+                // Its hold has been served: this rejection runs the command.
+                state.strike = previous;
+                return None;
+            }
+            let step = match &previous {
+                Some(p) if !proven && p.followed_at(now) => next_step_ms(p.step_ms),
+                _ => 0,
+            };
+            let not_before = minted_ms.unwrap_or(now).saturating_add(step);
+            let hold = now < not_before;
+            state.strike = Some(Strike {
+                step_ms: step,
+                not_before_ms: if hold { not_before } else { 0 },
+                probation_until_ms: None,
+                held: hold.then(|| fp.clone()),
+                error: None,
+            });
+            hold.then(|| {
+                tracing::warn!(
+                    target: crate::cache::TRACING_TARGET,
+                    source = %origin,
+                    backoff_ms = step,
+                    "the gateway rejected a newly minted token; holding the next run back (shared store)"
+                );
+                AuthError::Rejected {
+                    provider: "".into(),
+                    origin: origin.clone(),
+                    retry_in_ms: not_before - now,
+                }
+            })
+        })
+    }
+
+    /// Records a run's outcome in the state: a failure is a strike (1 s, doubling to 30 s
+    /// while failures follow each other); a success starts the probation of the last one.
+    fn record(&self, outcome: &Result<FreshToken, AuthError>) {
+        let now = now_ms();
+        self.store.update_state(&self.path, |state| match outcome {
+            Ok(_) => {
+                if let Some(strike) = &mut state.strike {
+                    strike.not_before_ms = 0;
+                    strike.error = None;
+                    strike.probation_until_ms =
+                        Some(now + next_step_ms(strike.step_ms).max(INITIAL_BACKOFF_MS));
+                }
+            }
+            Err(err) => {
+                let step = match &state.strike {
+                    Some(p) if p.followed_at(now) => next_step_ms(p.step_ms),
+                    _ => INITIAL_BACKOFF_MS,
+                };
+                state.strike = Some(Strike {
+                    step_ms: step,
+                    not_before_ms: now + step,
+                    probation_until_ms: None,
+                    held: None,
+                    error: Some(err.to_string()),
+                });
+            }
+        });
+    }
+
     async fn obtain(
         &self,
         reason: RefreshReason,
@@ -392,23 +798,48 @@ impl StoreRefresher {
         if let Some(fresh) = self.usable(rejected, ahead) {
             return Ok(fresh);
         }
-        let _lock = self
-            .store
-            .lock(&self.path, self.lock_wait)
-            .await
-            .map_err(|message| AuthError::Source {
-                provider: "".into(),
-                message,
-            })?;
-        // Someone may have refreshed while this process waited.
-        if let Some(fresh) = self.usable(rejected, ahead) {
-            return Ok(fresh);
+        if let Some(err) = self.held_back() {
+            return Err(err);
         }
-        let fresh = self.inner.refresh(reason).await?;
-        if let Err(e) = self.store.write(&self.path, &fresh) {
-            tracing::warn!(target: TRACING_TARGET, "cannot write the shared token store: {e}");
+        let lock = match self.store.lock(&self.path, self.lock_wait).await {
+            Ok(lock) => Some(lock),
+            Err(why) => {
+                if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: STORE_TRACING_TARGET,
+                        "shared token store: {why}; running the command without the store"
+                    );
+                }
+                None
+            }
+        };
+        if lock.is_some() {
+            // Someone may have refreshed (or failed) while this process waited.
+            if let Some(fresh) = self.usable(rejected, ahead) {
+                return Ok(fresh);
+            }
+            if let Some(err) = self.held_back() {
+                return Err(err);
+            }
         }
-        Ok(fresh)
+        if let Some(rejected) = rejected {
+            let minted = match self.store.read(&self.path) {
+                Read::Found(entry) if entry.token.same_secret(rejected) => entry.obtained_at.map(to_ms),
+                _ => None,
+            };
+            if let Some(err) = self.strike_rejected(rejected, minted) {
+                return Err(err);
+            }
+        }
+        let result = self.inner.refresh(reason).await;
+        if let (Some(_), Ok(fresh)) = (&lock, &result) {
+            if let Err(e) = self.store.write(&self.path, fresh) {
+                tracing::warn!(target: STORE_TRACING_TARGET, "cannot write the shared token store: {e}");
+            }
+        }
+        self.record(&result);
+        drop(lock);
+        result
     }
 }
 
@@ -421,6 +852,15 @@ impl ExternalAuthRefresher for StoreRefresher {
     async fn refresh_rejected(&self, rejected: &AuthToken) -> Result<FreshToken, AuthError> {
         self.obtain(RefreshReason::Unauthorized, Some(rejected))
             .await
+    }
+
+    fn accepted(&self, token: &AuthToken) {
+        let fp = fingerprint(token);
+        let now = now_ms();
+        self.store.update_state(&self.path, |state| {
+            state.proven = Some(fp);
+            state.verified_at_ms = Some(now);
+        });
     }
 
     fn describe(&self) -> String {

@@ -31,7 +31,26 @@ async fn ten_managers_for_one_provider_run_the_command_once() {
 }
 
 #[tokio::test]
-async fn two_providers_with_the_same_auth_share_one_cache_and_errors_name_each() {
+async fn two_providers_with_the_same_auth_never_share_a_token_and_errors_name_each() {
+    // The command learns the provider (MODELAUTH_PROVIDER) and may mint per audience.
+    let script = Script::new("echo tok-$MODELAUTH_PROVIDER-$N");
+    let info = provider_with(&script);
+    let mut other_gateway = info.clone();
+    other_gateway.base_url = "http://127.0.0.1:10/v1".to_owned();
+    let a = auth_manager_for_provider("alpha", &info, None).unwrap();
+    let b = auth_manager_for_provider("beta", &info, None).unwrap();
+    let a2 = auth_manager_for_provider("alpha", &other_gateway, None).unwrap();
+    let token = |m: std::sync::Arc<dyn provider_auth::AuthManager>| async move {
+        m.credential().await.unwrap().unwrap().token.expose_secret().to_owned()
+    };
+    assert_eq!(token(a).await, "tok-alpha-1");
+    assert_eq!(token(b).await, "tok-beta-2");
+    assert_eq!(token(a2).await, "tok-alpha-3", "another base_url is another cache");
+    assert_eq!(script.runs(), 3);
+}
+
+#[tokio::test]
+async fn errors_name_the_provider_that_asked() {
     let script = Script::new("echo broken >&2\nexit 2");
     let info = provider_with(&script);
     let a = auth_manager_for_provider("alpha", &info, None).unwrap();
@@ -46,7 +65,7 @@ async fn two_providers_with_the_same_auth_share_one_cache_and_errors_name_each()
         err_b.starts_with("provider `beta`: token command"),
         "{err_b}"
     );
-    assert_eq!(script.runs(), 1);
+    assert_eq!(script.runs(), 2, "one cache per provider");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use provider_auth::{
     CachePolicy, CommandRefresher, ExternalAuthRefresher, SharedStore, StoreRefresher, TokenCache,
+    TokenScope,
 };
 use support::Script;
 
@@ -16,7 +17,7 @@ fn process(script: &Script, store: &SharedStore) -> Arc<TokenCache> {
     let command: Arc<dyn ExternalAuthRefresher> =
         Arc::new(CommandRefresher::new("corp", auth.clone()));
     TokenCache::new(
-        Arc::new(StoreRefresher::new(command, store.clone(), &auth)),
+        Arc::new(StoreRefresher::new(command, store.clone(), &TokenScope::new("corp", "http://127.0.0.1:9/v1", auth.clone()))),
         CachePolicy::new(auth.refresh_interval()),
     )
 }
@@ -60,7 +61,7 @@ async fn a_token_read_from_the_store_keeps_its_age() {
         let command: Arc<dyn ExternalAuthRefresher> =
             Arc::new(CommandRefresher::new("corp", auth.clone()));
         TokenCache::new(
-            Arc::new(StoreRefresher::new(command, store.clone(), &auth)),
+            Arc::new(StoreRefresher::new(command, store.clone(), &TokenScope::new("corp", "http://127.0.0.1:9/v1", auth.clone()))),
             CachePolicy::new(auth.refresh_interval()).with_refresh_ahead(false),
         )
     };
@@ -87,7 +88,7 @@ async fn helper_headers_travel_with_the_token_through_the_store() {
         let command: Arc<dyn ExternalAuthRefresher> =
             Arc::new(CommandRefresher::new("corp", auth.clone()));
         TokenCache::new(
-            Arc::new(StoreRefresher::new(command, store.clone(), &auth)),
+            Arc::new(StoreRefresher::new(command, store.clone(), &TokenScope::new("corp", "http://127.0.0.1:9/v1", auth.clone()))),
             CachePolicy::new(auth.refresh_interval()),
         )
     };

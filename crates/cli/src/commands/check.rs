@@ -29,6 +29,50 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// Live results, in `ids` order.
     pub live: Vec<Live>,
+    /// Where the shared token store is and why, or why there is none.
+    pub store: StoreNote,
+}
+
+/// Where the shared token store is (SPEC §9), for `check`.
+pub struct StoreNote {
+    /// The folder and what named it, or why there is no store.
+    pub store: Result<(String, String), String>,
+    /// Folders passed over, and why.
+    pub passed_over: Vec<String>,
+}
+
+impl StoreNote {
+    /// The store the environment gives this user.
+    pub fn from_env() -> Self {
+        let location = provider_auth::SharedStore::from_env();
+        Self {
+            store: location
+                .store
+                .map(|s| (s.dir().display().to_string(), s.origin().to_owned())),
+            passed_over: location.passed_over,
+        }
+    }
+
+    /// One line for stderr, then a warning per folder passed over.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![match &self.store {
+            Ok((dir, origin)) => format!("shared token store: {dir} ({origin})"),
+            Err(why) => format!("warning: no shared token store: {why}; every helper call runs the token command"),
+        }];
+        out.extend(
+            self.passed_over
+                .iter()
+                .map(|why| format!("warning: shared token store: passed over {why}")),
+        );
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match &self.store {
+            Ok((dir, origin)) => serde_json::json!({"dir": dir, "origin": origin, "passed_over": self.passed_over}),
+            Err(why) => serde_json::json!({"dir": null, "error": why, "passed_over": self.passed_over}),
+        }
+    }
 }
 
 /// One provider's live check.
@@ -99,6 +143,7 @@ pub async fn check(
         ids,
         warnings: warnings(config),
         live,
+        store: StoreNote::from_env(),
     })
 }
 
@@ -205,6 +250,7 @@ impl Report {
             "default_provider": config.default_provider_id(),
             "providers": providers,
             "warnings": self.warnings,
+            "shared_store": self.store.json(),
         });
         if !self.live.is_empty() {
             object["live"] = self.live.iter().map(Live::json).collect();

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use provider_auth::{AuthManager, SharedStore};
+use std::sync::Arc;
+
+use provider_auth::{AuthManager, Credential, SharedStore, TokenScope};
 use provider_config::{AuthKind, ModelProviderInfo};
 
 use crate::error::CliError;
@@ -133,14 +135,140 @@ pub async fn obtain(
     }))
 }
 
-/// Obtains a token; returns what to print.
+/// A call of `token` by another tool (SPEC §9.1): with the shared store, a caller whose
+/// gateway rejected the token it was handed gets a new one.
+pub struct HelperCall<'a> {
+    /// The shared store.
+    pub store: &'a SharedStore,
+    /// The calling process, as the store remembers it ([`caller_id`]).
+    pub caller: String,
+    /// The caller says its last token was rejected (`--rejected`, `MODELAUTH_REJECTED=1`).
+    pub rejected: bool,
+}
+
+/// A token read from the store is checked with the gateway before it is handed again to
+/// the caller that had it, unless a process saw the gateway accept it this recently.
+const VERIFIED_FOR: Duration = Duration::from_secs(1);
+/// `--rejected` from a caller the store has no record of: a stored token younger than this
+/// is taken as the caller's replacement already (another caller rotated it just now).
+const REJECTED_GRACE: Duration = Duration::from_secs(2);
+/// The probe's bound (`GET /models`): a helper call must not hang on a slow gateway.
+const PROBE_TIMEOUT_MS: u64 = 10_000;
+
+/// The calling process: the parent's pid and, where the system says, its start time (so a
+/// reused pid is another caller).
+pub fn caller_id() -> String {
+    let parent = std::os::unix::process::parent_id();
+    let started = std::fs::read_to_string(format!("/proc/{parent}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Field 22 (start time); the fields after the ')' that ends the name begin at 3.
+            let rest = stat.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(19).map(str::to_owned)
+        });
+    match started {
+        Some(started) => format!("{parent}@{started}"),
+        None => parent.to_string(),
+    }
+}
+
+/// Decides whether the helper caller gets `credential` or a new token (SPEC §9.1):
+/// - a token this process just obtained by running the command is handed as it is;
+/// - with `--rejected`, the token last handed to this caller (or, for a caller the store
+///   has no record of, a stored token older than two seconds) is reported as rejected,
+///   which rotates it through the store, once for every caller;
+/// - a caller asking again for the token it already had is, by the way helper callers
+///   work, most likely one whose gateway rejected it: the token is checked first with a
+///   bounded `GET /models` (unless a process saw it accepted within the last second), and
+///   a rejection there rotates it, through the same one-retry rule as every request.
+///
+/// Every handout is recorded in the store, so the next call can tell a re-ask.
+async fn heal(
+    id: &str,
+    info: &ModelProviderInfo,
+    manager: &Arc<dyn AuthManager>,
+    credential: Credential,
+    helper: &HelperCall<'_>,
+) -> Result<Credential, CliError> {
+    let Some(scope) = TokenScope::of(id, info) else {
+        return Ok(credential);
+    };
+    let status = manager.token_status();
+    let from_store = status.is_some_and(|s| s.from_shared_store);
+    let mut credential = credential;
+    if from_store {
+        let handout = helper
+            .store
+            .handout(&scope, &helper.caller, &credential.token);
+        if helper.rejected {
+            let age = status
+                .and_then(|s| s.obtained_at.elapsed().ok())
+                .unwrap_or(Duration::ZERO);
+            if handout.again || (!handout.caller_known && age >= REJECTED_GRACE) {
+                tracing::debug!(target: "modelauth", provider = id, "the caller says its token was rejected; rotating it");
+                manager
+                    .unauthorized(&credential)
+                    .await
+                    .map_err(|e| CliError::from_error("could not obtain a token", &e))?;
+                credential = current(manager).await?;
+            }
+        } else if handout.again && handout.verified_ago.is_none_or(|ago| ago >= VERIFIED_FOR) {
+            credential = probe(id, info, manager).await?.unwrap_or(credential);
+        }
+    }
+    helper
+        .store
+        .record_handout(&scope, &helper.caller, &credential.token);
+    Ok(credential)
+}
+
+/// The manager's credential now.
+async fn current(manager: &Arc<dyn AuthManager>) -> Result<Credential, CliError> {
+    manager
+        .credential()
+        .await
+        .map_err(|e| CliError::from_error("could not obtain a token", &e))?
+        .ok_or_else(|| CliError::runtime("the provider uses no credentials"))
+}
+
+/// Checks the current token with `GET /models` (bounded, no retries); a rejection rotates
+/// it (one retry, as for every request). `Some` with the credential the gateway accepted,
+/// `None` when the check said nothing either way (no `/models`, the gateway unreachable).
+async fn probe(
+    id: &str,
+    info: &ModelProviderInfo,
+    manager: &Arc<dyn AuthManager>,
+) -> Result<Option<Credential>, CliError> {
+    let mut bounded = info.clone();
+    bounded.request_max_retries = 0;
+    bounded.request_timeout_ms = bounded.request_timeout_ms.min(PROBE_TIMEOUT_MS);
+    let client = model_client::ModelClient::new(id, bounded, Arc::clone(manager))
+        .map_err(|e| CliError::from_error("could not build the client", &e))?;
+    match client.list_models().await {
+        Ok(_) => Ok(Some(current(manager).await?)),
+        Err(e @ model_client::ClientError::Auth(_)) => {
+            Err(CliError::from_error("could not obtain a token", &e))
+        }
+        Err(e) if e.is_auth_failure_after_fresh_token() => {
+            Err(CliError::from_error("could not obtain a token the gateway accepts", &e))
+        }
+        Err(e) => {
+            tracing::debug!(target: "modelauth", provider = id, error = %e, "checking the stored token with GET /models said nothing either way; handing it out");
+            Ok(None)
+        }
+    }
+}
+
+/// Obtains a token; returns what to print. `helper` (with the shared store) makes a caller
+/// that was rejected get a new token ([`HelperCall`]).
 pub async fn token(
     id: &str,
     info: &ModelProviderInfo,
-    manager: &dyn AuthManager,
+    manager: &Arc<dyn AuthManager>,
     output: Output,
+    helper: Option<HelperCall<'_>>,
 ) -> Result<String, CliError> {
-    let Some(obtained) = obtain(info, manager).await? else {
+    let Some(mut obtained) = obtain(info, manager.as_ref()).await? else {
         return if output == Output::Summary {
             Ok(format!("{id}: this provider sends no credentials\n"))
         } else {
@@ -149,6 +277,24 @@ pub async fn token(
             )))
         };
     };
+    if let Some(helper) = &helper
+        && info.auth_kind() == AuthKind::Command
+    {
+        let credential = Credential {
+            token: obtained.token.clone(),
+            generation: obtained.status.map_or(0, |s| s.generation),
+            headers: Arc::from(Vec::new()),
+        };
+        let healed = heal(id, info, manager, credential, helper).await?;
+        if !healed.token.same_secret(&obtained.token) {
+            obtained.token = healed.token;
+            obtained.status = manager.token_status();
+            obtained.source = "command";
+            if let Some(auth) = &info.auth {
+                obtained.from = format!("command `{}`", auth.command);
+            }
+        }
+    }
     let token = &obtained.token;
     let expires_at = obtained.expires_at();
     let obtained_at = obtained
@@ -194,6 +340,7 @@ pub async fn login(
     store: Option<&SharedStore>,
 ) -> Result<String, CliError> {
     let (auth, store) = command_and_store(id, info, store, "there is nothing to log in to")?;
+    let scope = TokenScope::new(id, &info.base_url, auth.clone());
     let refresher = provider_auth::CommandRefresher::new(id, auth.clone()).with_terminal();
     let fresh = provider_auth::ExternalAuthRefresher::refresh(
         &refresher,
@@ -201,10 +348,10 @@ pub async fn login(
     )
     .await
     .map_err(|e| CliError::from_error("could not log in", &e))?;
-    store.save(auth, &fresh).map_err(|e| {
+    store.save(&scope, &fresh).map_err(|e| {
         CliError::runtime(format!(
             "cannot write {}: {e}",
-            store.entry_path(auth).display()
+            store.entry_path(&scope).display()
         ))
     })?;
     Ok(format!(
@@ -220,12 +367,13 @@ pub fn forget(
     store: Option<&SharedStore>,
 ) -> Result<String, CliError> {
     let (auth, store) = command_and_store(id, info, store, "there is no shared token to forget")?;
-    match store.forget(auth) {
+    let scope = TokenScope::new(id, &info.base_url, auth.clone());
+    match store.forget(&scope) {
         Ok(true) => Ok(format!("{id}: shared token forgotten\n")),
         Ok(false) => Ok(format!("{id}: no shared token to forget\n")),
         Err(e) => Err(CliError::runtime(format!(
             "cannot delete {}: {e}",
-            store.entry_path(auth).display()
+            store.entry_path(&scope).display()
         ))),
     }
 }
