@@ -175,20 +175,35 @@ impl SharedStore {
             }
         }
         let fallback = if cfg!(target_os = "macos") {
-            var("TMPDIR").map(|t| (PathBuf::from(t).join("modelauth"), "TMPDIR (per user on macOS)"))
+            var("TMPDIR").map(|t| {
+                (
+                    PathBuf::from(t).join("modelauth"),
+                    "TMPDIR (per user on macOS)",
+                )
+            })
         } else {
             var("XDG_CACHE_HOME")
                 .map(|c| (PathBuf::from(c).join("modelauth"), "XDG_CACHE_HOME"))
                 .or_else(|| {
                     var("HOME").map(|h| {
-                        (PathBuf::from(h).join(".cache").join("modelauth"), "the per-user cache folder")
+                        (
+                            PathBuf::from(h).join(".cache").join("modelauth"),
+                            "the per-user cache folder",
+                        )
                     })
                 })
         };
         let store = match fallback {
-            None => Err("no folder for it: MODELAUTH_CACHE_DIR, XDG_RUNTIME_DIR and HOME are unset".to_owned()),
+            None => Err(
+                "no folder for it: MODELAUTH_CACHE_DIR, XDG_RUNTIME_DIR and HOME are unset"
+                    .to_owned(),
+            ),
             Some((dir, origin)) => owner_check(&dir).and_then(|()| Self::at(&dir)).map(|s| {
-                let why = if passed_over.is_empty() { "XDG_RUNTIME_DIR is not set" } else { "XDG_RUNTIME_DIR cannot be used" };
+                let why = if passed_over.is_empty() {
+                    "XDG_RUNTIME_DIR is not set"
+                } else {
+                    "XDG_RUNTIME_DIR cannot be used"
+                };
                 s.from(&format!("{origin}; {why}"))
             }),
         };
@@ -409,7 +424,9 @@ impl SharedStore {
                         file = back;
                         std::thread::sleep(Duration::from_millis(1));
                     }
-                    Err((_, errno)) => return Err(format!("cannot lock {}: {errno}", path.display())),
+                    Err((_, errno)) => {
+                        return Err(format!("cannot lock {}: {errno}", path.display()));
+                    }
                 }
             }
             Err(format!("{} stayed locked", path.display()))
@@ -646,7 +663,11 @@ impl Strike {
 
 impl StoreRefresher {
     /// Shares `inner`'s tokens for `scope` through `store`.
-    pub fn new(inner: Arc<dyn ExternalAuthRefresher>, store: SharedStore, scope: &TokenScope) -> Self {
+    pub fn new(
+        inner: Arc<dyn ExternalAuthRefresher>,
+        store: SharedStore,
+        scope: &TokenScope,
+    ) -> Self {
         let auth = &scope.auth;
         // Another process's run may be prompting (interactive), for up to its own bound.
         let run_bound = if auth.interactive == provider_config::Interactive::Never {
@@ -696,7 +717,9 @@ impl StoreRefresher {
     /// The error of a backoff another process (or this one) is serving, if any.
     fn held_back(&self) -> Option<AuthError> {
         let now = now_ms();
-        let strike = self.store.update_state(&self.path, |state| state.strike.clone())?;
+        let strike = self
+            .store
+            .update_state(&self.path, |state| state.strike.clone())?;
         if now >= strike.not_before_ms {
             return None;
         }
@@ -824,7 +847,9 @@ impl StoreRefresher {
         }
         if let Some(rejected) = rejected {
             let minted = match self.store.read(&self.path) {
-                Read::Found(entry) if entry.token.same_secret(rejected) => entry.obtained_at.map(to_ms),
+                Read::Found(entry) if entry.token.same_secret(rejected) => {
+                    entry.obtained_at.map(to_ms)
+                }
                 _ => None,
             };
             if let Some(err) = self.strike_rejected(rejected, minted) {
@@ -832,10 +857,10 @@ impl StoreRefresher {
             }
         }
         let result = self.inner.refresh(reason).await;
-        if let (Some(_), Ok(fresh)) = (&lock, &result) {
-            if let Err(e) = self.store.write(&self.path, fresh) {
-                tracing::warn!(target: STORE_TRACING_TARGET, "cannot write the shared token store: {e}");
-            }
+        if let (Some(_), Ok(fresh)) = (&lock, &result)
+            && let Err(e) = self.store.write(&self.path, fresh)
+        {
+            tracing::warn!(target: STORE_TRACING_TARGET, "cannot write the shared token store: {e}");
         }
         self.record(&result);
         drop(lock);

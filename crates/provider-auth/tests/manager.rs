@@ -41,11 +41,21 @@ async fn two_providers_with_the_same_auth_never_share_a_token_and_errors_name_ea
     let b = auth_manager_for_provider("beta", &info, None).unwrap();
     let a2 = auth_manager_for_provider("alpha", &other_gateway, None).unwrap();
     let token = |m: std::sync::Arc<dyn provider_auth::AuthManager>| async move {
-        m.credential().await.unwrap().unwrap().token.expose_secret().to_owned()
+        m.credential()
+            .await
+            .unwrap()
+            .unwrap()
+            .token
+            .expose_secret()
+            .to_owned()
     };
     assert_eq!(token(a).await, "tok-alpha-1");
     assert_eq!(token(b).await, "tok-beta-2");
-    assert_eq!(token(a2).await, "tok-alpha-3", "another base_url is another cache");
+    assert_eq!(
+        token(a2).await,
+        "tok-alpha-3",
+        "another base_url is another cache"
+    );
     assert_eq!(script.runs(), 3);
 }
 

@@ -17,7 +17,11 @@ fn process(script: &Script, store: &SharedStore) -> Arc<TokenCache> {
     let command: Arc<dyn ExternalAuthRefresher> =
         Arc::new(CommandRefresher::new("corp", auth.clone()));
     TokenCache::new(
-        Arc::new(StoreRefresher::new(command, store.clone(), &TokenScope::new("corp", "http://127.0.0.1:9/v1", auth.clone()))),
+        Arc::new(StoreRefresher::new(
+            command,
+            store.clone(),
+            &TokenScope::new("corp", "http://127.0.0.1:9/v1", auth.clone()),
+        )),
         CachePolicy::new(auth.refresh_interval()),
     )
 }
@@ -61,7 +65,11 @@ async fn a_token_read_from_the_store_keeps_its_age() {
         let command: Arc<dyn ExternalAuthRefresher> =
             Arc::new(CommandRefresher::new("corp", auth.clone()));
         TokenCache::new(
-            Arc::new(StoreRefresher::new(command, store.clone(), &TokenScope::new("corp", "http://127.0.0.1:9/v1", auth.clone()))),
+            Arc::new(StoreRefresher::new(
+                command,
+                store.clone(),
+                &TokenScope::new("corp", "http://127.0.0.1:9/v1", auth.clone()),
+            )),
             CachePolicy::new(auth.refresh_interval()).with_refresh_ahead(false),
         )
     };
@@ -88,7 +96,11 @@ async fn helper_headers_travel_with_the_token_through_the_store() {
         let command: Arc<dyn ExternalAuthRefresher> =
             Arc::new(CommandRefresher::new("corp", auth.clone()));
         TokenCache::new(
-            Arc::new(StoreRefresher::new(command, store.clone(), &TokenScope::new("corp", "http://127.0.0.1:9/v1", auth.clone()))),
+            Arc::new(StoreRefresher::new(
+                command,
+                store.clone(),
+                &TokenScope::new("corp", "http://127.0.0.1:9/v1", auth.clone()),
+            )),
             CachePolicy::new(auth.refresh_interval()),
         )
     };
@@ -101,4 +113,38 @@ async fn helper_headers_travel_with_the_token_through_the_store() {
         .map(|(n, v)| (n.to_string(), v.expose_secret().to_owned()))
         .collect();
     assert_eq!(headers, [("x-tenant".to_owned(), "tenant-1".to_owned())]);
+}
+
+/// Found in trial: a proxy whose token was rotated away read the token another process had
+/// stored since; the gateway had revoked that one too, and the proxy held its next run
+/// back ("a newly minted token was rejected"), answering 401 for a second. A token read
+/// from the store is a rotation when rejected, whichever process minted it.
+#[tokio::test]
+async fn a_stored_token_the_gateway_rejects_is_a_rotation_in_every_process() {
+    let script = Script::new("echo tok-$N");
+    let dir = tempfile::tempdir().unwrap();
+    let store = SharedStore::at(&dir.path().join("store")).unwrap();
+    let proxy = process(&script, &store);
+    let first = proxy.credential().await.unwrap();
+    proxy.accepted(&first);
+    // Another process stores a token of its own (its refresh, or `modelauth login`).
+    let scope = TokenScope::new(
+        "corp",
+        "http://127.0.0.1:9/v1",
+        script.auth_with_refresh(300_000),
+    );
+    store
+        .save(
+            &scope,
+            &provider_auth::FreshToken::new(provider_auth::AuthToken::new("other-1".into())),
+        )
+        .unwrap();
+    // The gateway revokes both. The proxy's token is rejected: it takes the stored one.
+    let stored = proxy.unauthorized(&first).await.unwrap();
+    assert_eq!(stored.token.expose_secret(), "other-1");
+    assert_eq!(script.runs(), 1);
+    // That one is rejected too: a rotation, run at once, not a hold.
+    let fresh = proxy.unauthorized(&stored).await.unwrap();
+    assert_eq!(fresh.token.expose_secret(), "tok-2");
+    assert_eq!(script.runs(), 2);
 }

@@ -57,7 +57,9 @@ impl StoreNote {
     pub fn lines(&self) -> Vec<String> {
         let mut out = vec![match &self.store {
             Ok((dir, origin)) => format!("shared token store: {dir} ({origin})"),
-            Err(why) => format!("warning: no shared token store: {why}; every helper call runs the token command"),
+            Err(why) => format!(
+                "warning: no shared token store: {why}; every helper call runs the token command"
+            ),
         }];
         out.extend(
             self.passed_over
@@ -69,8 +71,12 @@ impl StoreNote {
 
     fn json(&self) -> serde_json::Value {
         match &self.store {
-            Ok((dir, origin)) => serde_json::json!({"dir": dir, "origin": origin, "passed_over": self.passed_over}),
-            Err(why) => serde_json::json!({"dir": null, "error": why, "passed_over": self.passed_over}),
+            Ok((dir, origin)) => {
+                serde_json::json!({"dir": dir, "origin": origin, "passed_over": self.passed_over})
+            }
+            Err(why) => {
+                serde_json::json!({"dir": null, "error": why, "passed_over": self.passed_over})
+            }
         }
     }
 }

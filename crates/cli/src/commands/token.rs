@@ -249,9 +249,10 @@ async fn probe(
         Err(e @ model_client::ClientError::Auth(_)) => {
             Err(CliError::from_error("could not obtain a token", &e))
         }
-        Err(e) if e.is_auth_failure_after_fresh_token() => {
-            Err(CliError::from_error("could not obtain a token the gateway accepts", &e))
-        }
+        Err(e) if e.is_auth_failure_after_fresh_token() => Err(CliError::from_error(
+            "could not obtain a token the gateway accepts",
+            &e,
+        )),
         Err(e) => {
             tracing::debug!(target: "modelauth", provider = id, error = %e, "checking the stored token with GET /models said nothing either way; handing it out");
             Ok(None)

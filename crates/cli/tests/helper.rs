@@ -1,0 +1,364 @@
+//! `modelauth token --show` as another tool's helper (Codex's `auth.command`, Claude Code's
+//! `apiKeyHelper`, kubectl), through the shared store and against the dev gateway: a caller
+//! whose gateway rejected its token gets a new one, callers whose token is good cost no
+//! runs, and failures and rejections cost one run per backoff step across processes (SPEC
+//! §9.1). The caller is this test process, as it is the tool in real use; a caller that is
+//! a fresh process each time goes through `sh -c '...; true'`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dev_gateway::{DevGateway, Fault, GatewayConfig, Route};
+use test_support::TokenScript;
+
+const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
+
+/// A config whose token command mints from the dev gateway, and a store folder.
+struct Setup {
+    gw: DevGateway,
+    script: TokenScript,
+    store: PathBuf,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+        let script = TokenScript::new(&format!(
+            "exec {BIN} mint-token --url {} --text",
+            gw.token_url()
+        ));
+        Self::with(gw, script)
+    }
+
+    fn with(gw: DevGateway, script: TokenScript) -> Self {
+        script.write(
+            "config.toml",
+            &format!(
+                "model_provider = \"dev\"\n[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{}\"\n[model_providers.dev.auth]\ncommand = \"./token.sh\"\n",
+                gw.base_url()
+            ),
+        );
+        let store = script.dir().join("store");
+        Self { gw, script, store }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(self.script.dir())
+            .env("MODELAUTH_CACHE_DIR", &self.store)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("MODELAUTH_REJECTED")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `modelauth --config config.toml ARGS`, with this test process as the caller.
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(BIN)
+            .args(["--config", "config.toml"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The same from a fresh caller each time (a new `sh` is the parent).
+    fn run_as_new_caller(&self, args: &str) -> Output {
+        self.command("sh")
+            .arg("-c")
+            .arg(format!("{BIN} --config config.toml {args}; exit $?"))
+            .output()
+            .unwrap()
+    }
+
+    fn runs(&self) -> usize {
+        self.script.runs()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn token(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(!token.is_empty());
+    token
+}
+
+/// Whether the gateway accepts `token` (a `GET /models` with it).
+async fn accepted(gw: &DevGateway, token: &str) -> bool {
+    reqwest::Client::new()
+        .get(format!("{}/models", gw.base_url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_replaced_on_the_callers_next_call_with_one_run() {
+    let s = Setup::new().await;
+    let first = token(&s.run(&["token", "--show"]));
+    assert!(accepted(&s.gw, &first).await);
+    assert_eq!(s.runs(), 1);
+    // The gateway revokes it; the caller's next call (as after its 401) gets a new one.
+    s.gw.rotate();
+    assert!(!accepted(&s.gw, &first).await);
+    let second = token(&s.run(&["token", "--show"]));
+    assert_ne!(first, second);
+    assert!(accepted(&s.gw, &second).await);
+    assert_eq!(s.runs(), 2, "one run for the revocation");
+    // Callers whose token is good cost no runs, however often they ask.
+    for _ in 0..100 {
+        assert_eq!(token(&s.run(&["token", "--show"])), second);
+    }
+    for _ in 0..5 {
+        assert_eq!(token(&s.run_as_new_caller("token --show")), second);
+    }
+    assert_eq!(s.runs(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_says_rejected_gets_a_new_token_once_for_every_caller() {
+    let s = Setup::new().await;
+    let first = token(&s.run(&["token", "--show"]));
+    s.gw.rotate();
+    // Four calls at once say so (`--rejected`, MODELAUTH_REJECTED=1): one run for all.
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let mut c = s.command(BIN);
+            c.args(["--config", "config.toml", "token", "--show"]);
+            if i % 2 == 0 {
+                c.arg("--rejected");
+            } else {
+                c.env("MODELAUTH_REJECTED", "1");
+            }
+            c.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let tokens: Vec<String> = children
+        .into_iter()
+        .map(|c| token(&c.wait_with_output().unwrap()))
+        .collect();
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "one new token");
+    assert_ne!(tokens[0], first);
+    assert!(accepted(&s.gw, &tokens[0]).await);
+    assert_eq!(s.runs(), 2);
+    // A caller the store has never seen, saying rejected about a token minted just now,
+    // is taken to mean an older one: it gets the new token, no run.
+    assert_eq!(
+        token(&s.run_as_new_caller("token --show --rejected")),
+        tokens[0]
+    );
+    assert_eq!(s.runs(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_rejects_every_token_costs_one_run_per_backoff_step() {
+    let s = Setup::new().await;
+    s.gw.set_fault(Route::Models, Some(Fault::Unauthorized));
+    let started = Instant::now();
+    let mut calls = 0;
+    let mut held_back = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let out = s.run(&["token", "--show"]);
+        calls += 1;
+        if !out.status.success() {
+            let stderr = text(&out.stderr);
+            assert!(
+                stderr.contains("rejected a freshly minted token")
+                    || stderr.contains("the next run is held back"),
+                "{stderr}"
+            );
+            held_back += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Runs at 0 (cold), at once after the first rejection (a rotation), then after 1 s,
+    // 2 s, 4 s ... from when each rejected token was minted.
+    let steps = 2 + (elapsed + 1.0).log2().floor() as usize;
+    assert!(
+        s.runs() <= steps,
+        "{} runs for {calls} calls in {elapsed:.1} s (at most {steps})",
+        s.runs()
+    );
+    assert!(
+        held_back > 0 && calls > s.runs() * 3,
+        "{calls} calls, {held_back} failed"
+    );
+}
+
+#[test]
+fn a_failing_command_runs_once_per_backoff_step_across_processes() {
+    let script = TokenScript::new("echo 'idp down' >&2\nexit 3");
+    let s = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { DevGateway::start(GatewayConfig::default()).await.unwrap() });
+    let s = Setup::with(s, script);
+    let started = Instant::now();
+    let mut calls = 0;
+    let mut messages = Vec::new();
+    while started.elapsed() < Duration::from_secs(2) {
+        let out = s.run_as_new_caller("token --show");
+        assert_eq!(out.status.code(), Some(1));
+        messages.push(text(&out.stderr));
+        calls += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let steps = 1 + (elapsed + 1.0).log2().floor() as usize;
+    assert!(
+        s.runs() <= steps,
+        "{} runs for {calls} calls in {elapsed:.1} s",
+        s.runs()
+    );
+    assert!(calls > s.runs() * 3, "{calls} calls");
+    // The callers in between get the same error at once, and say it is held back.
+    assert!(
+        messages[0].contains("exited with status 3; stderr: idp down"),
+        "{}",
+        messages[0]
+    );
+    let held = messages[1]
+        .split(" (the next run is held back")
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        messages[1].contains("(the next run is held back"),
+        "{}",
+        messages[1]
+    );
+    assert!(
+        held.contains("exited with status 3; stderr: idp down"),
+        "{held}"
+    );
+}
+
+#[test]
+fn two_providers_with_the_same_auth_table_never_share_a_stored_token() {
+    let script = TokenScript::new("echo tok-$MODELAUTH_PROVIDER-$N");
+    script.write(
+        "config.toml",
+        "[model_providers.a]\nname = \"A\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./token.sh\" }\n\
+         [model_providers.b]\nname = \"B\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./token.sh\" }\n\
+         [model_providers.c]\nname = \"C\"\nbase_url = \"http://127.0.0.1:10/v1\"\nauth = { command = \"./token.sh\" }\n",
+    );
+    let run = |p: &str| {
+        let out = Command::new(BIN)
+            .args(["--config", "config.toml", "token", "--show", "-p", p])
+            .current_dir(script.dir())
+            .env("MODELAUTH_CACHE_DIR", script.dir().join("store"))
+            .output()
+            .unwrap();
+        token(&out)
+    };
+    assert_eq!(run("a"), "tok-a-1");
+    assert_eq!(run("b"), "tok-b-2");
+    assert_eq!(run("c"), "tok-c-3");
+    assert_eq!(run("a"), "tok-a-1", "from the store");
+    assert_eq!(script.runs(), 3);
+}
+
+/// A store with no variable naming it: the per-user cache folder under `home`.
+fn fallback(script: &TokenScript, home: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["--config", "config.toml"])
+        .args(args)
+        .current_dir(script.dir())
+        .env_remove("MODELAUTH_CACHE_DIR")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn without_a_runtime_folder_the_store_is_the_per_user_cache_folder() {
+    let script = TokenScript::counting();
+    script.write(
+        "config.toml",
+        "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./token.sh\" }\n",
+    );
+    let home = script.dir().join("home");
+    std::fs::create_dir(&home).unwrap();
+    for _ in 0..20 {
+        let out = fallback(&script, &home, &["token", "--show"]);
+        assert_eq!(token(&out), "tok-1");
+        assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    }
+    assert_eq!(script.runs(), 1, "20 calls, one run");
+    let out = fallback(&script, &home, &["check"]);
+    let stderr = text(&out.stderr).replace(&home.display().to_string(), "[HOME]");
+    assert!(
+        stderr.contains("shared token store: [HOME]/.cache/modelauth (the per-user cache folder; XDG_RUNTIME_DIR is not set)"),
+        "{stderr}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&fallback(&script, &home, &["check", "--json"]).stdout).unwrap();
+    assert_eq!(
+        json["shared_store"]["dir"],
+        home.join(".cache/modelauth").display().to_string()
+    );
+}
+
+#[test]
+fn another_users_runtime_folder_is_passed_over_with_a_warning() {
+    if !nix_is_root() {
+        eprintln!("skipped: needs root to give a folder to another user");
+        return;
+    }
+    let script = TokenScript::counting();
+    script.write(
+        "config.toml",
+        "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./token.sh\" }\n",
+    );
+    let home = script.dir().join("home");
+    let runtime = script.dir().join("run-user-65534");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::create_dir(&runtime).unwrap();
+    let status = Command::new("chown")
+        .args(["65534:65534"])
+        .arg(&runtime)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = || {
+        let mut c = Command::new(BIN);
+        c.args(["--config", "config.toml", "token", "--show"])
+            .current_dir(script.dir())
+            .env_remove("MODELAUTH_CACHE_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("HOME", &home);
+        c.output().unwrap()
+    };
+    let out = run();
+    assert_eq!(token(&out), "tok-1");
+    let stderr = text(&out.stderr).replace(&script.dir().display().to_string(), "[DIR]");
+    insta::assert_snapshot!(stderr, @"warning: shared token store: passed over XDG_RUNTIME_DIR: [DIR]/run-user-65534 belongs to another user (uid 65534, this process runs as uid 0)");
+    assert_eq!(token(&run()), "tok-1", "the fallback store is shared");
+    assert!(
+        std::fs::read_dir(&runtime).unwrap().next().is_none(),
+        "nothing written in the other user's folder"
+    );
+    assert_eq!(script.runs(), 1);
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| text(&o.stdout).trim() == "0")
+}
