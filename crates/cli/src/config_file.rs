@@ -68,6 +68,23 @@ impl Source {
         }
     }
 
+    /// When no file was read because the default file does not exist: a note saying where
+    /// it was looked for, for errors that would otherwise only name a built-in provider's
+    /// missing key (`OPENAI_API_KEY is not set`).
+    pub fn missing_default_note(&self) -> Option<String> {
+        if self.codex.is_some() {
+            return None;
+        }
+        let where_ = match locate(self.config.as_deref()) {
+            Some(loc) if loc.explicit || loc.path.exists() => return None,
+            Some(loc) => format!("the default file {} does not exist", loc.path.display()),
+            None => "no --config, MODELAUTH_CONFIG or HOME".to_owned(),
+        };
+        Some(format!(
+            "note: no config file was read ({where_}), so only the built-in providers are defined; write one there or give --config FILE"
+        ))
+    }
+
     /// One line for `check`: which file was read, or that the default one is missing.
     pub fn describe(&self) -> String {
         match self.locate() {

@@ -57,6 +57,20 @@ impl CliError {
         }
     }
 
+    /// The same error with one more line of detail (a runtime failure), or unchanged.
+    pub fn with_note(self, note: Option<String>) -> Self {
+        match (self, note) {
+            (CliError::Runtime { summary, detail }, Some(note)) => CliError::Runtime {
+                summary,
+                detail: Some(match detail {
+                    Some(detail) => format!("{detail}\n  {note}"),
+                    None => format!("  {note}"),
+                }),
+            },
+            (err, _) => err,
+        }
+    }
+
     /// The process exit status for this error.
     pub fn exit_code(&self) -> u8 {
         match self {

@@ -268,6 +268,28 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     init_logging(cli.verbose);
+    // A command that needs a provider's credential, run with no config file, says where the
+    // file was looked for: otherwise its error only names the built-in provider's key.
+    let needs_config = matches!(
+        cli.command,
+        Command::Token { .. }
+            | Command::Login { .. }
+            | Command::Models { .. }
+            | Command::Respond { .. }
+            | Command::Realtime { .. }
+            | Command::Bench { .. }
+            | Command::Proxy { .. }
+    );
+    let note = config_file::Source {
+        config: cli.config.clone(),
+        codex: cli.codex_config.clone(),
+    }
+    .missing_default_note()
+    .filter(|_| needs_config);
+    run_command(cli).map_err(|e| e.with_note(note))
+}
+
+fn run_command(cli: Cli) -> Result<(), CliError> {
     let store = shared_store(&cli);
     let source = config_file::Source {
         config: cli.config.clone(),

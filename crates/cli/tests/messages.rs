@@ -151,3 +151,13 @@ fn usage_errors_exit_2() {
         )
     );
 }
+
+#[test]
+fn with_no_config_file_token_and_models_say_where_it_was_looked_for() {
+    for args in [&["token"][..], &["models"]] {
+        insta::assert_snapshot!(
+            format!("no_config_{}", args[0]),
+            transcript("unused = true\n", args)
+        );
+    }
+}
