@@ -215,7 +215,7 @@ async fn scenarios(seconds: u64) -> Vec<Row> {
     // 4 and 5. Lifetime 1 s, a 300 ms command, concurrency 16: refresh ahead on and off.
     let timed = LoadLimit::Duration(Duration::from_secs(seconds));
     let mut slow_1s = slow.clone();
-    slow_1s.refresh_interval_ms = 1000;
+    slow_1s.refresh_interval_ms = Some(1000);
     let static_report = run_load(&client(&gw, static_manager(&gw)), timed, 16, None).await;
     let ahead =
         auth_manager_for_provider("bench", &provider(&gw, Some(slow_1s.clone())), None).unwrap();

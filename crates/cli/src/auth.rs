@@ -16,6 +16,14 @@ fn base_session() -> Option<Arc<dyn AuthManager>> {
 
 /// The provider-scoped manager for `id`.
 pub fn manager_for(id: &str, info: &ModelProviderInfo) -> Result<Arc<dyn AuthManager>, CliError> {
-    auth_manager_for_provider(id, info, base_session())
+    manager_for_provider(id, info)
         .map_err(|e| CliError::from_error("could not set up credentials", &e))
+}
+
+/// The same, with the library's error (the proxy serves a provider that has none).
+pub fn manager_for_provider(
+    id: &str,
+    info: &ModelProviderInfo,
+) -> Result<Arc<dyn AuthManager>, provider_auth::AuthError> {
+    auth_manager_for_provider(id, info, base_session())
 }

@@ -85,7 +85,7 @@ fn login_asks_once_and_later_calls_without_a_terminal_need_no_prompt() {
     assert!(out.status.success(), "{screen}");
     assert!(screen.contains("password: "), "{screen}");
     assert!(
-        screen.contains("corp: logged in; the token is in the shared store (11 chars, redacted)"),
+        screen.contains("corp: logged in; the token is in the shared store (11 chars, redacted); it states no expiry, so it is used for 5m 0s (refresh_interval_ms)"),
         "{screen}"
     );
     let out = s.detached(&["token", "--show"]);

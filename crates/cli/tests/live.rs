@@ -456,3 +456,40 @@ fn the_top_level_help_is_pinned() {
     assert_eq!(out.status.code(), Some(0));
     insta::assert_snapshot!(text(&out.stdout));
 }
+
+/// A helper that prints a token whose stated expiry is past, or a JWT not valid yet: the
+/// gateway would reject it, and `check --live` fails saying why.
+#[test]
+fn check_live_fails_on_a_token_expired_already_or_not_valid_yet() {
+    const HEADER: &str = "eyJhbGciOiJub25lIn0";
+    // {"exp":1000000000} (2001) and {"nbf":4000000000} (2096).
+    for (name, payload) in [
+        ("expired", "eyJleHAiOjEwMDAwMDAwMDB9"),
+        ("not_yet", "eyJuYmYiOjQwMDAwMDAwMDB9"),
+    ] {
+        let script = TokenScript::new(&format!("echo {HEADER}.{payload}.c2ln"));
+        script.write(
+            "config.toml",
+            "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\nauth = { command = \"./token.sh\" }\n",
+        );
+        let out = run_in(
+            script.dir(),
+            &["--config", "config.toml", "check", "--live"],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let shown = transcript(&out, script.dir());
+        let shown = shown
+            .split_inclusive('\n')
+            .map(|l| match l.find(" ago)").or_else(|| l.find(" from now)")) {
+                // The distance to a fixed date changes every second.
+                Some(end) => {
+                    let start = l[..end].rfind(", ").max(l[..end].rfind(" (")).unwrap_or(0);
+                    format!("{}[T]{}", &l[..start + 2], &l[end..])
+                }
+                None => l.to_owned(),
+            })
+            .collect::<String>();
+        insta::assert_snapshot!(format!("check_live_{name}"), shown);
+    }
+}

@@ -303,3 +303,96 @@ fn a_listen_address_in_use_is_a_runtime_error_that_says_so_once() {
     assert_eq!(code, Some(1));
     insta::assert_snapshot!("proxy_listen_address_in_use", stderr.replace(&addr, "ADDR"));
 }
+
+/// Found in trial: one provider with an unset `env_key` (the README's own sample config)
+/// stopped the whole proxy. It starts, names the unavailable route and why, answers it with
+/// `token_unavailable`, and serves the others; `localhost:PORT` listens on loopback; a
+/// client whose base URL repeats the provider's `/v1` gets a hint with its 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_without_its_key_does_not_stop_the_others() {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_script(
+        dir.path(),
+        &format!("exec {BIN} mint-token --url {} --text", gw.token_url()),
+    );
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"{}\"\nauth = {{ command = \"./token.sh\" }}\n\
+             [model_providers.keyed]\nname = \"Keyed\"\nbase_url = \"https://api.example.com/v1\"\nenv_key = \"MODELAUTH_TEST_UNSET_KEY\"\n",
+            gw.base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--config",
+            "config.toml",
+            "proxy",
+            "--listen",
+            "localhost:0",
+        ])
+        .env_remove("MODELAUTH_TEST_UNSET_KEY")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        lines.push(line.trim_end().to_owned());
+    }
+    let base = lines[0].strip_prefix("listening on ").unwrap().to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{lines:?}");
+    assert_eq!(
+        lines[2],
+        format!("keyed  {base}/keyed  ->  https://api.example.com/v1")
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+    let keyed = get("/keyed/models").await.unwrap();
+    assert_eq!(keyed.status(), 502);
+    let body: serde_json::Value = keyed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "token_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`MODELAUTH_TEST_UNSET_KEY` is not set"),
+        "{body}"
+    );
+    assert_eq!(get("/corp/models").await.unwrap().status(), 200);
+    let doubled = get("/corp/v1/models").await.unwrap();
+    assert_eq!(doubled.status(), 404);
+    assert!(
+        doubled.headers()["x-modelauth-hint"]
+            .to_str()
+            .unwrap()
+            .contains("base_url already ends in /v1"),
+    );
+    assert_eq!(
+        get("/corp/models")
+            .await
+            .unwrap()
+            .headers()
+            .get("x-modelauth-hint"),
+        None
+    );
+    let health: serde_json::Value = get("/_modelauth/health")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(health["unavailable"]["keyed"].is_string(), "{health}");
+    terminate(&child);
+    let stopped = child.wait_with_output().unwrap();
+    assert!(stopped.status.success());
+    let stderr = String::from_utf8_lossy(&stopped.stderr).replace(&base, "http://[ADDR]");
+    insta::assert_snapshot!(stderr, @"warning: provider `keyed` is unavailable (provider `keyed`: environment variable `MODELAUTH_TEST_UNSET_KEY` is not set or empty); http://[ADDR]/keyed answers 502 token_unavailable");
+}

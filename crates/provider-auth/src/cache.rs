@@ -22,8 +22,11 @@ pub const TRACING_TARGET: &str = "provider_auth";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CachePolicy {
-    /// How long a token is used; `None` keeps it until a 401 (or its own expiry).
+    /// How long a token that states no expiry is used; `None` keeps it until a 401.
     pub refresh_interval: Option<Duration>,
+    /// The longest a token that states its own expiry is used (it is used until that
+    /// expiry, less a skew, when shorter); `None`: the stated expiry governs.
+    pub expiry_cap: Option<Duration>,
     /// Refresh in the background once 80% of the lifetime has passed (default on).
     pub refresh_ahead: bool,
     /// First wait after a failure with no usable token (default 1 s).
@@ -33,13 +36,24 @@ pub struct CachePolicy {
 }
 
 impl CachePolicy {
-    /// The default policy for a refresh interval.
+    /// The default policy for a refresh interval, which also caps a stated expiry.
     pub fn new(refresh_interval: Option<Duration>) -> Self {
         Self {
             refresh_interval,
+            expiry_cap: refresh_interval,
             refresh_ahead: true,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+        }
+    }
+
+    /// The policy of a command's auth table: `refresh_interval_ms` (default 5 minutes) for
+    /// a token that states no expiry; a stated expiry governs, capped by
+    /// `refresh_interval_ms` only when the config sets it (SPEC §5).
+    pub fn for_auth(auth: &provider_config::ModelProviderAuthInfo) -> Self {
+        Self {
+            expiry_cap: auth.stated_expiry_cap(),
+            ..Self::new(auth.refresh_interval())
         }
     }
 
@@ -84,6 +98,9 @@ pub struct TokenStatus {
     pub shape: crate::token::TokenShape,
     /// Whether the token stated its own expiry (in the output, or a JWT's `exp`).
     pub states_expiry: bool,
+    /// The expiry the token stated, if it stated one (it may be past: a stale helper cache,
+    /// or a clock that is off).
+    pub stated_expiry: Option<SystemTime>,
 }
 
 #[derive(Default)]
@@ -113,6 +130,8 @@ struct Cached {
     expires_at: Option<Instant>,
     /// When the token itself says it expires, if it says so.
     hard_expiry: Option<Instant>,
+    /// The same, by the clock.
+    stated_expiry: Option<SystemTime>,
 }
 
 impl Cached {
@@ -252,7 +271,7 @@ impl TokenCache {
                     )),
                     None => command,
                 };
-                TokenCache::new(source, CachePolicy::new(auth.refresh_interval()))
+                TokenCache::new(source, CachePolicy::for_auth(auth))
             })
             .clone()
     }
@@ -279,7 +298,8 @@ impl TokenCache {
             obtained_at: cached.obtained_wall,
             from_shared_store: cached.from_shared_store,
             shape: cached.shape,
-            states_expiry: cached.hard_expiry.is_some(),
+            states_expiry: cached.stated_expiry.is_some(),
+            stated_expiry: cached.stated_expiry,
             generation: cached.credential.generation,
             expires_in: cached.expires_at.map(|t| t.saturating_duration_since(now)),
             refresh_in: cached.refresh_at.map(|t| t.saturating_duration_since(now)),
@@ -601,6 +621,7 @@ impl TokenCache {
         let hard_expiry = left.and_then(|left| now.checked_add(left));
         let lifetime = lifetime(
             self.policy.refresh_interval.map(|l| l.saturating_sub(age)),
+            self.policy.expiry_cap.map(|l| l.saturating_sub(age)),
             left,
         );
         Cached {
@@ -616,19 +637,24 @@ impl TokenCache {
             refresh_at: lifetime.and_then(|l| now.checked_add(l.mul_f64(0.8))),
             expires_at: lifetime.and_then(|l| now.checked_add(l)),
             hard_expiry,
+            stated_expiry: fresh.expires_at,
         }
     }
 }
 
-/// A token's lifetime: the refresh interval, shortened to (time left - skew) when the token
-/// states how long it has `left`, with skew = min(60 s, 10% of the time left). `None` = kept
-/// until a 401.
-pub(crate) fn lifetime(interval: Option<Duration>, left: Option<Duration>) -> Option<Duration> {
+/// A token's lifetime: the refresh interval when the token states no expiry; else (time
+/// `left` - skew), with skew = min(60 s, 10% of the time left), capped by `cap`. `None` =
+/// kept until a 401.
+pub(crate) fn lifetime(
+    interval: Option<Duration>,
+    cap: Option<Duration>,
+    left: Option<Duration>,
+) -> Option<Duration> {
     match left {
         None => interval,
         Some(left) => {
             let usable = left - (left / 10).min(Duration::from_secs(60));
-            Some(interval.map_or(usable, |l| l.min(usable)))
+            Some(cap.map_or(usable, |l| l.min(usable)))
         }
     }
 }

@@ -225,6 +225,17 @@ fn timestamp(v: &Value, name: &str) -> Result<SystemTime, CommandFailure> {
 
 /// The `exp` claim of a JWT, if `token` is one. Nothing else is read from it.
 pub(crate) fn jwt_expiry(token: &str) -> Option<SystemTime> {
+    jwt_time_claim(token, "exp")
+}
+
+/// The `nbf` (not before) claim of a JWT, if `token` is one: `check --live` reports a token
+/// that is not valid yet (a clock that is off).
+pub fn jwt_not_before(token: &str) -> Option<SystemTime> {
+    jwt_time_claim(token, "nbf")
+}
+
+/// A time claim (seconds since the epoch) of a JWT's payload.
+fn jwt_time_claim(token: &str, claim: &str) -> Option<SystemTime> {
     let mut parts = token.split('.');
     let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -234,11 +245,11 @@ pub(crate) fn jwt_expiry(token: &str) -> Option<SystemTime> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?.as_f64()?;
-    if !(exp.is_finite() && exp > 0.0 && exp < 1e12) {
+    let secs = claims.get(claim)?.as_f64()?;
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e12) {
         return None;
     }
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs_f64(exp))
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ pub use command::{
     locate_token_command, run_token_command,
 };
 pub use error::{AuthError, CommandFailure};
-pub use format::{format_rfc3339, parse_token_output};
+pub use format::{format_rfc3339, jwt_not_before, parse_token_output};
 pub use headers::{USER_AGENT, configured_header_values, provider_headers};
 #[cfg(feature = "reqwest-middleware")]
 pub use integrations::AuthMiddleware;
@@ -86,7 +86,8 @@ pub use integrations::AuthMiddleware;
 pub use integrations::{AuthLayer, AuthService, BoxError};
 pub use manager::{
     AuthManager, AuthRetry, CachedAuthManager, NoAuthManager, Recovery, RequestAuth,
-    StaticAuthManager, auth_manager_for_provider, cached_credential_headers,
+    StaticAuthManager, UnavailableAuthManager, auth_manager_for_provider,
+    cached_credential_headers,
 };
 pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
 pub use scope::TokenScope;

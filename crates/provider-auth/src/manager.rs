@@ -232,6 +232,45 @@ impl AuthManager for NoAuthManager {
     }
 }
 
+/// A provider whose credential could not be set up (an unset `env_key`, no base session):
+/// every call fails with that error, so a server of several providers (the proxy) can keep
+/// serving the others and answer this one's requests with the reason. Fails closed.
+#[derive(Debug, Clone)]
+pub struct UnavailableAuthManager {
+    provider: Arc<str>,
+    error: AuthError,
+}
+
+impl UnavailableAuthManager {
+    /// A manager for `provider` that always fails with `error`.
+    pub fn new(provider: impl Into<Arc<str>>, error: AuthError) -> Self {
+        Self {
+            provider: provider.into(),
+            error,
+        }
+    }
+
+    /// Why the credential is unavailable.
+    pub fn error(&self) -> &AuthError {
+        &self.error
+    }
+}
+
+#[async_trait]
+impl AuthManager for UnavailableAuthManager {
+    fn provider_id(&self) -> &str {
+        &self.provider
+    }
+
+    async fn credential(&self) -> Result<Option<Credential>, AuthError> {
+        Err(self.error.clone())
+    }
+
+    async fn unauthorized(&self, _sent: &Credential) -> Result<Recovery, AuthError> {
+        Err(self.error.clone())
+    }
+}
+
 /// A provider using the application's base session (`requires_openai_auth = true`): it
 /// borrows the base session's credential but never invalidates it.
 #[derive(Debug, Clone)]

@@ -628,6 +628,7 @@ pub struct StoreRefresher {
     store: SharedStore,
     path: PathBuf,
     refresh_interval: Option<Duration>,
+    expiry_cap: Option<Duration>,
     lock_wait: Duration,
     /// The lock was given up on once: said once, at warning level.
     warned: std::sync::atomic::AtomicBool,
@@ -680,6 +681,7 @@ impl StoreRefresher {
             inner,
             store,
             refresh_interval: auth.refresh_interval(),
+            expiry_cap: auth.stated_expiry_cap(),
             lock_wait: run_bound + LOCK_MARGIN,
             warned: std::sync::atomic::AtomicBool::new(false),
         }
@@ -706,7 +708,10 @@ impl StoreRefresher {
         let left = fresh
             .expires_at
             .map(|expires| expires.duration_since(obtained).unwrap_or(Duration::ZERO));
-        let limit = match (crate::cache::lifetime(self.refresh_interval, left), ahead) {
+        let limit = match (
+            crate::cache::lifetime(self.refresh_interval, self.expiry_cap, left),
+            ahead,
+        ) {
             (None, _) => Duration::MAX,
             (Some(l), true) => l.mul_f64(0.8),
             (Some(l), false) => l,

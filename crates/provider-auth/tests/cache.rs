@@ -482,3 +482,41 @@ async fn the_command_is_told_its_provider_and_why_it_runs() {
         "corp initial\ncorp refresh_ahead\ncorp unauthorized\ncorp expired\n"
     );
 }
+
+/// Found in trial: a one-hour OAuth2 token was used for five minutes, because the default
+/// `refresh_interval_ms` capped it (12 times the IdP calls). A stated expiry governs, and
+/// `refresh_interval_ms` caps it only when the config sets it.
+#[tokio::test]
+async fn a_stated_expiry_governs_unless_refresh_interval_ms_is_set() {
+    let script = Script::new(r#"echo '{"access_token":"tok-'$N'","expires_in":3600}'"#);
+    let mut auth = script.auth();
+    auth.format = TokenFormat::Json;
+    let used_for = |auth: &ModelProviderAuthInfo| {
+        let auth = auth.clone();
+        async move {
+            let cache = TokenCache::new(
+                Arc::new(CommandRefresher::new("corp", auth.clone())),
+                CachePolicy::for_auth(&auth),
+            );
+            cache.credential().await.unwrap();
+            cache.token_status().unwrap().expires_in.unwrap()
+        }
+    };
+    // One hour less the skew (60 s).
+    let default = used_for(&auth).await;
+    assert!(
+        default > Duration::from_secs(3530) && default <= Duration::from_secs(3540),
+        "{default:?}"
+    );
+    auth.refresh_interval_ms = Some(300_000);
+    let capped = used_for(&auth).await;
+    assert!(capped <= Duration::from_secs(300), "{capped:?}");
+    assert!(capped > Duration::from_secs(290), "{capped:?}");
+    // With no stated expiry the default interval (5 minutes) applies.
+    let plain = Script::new("echo tok-$N");
+    let plain_for = used_for(&plain.auth()).await;
+    assert!(
+        plain_for <= Duration::from_secs(300) && plain_for > Duration::from_secs(290),
+        "{plain_for:?}"
+    );
+}

@@ -60,7 +60,7 @@ async fn a_token_read_from_the_store_keeps_its_age() {
     let dir = tempfile::tempdir().unwrap();
     let store = SharedStore::at(&dir.path().join("store")).unwrap();
     let mut auth = script.auth_with_refresh(2000);
-    auth.refresh_interval_ms = 2000;
+    auth.refresh_interval_ms = Some(2000);
     let make = || {
         let command: Arc<dyn ExternalAuthRefresher> =
             Arc::new(CommandRefresher::new("corp", auth.clone()));

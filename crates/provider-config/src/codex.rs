@@ -244,7 +244,7 @@ impl CodexProvider {
                 out.timeout_ms = ms;
             }
             if let Some(ms) = auth.refresh_interval_ms {
-                out.refresh_interval_ms = ms;
+                out.refresh_interval_ms = Some(ms);
             }
             out.cwd = codex_cwd(auth.cwd.as_deref(), base_dir, home);
             out

@@ -206,10 +206,13 @@ pub struct ModelProviderAuthInfo {
     )]
     #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
     pub timeout_ms: u64,
-    /// How long a token is used before the command is run again, in milliseconds; shortened
-    /// when the token states its own expiry. `0` reruns only after a 401.
-    #[serde(default = "default_refresh_interval_ms")]
-    pub refresh_interval_ms: u64,
+    /// How long a token is used before the command is run again, in milliseconds (default
+    /// 300000). A token that states its own expiry is used until then (less a skew), and
+    /// this caps it only when the key is set. `0` reruns only after a 401 (or the stated
+    /// expiry).
+    #[serde(default)]
+    #[schemars(with = "u64", extend("default" = DEFAULT_REFRESH_INTERVAL_MS))]
+    pub refresh_interval_ms: Option<u64>,
     /// Working directory of the command; relative to the config file's folder.
     #[serde(default = "default_cwd")]
     #[schemars(with = "String")]
@@ -276,9 +279,6 @@ fn default_request_timeout_ms() -> u64 {
 }
 fn default_timeout_ms() -> u64 {
     DEFAULT_TIMEOUT_MS
-}
-fn default_refresh_interval_ms() -> u64 {
-    DEFAULT_REFRESH_INTERVAL_MS
 }
 fn default_interactive_timeout_ms() -> u64 {
     DEFAULT_INTERACTIVE_TIMEOUT_MS
@@ -476,7 +476,7 @@ impl ModelProviderAuthInfo {
             command: command.into(),
             args: Vec::new(),
             timeout_ms: DEFAULT_TIMEOUT_MS,
-            refresh_interval_ms: DEFAULT_REFRESH_INTERVAL_MS,
+            refresh_interval_ms: None,
             cwd: default_cwd(),
             env: BTreeMap::new(),
             format: TokenFormat::default(),
@@ -498,10 +498,22 @@ impl ModelProviderAuthInfo {
         Duration::from_millis(self.timeout_ms)
     }
 
-    /// How long a token is used before the command is run again; `None` when
-    /// `refresh_interval_ms = 0` (rerun only after a 401).
+    /// How long a token that states no expiry is used before the command is run again
+    /// (`refresh_interval_ms`, default 5 minutes); `None` when it is 0 (rerun only after a
+    /// 401).
     pub fn refresh_interval(&self) -> Option<Duration> {
-        (self.refresh_interval_ms > 0).then(|| Duration::from_millis(self.refresh_interval_ms))
+        let ms = self
+            .refresh_interval_ms
+            .unwrap_or(DEFAULT_REFRESH_INTERVAL_MS);
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
+    /// The cap on a token that states its own expiry: `refresh_interval_ms` when the config
+    /// sets it (and it is not 0), else none: the stated expiry governs (SPEC §5).
+    pub fn stated_expiry_cap(&self) -> Option<Duration> {
+        self.refresh_interval_ms
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
     }
 }
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use provider_config::{
-    AuthKind, ConfigError, DEFAULT_REFRESH_INTERVAL_MS, DEFAULT_TIMEOUT_MS, TokenFormat, WireApi,
-    load_config_file, parse_config_str,
+    AuthKind, ConfigError, DEFAULT_TIMEOUT_MS, TokenFormat, WireApi, load_config_file,
+    parse_config_str,
 };
 
 fn parse(text: &str) -> Result<provider_config::Config, ConfigError> {
@@ -30,7 +30,8 @@ fn defaults_are_applied() {
     let auth = corp.auth.as_ref().unwrap();
     assert_eq!(auth.timeout_ms, DEFAULT_TIMEOUT_MS);
     assert_eq!(auth.timeout(), Duration::from_millis(5000));
-    assert_eq!(auth.refresh_interval_ms, DEFAULT_REFRESH_INTERVAL_MS);
+    assert_eq!(auth.refresh_interval_ms, None);
+    assert_eq!(auth.stated_expiry_cap(), None, "a stated expiry governs");
     assert_eq!(auth.refresh_interval(), Some(Duration::from_secs(300)));
     assert_eq!(auth.cwd, Path::new("."));
     assert_eq!(auth.format, TokenFormat::Text);

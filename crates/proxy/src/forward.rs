@@ -90,11 +90,17 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
     }
     let method = request.method().clone();
     let rest = rest.to_owned();
-    let (response, replayed) = if is_websocket(request.headers()) {
+    let (mut response, replayed) = if is_websocket(request.headers()) {
         (crate::websocket::relay(&route, request, &rest).await, false)
     } else {
         forward(&route, request, &rest, shared.max_replay_bytes).await
     };
+    let hint = doubled_v1_hint(&route, &rest, response.status());
+    if let Some(hint) = hint {
+        response
+            .headers_mut()
+            .insert(HINT_HEADER, http::HeaderValue::from_static(hint));
+    }
     // Path only: the query may hold a key, header values are never logged.
     tracing::info!(
         target: TRACING_TARGET,
@@ -104,9 +110,25 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
         status = response.status().as_u16(),
         ms = started.elapsed().as_millis(),
         replayed,
+        hint = hint.unwrap_or_default(),
         "request"
     );
     response
+}
+
+/// The header that carries a hint about a likely misconfiguration of the client.
+pub(crate) const HINT_HEADER: &str = "x-modelauth-hint";
+
+/// A 404 for `/<id>/v1/...` when the provider's `base_url` already ends in `/v1`: the
+/// client most likely set its base URL to `http://HOST:PORT/<id>/v1`, and the gateway got
+/// `.../v1/v1/...`.
+fn doubled_v1_hint(route: &Route, rest: &str, status: StatusCode) -> Option<&'static str> {
+    (status == StatusCode::NOT_FOUND
+        && (rest == "v1" || rest.starts_with("v1/"))
+        && route.base_prefix.ends_with("/v1"))
+    .then_some(
+        "the provider's base_url already ends in /v1, so this went to .../v1/v1/...; set the client's base URL to http://HOST:PORT/<provider> without /v1",
+    )
 }
 
 /// Whether the path below the provider id has a `.` or `..` segment, literal or

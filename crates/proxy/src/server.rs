@@ -46,6 +46,9 @@ pub struct ProxyProvider {
     pub info: ModelProviderInfo,
     /// Its auth manager (shares the process-wide cache of its auth config).
     pub auth: Arc<dyn AuthManager>,
+    /// Why its credential cannot be had, when it cannot: the route is served, and answers
+    /// `token_unavailable` with this reason (health and stats say it too).
+    pub unavailable: Option<String>,
 }
 
 impl ProxyProvider {
@@ -55,6 +58,28 @@ impl ProxyProvider {
             id: id.into(),
             info,
             auth,
+            unavailable: None,
+        }
+    }
+
+    /// A provider whose credential could not be set up (`error`): the proxy still starts,
+    /// and this route answers 502 `token_unavailable` with the reason, while the other
+    /// providers are served.
+    pub fn unavailable(
+        id: impl Into<String>,
+        info: ModelProviderInfo,
+        error: provider_auth::AuthError,
+    ) -> Self {
+        let id = id.into();
+        let reason = error.to_string();
+        Self {
+            auth: Arc::new(provider_auth::UnavailableAuthManager::new(
+                id.as_str(),
+                error,
+            )),
+            id,
+            info,
+            unavailable: Some(reason),
         }
     }
 }
@@ -147,6 +172,7 @@ pub(crate) struct Route {
     pub(crate) header_secrets: Vec<String>,
     pub(crate) http: crate::upstream::UpstreamClient,
     pub(crate) counters: Counters,
+    pub(crate) unavailable: Option<String>,
 }
 
 impl Route {
@@ -220,6 +246,7 @@ impl Proxy {
                 headers,
                 http,
                 counters: Counters::default(),
+                unavailable: p.unavailable,
             };
             routes.insert(p.id, Arc::new(route));
         }
@@ -254,6 +281,11 @@ impl Proxy {
     /// The served provider ids, in order.
     pub fn provider_ids(&self) -> Vec<String> {
         self.shared.routes.keys().cloned().collect()
+    }
+
+    /// Why a served provider's credential is unavailable, if it is.
+    pub fn unavailable(&self, id: &str) -> Option<&str> {
+        self.shared.routes.get(id)?.unavailable.as_deref()
     }
 
     /// A handle to read the counters while the proxy serves.
@@ -349,11 +381,19 @@ async fn respond(shared: &Arc<Shared>, request: Request<Body>) -> Response {
                 .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
             return answer;
         }
-        let body = if path == HEALTH_PATH {
+        let unavailable: BTreeMap<&str, &str> = shared
+            .routes
+            .iter()
+            .filter_map(|(id, r)| Some((id.as_str(), r.unavailable.as_deref()?)))
+            .collect();
+        let mut body = if path == HEALTH_PATH {
             serde_json::json!({"status": "ok"})
         } else {
             serde_json::json!({"providers": collect_stats(shared)})
         };
+        if !unavailable.is_empty() {
+            body["unavailable"] = serde_json::json!(unavailable);
+        }
         return axum::Json(body).into_response();
     }
     crate::forward::handle(shared, request).await

@@ -58,7 +58,7 @@ impl TokenScript {
     /// Like [`TokenScript::auth`], with `auth.refresh_interval_ms` set.
     pub fn auth_with_refresh(&self, refresh_interval_ms: u64) -> ModelProviderAuthInfo {
         let mut auth = self.auth();
-        auth.refresh_interval_ms = refresh_interval_ms;
+        auth.refresh_interval_ms = Some(refresh_interval_ms);
         auth
     }
 

@@ -165,7 +165,12 @@ async fn live_check(id: &str, info: &ModelProviderInfo, models: bool) -> Live {
             };
         }
     };
-    let credential = obtain(info, manager.as_ref()).await;
+    let credential = obtain(info, manager.as_ref())
+        .await
+        .and_then(|obtained| match obtained {
+            Some(obtained) => valid_now(&obtained).map(|()| Some(obtained)),
+            None => Ok(None),
+        });
     let output = manager.token_status().map(|s| (s.shape, s.states_expiry));
     let models = match (&credential, models) {
         (Ok(_), true) => Some(list_models(id, info, manager).await),
@@ -177,6 +182,31 @@ async fn live_check(id: &str, info: &ModelProviderInfo, models: bool) -> Live {
         output,
         models,
     }
+}
+
+/// A token whose stated expiry is past, or that is not valid yet (a JWT's `nbf`), fails
+/// the live check with the reason: the gateway would reject it.
+fn valid_now(obtained: &Obtained) -> Result<(), CliError> {
+    let now = std::time::SystemTime::now();
+    if let Some(expiry) = obtained.status.and_then(|s| s.stated_expiry)
+        && let Ok(ago) = now.duration_since(expiry)
+    {
+        return Err(CliError::runtime(format!(
+            "the token's stated expiry, {}, is already past ({} ago): the helper printed an expired token (a stale cache of its own?) or this machine's clock is off",
+            provider_auth::format_rfc3339(expiry),
+            crate::commands::token::human(ago)
+        )));
+    }
+    if let Some(not_before) = provider_auth::jwt_not_before(obtained.token.expose_secret())
+        && let Ok(ahead) = not_before.duration_since(now)
+    {
+        return Err(CliError::runtime(format!(
+            "the token is not valid before {} (its JWT `nbf`, {} from now): this machine's clock or the issuer's is off",
+            provider_auth::format_rfc3339(not_before),
+            crate::commands::token::human(ahead)
+        )));
+    }
+    Ok(())
 }
 
 async fn list_models(

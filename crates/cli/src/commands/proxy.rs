@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use provider_config::Config;
 use proxy::{Proxy, ProxyConfig, ProxyError, ProxyProvider};
 
-use crate::auth::manager_for;
+use crate::auth::manager_for_provider;
 use crate::error::CliError;
 use crate::output::print;
 
@@ -24,12 +24,7 @@ pub struct Settings {
 
 /// Serves until a signal; exit 0 after a clean stop.
 pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> {
-    let listen: SocketAddr = settings.listen.parse().map_err(|_| {
-        CliError::Usage(format!(
-            "--listen `{}` is not an address like 127.0.0.1:8585",
-            settings.listen
-        ))
-    })?;
+    let listen = listen_address(&settings.listen)?;
     let ids: Vec<String> = if settings.providers.is_empty() {
         config.toml().model_providers.keys().cloned().collect()
     } else {
@@ -40,7 +35,11 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
     let mut providers = Vec::new();
     for id in &ids {
         let (id, info) = crate::config_file::provider(config, Some(id))?;
-        providers.push(ProxyProvider::new(id, info.clone(), manager_for(id, info)?));
+        // A provider whose credential cannot be set up does not stop the others.
+        providers.push(match manager_for_provider(id, info) {
+            Ok(manager) => ProxyProvider::new(id, info.clone(), manager),
+            Err(e) => ProxyProvider::unavailable(id, info.clone(), e),
+        });
     }
     let mut proxy_config =
         ProxyConfig::new(listen, providers).with_max_replay_bytes(settings.max_replay_bytes);
@@ -68,6 +67,11 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
                 info.base_url
             ));
         }
+        if let Some(why) = proxy.unavailable(&id) {
+            eprintln!(
+                "warning: provider `{id}` is unavailable ({why}); http://{addr}/{id} answers 502 token_unavailable"
+            );
+        }
     }
     print(&lines)?;
     proxy
@@ -77,4 +81,24 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
         })
         .await;
     Ok(())
+}
+
+/// `--listen`: `HOST:PORT` with an IP address, or `localhost:PORT` (loopback).
+fn listen_address(listen: &str) -> Result<SocketAddr, CliError> {
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    match listen.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| bad_listen(listen)),
+        _ => Err(bad_listen(listen)),
+    }
+}
+
+fn bad_listen(listen: &str) -> CliError {
+    CliError::Usage(format!(
+        "--listen `{listen}` is not an address like 127.0.0.1:8585 or localhost:8585"
+    ))
 }

@@ -355,8 +355,28 @@ pub async fn login(
             store.entry_path(&scope).display()
         ))
     })?;
+    let lasts = match fresh.expires_at {
+        Some(at) => match at.duration_since(SystemTime::now()) {
+            Ok(left) => format!(
+                "it states it expires at {} (in {})",
+                provider_auth::format_rfc3339(at),
+                human(left)
+            ),
+            Err(_) => format!(
+                "it states an expiry already past ({}): the helper printed an expired token, or this machine's clock is off",
+                provider_auth::format_rfc3339(at)
+            ),
+        },
+        None => match auth.refresh_interval() {
+            Some(interval) => format!(
+                "it states no expiry, so it is used for {} (refresh_interval_ms)",
+                human(interval)
+            ),
+            None => "it states no expiry, so it is used until the gateway rejects it".to_owned(),
+        },
+    };
     Ok(format!(
-        "{id}: logged in; the token is in the shared store ({} chars, redacted)\n",
+        "{id}: logged in; the token is in the shared store ({} chars, redacted); {lasts}\n",
         fresh.token.len()
     ))
 }
