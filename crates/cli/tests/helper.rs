@@ -362,3 +362,164 @@ fn nix_is_root() -> bool {
         .output()
         .is_ok_and(|o| text(&o.stdout).trim() == "0")
 }
+
+/// The real Codex CLI (npm `@openai/codex@0.169.0`), installed by `.ci/run` into
+/// `$MODELAUTH_CODEX_DIR` (default `~/.cache/modelauth-ci/codex`). Without it the Codex tests
+/// say they were skipped and why; in CI (`CI=true`) a missing Codex is a failure.
+fn codex_bin() -> Option<PathBuf> {
+    let dir = std::env::var_os("MODELAUTH_CODEX_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/modelauth-ci/codex"))
+        })?;
+    let bin = dir.join("node_modules/.bin/codex");
+    if bin.exists() {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "the real Codex is not installed at {} (.ci/run installs it with npm)",
+        bin.display()
+    );
+    eprintln!(
+        "skipped: the real Codex is not installed at {} (run .ci/run, or `npm install --prefix {} @openai/codex@0.169.0`)",
+        bin.display(),
+        dir.display()
+    );
+    None
+}
+
+/// A `CODEX_HOME` whose provider `dev` has `base_url` and, when `auth_args` is given,
+/// `auth.command = modelauth` with those args.
+fn codex_home(s: &Setup, base_url: &str, auth_args: Option<&str>) -> PathBuf {
+    let home = s
+        .script
+        .dir()
+        .join(format!("codex-home-{}", fastrand_suffix()));
+    std::fs::create_dir_all(&home).unwrap();
+    let mut config = format!(
+        "model = \"dev-small\"\nmodel_provider = \"dev\"\n[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{base_url}\"\nwire_api = \"responses\"\nrequest_max_retries = 0\nstream_max_retries = 0\n"
+    );
+    if let Some(args) = auth_args {
+        config.push_str(&format!(
+            "[model_providers.dev.auth]\ncommand = \"{BIN}\"\nargs = {args}\n"
+        ));
+    }
+    std::fs::write(home.join("config.toml"), config).unwrap();
+    home
+}
+
+fn fastrand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// `codex exec` with `home`, the shared store of `s`; its output.
+fn codex_exec(s: &Setup, codex: &Path, home: &Path) -> std::process::Child {
+    s.command(codex.to_str().unwrap())
+        .args(["exec", "--skip-git-repo-check", "say hi"])
+        .env("CODEX_HOME", home)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn codex_ok(child: std::process::Child) {
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "codex exec failed:\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("Hello from the dev gateway"),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+fn helper_args(s: &Setup) -> String {
+    format!(
+        "[\"--config\", \"{}\", \"token\", \"--show\"]",
+        s.script.dir().join("config.toml").display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_codex_with_modelauth_as_its_auth_command_runs_it_once() {
+    let Some(codex) = codex_bin() else { return };
+    let s = Setup::new().await;
+    let home = codex_home(&s, &s.gw.base_url(), Some(&helper_args(&s)));
+    for _ in 0..3 {
+        codex_ok(codex_exec(&s, &codex, &home));
+    }
+    let parallel: Vec<_> = (0..4).map(|_| codex_exec(&s, &codex, &home)).collect();
+    for child in parallel {
+        codex_ok(child);
+    }
+    assert_eq!(
+        s.runs(),
+        1,
+        "3 sequential and 4 parallel codex exec, one run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_codex_recovers_from_a_revocation_within_one_exec() {
+    let Some(codex) = codex_bin() else { return };
+    let s = Setup::new().await;
+    let home = codex_home(&s, &s.gw.base_url(), Some(&helper_args(&s)));
+    codex_ok(codex_exec(&s, &codex, &home));
+    assert_eq!(s.runs(), 1);
+    // The gateway revokes the stored token: the next codex exec sees a 401, reruns its
+    // auth command, and gets a token the gateway accepts, with one more run.
+    s.gw.rotate();
+    codex_ok(codex_exec(&s, &codex, &home));
+    assert_eq!(s.runs(), 2, "one extra run for the revocation");
+    assert!(s.gw.counters().unauthorized(Route::Responses) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_codex_through_the_proxy_across_a_revocation() {
+    let Some(codex) = codex_bin() else { return };
+    let s = Setup::new().await;
+    let mut proxy = s
+        .command(BIN)
+        .args([
+            "--config",
+            "config.toml",
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    // Codex's base URL through the proxy is http://HOST:PORT/<id>, with no /v1.
+    let home = codex_home(&s, &format!("{base}/dev"), None);
+    codex_ok(codex_exec(&s, &codex, &home));
+    s.gw.rotate();
+    codex_ok(codex_exec(&s, &codex, &home));
+    assert_eq!(s.runs(), 2, "one run, one more after the revocation");
+    proxy.kill().unwrap();
+    proxy.wait().unwrap();
+}

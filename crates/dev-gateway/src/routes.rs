@@ -275,19 +275,39 @@ async fn responses(State(shared): State<AppState>, headers: HeaderMap, body: Byt
         }))
         .into_response();
     }
-    let mut events = vec![sse_event(
-        "response.created",
-        json!({"type": "response.created", "response": {"id": id, "status": "in_progress", "model": model}}),
-    )];
+    // As the Responses API streams a message: the item, its text deltas, the item done,
+    // then the response with its output (what Codex and the SDKs read).
+    let item_id = format!("msg_{:08x}", fastrand::u32(..));
+    let message = |status: &str, content: Value| json!({"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content});
+    let done = message(
+        "completed",
+        json!([{"type": "output_text", "text": text, "annotations": []}]),
+    );
+    let mut events = vec![
+        sse_event(
+            "response.created",
+            json!({"type": "response.created", "response": {"id": id, "status": "in_progress", "model": model}}),
+        ),
+        sse_event(
+            "response.output_item.added",
+            json!({"type": "response.output_item.added", "output_index": 0, "item": message("in_progress", json!([]))}),
+        ),
+    ];
     for w in &words {
         events.push(sse_event(
             "response.output_text.delta",
-            json!({"type": "response.output_text.delta", "delta": w}),
+            json!({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0, "content_index": 0, "delta": w}),
         ));
     }
     events.push(sse_event(
+        "response.output_item.done",
+        json!({"type": "response.output_item.done", "output_index": 0, "item": done}),
+    ));
+    let usage =
+        json!({"input_tokens": 1, "output_tokens": words.len(), "total_tokens": words.len() + 1});
+    events.push(sse_event(
         "response.completed",
-        json!({"type": "response.completed", "response": {"id": id, "status": "completed", "model": model}}),
+        json!({"type": "response.completed", "response": {"id": id, "status": "completed", "model": model, "output": [done], "usage": usage}}),
     ));
     sse(events, stream_delay(fault))
 }
