@@ -411,9 +411,9 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
                 None => commands::bench::Amount::Requests(requests),
             };
             let client = client(config, provider.as_deref())?;
-            block_on(commands::bench::bench(&client, amount, concurrency, json))
+            block_on_many(commands::bench::bench(&client, amount, concurrency, json))
         }
-        Command::Demo => block_on(commands::demo::demo()),
+        Command::Demo => block_on_many(commands::demo::demo()),
         Command::Login { provider } => {
             let config = config.load()?;
             let (id, info) = config_file::provider(&config, provider.as_deref())?;
@@ -557,10 +557,27 @@ fn built(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime
 /// Runs a command that talks to a token command or a gateway. SIGINT, SIGTERM or SIGHUP
 /// drop the work, which kills a running token command's whole process group; the runtime
 /// then shuts down (dropping background refreshes the same way) before the process exits.
+///
+/// One thread: a CLI command waits for one thing at a time (a token command, a gateway), and
+/// not starting worker threads keeps a helper call (`token --show`) close to a bare process
+/// start. `bench` and `demo`, which load the gateway from many tasks, use [`block_on_many`].
 fn block_on<T>(
     work: impl std::future::Future<Output = Result<T, CliError>>,
 ) -> Result<T, CliError> {
-    let runtime = runtime()?;
+    run_on(built(tokio::runtime::Builder::new_current_thread())?, work)
+}
+
+/// [`block_on`] on a multi-threaded runtime.
+fn block_on_many<T>(
+    work: impl std::future::Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    run_on(runtime()?, work)
+}
+
+fn run_on<T>(
+    runtime: tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
     let result = runtime.block_on(async {
         tokio::select! {
             result = work => result,

@@ -49,6 +49,8 @@ const MAX_ENTRY_BYTES: u64 = 256 * 1024;
 const STATE_LOCK_TRIES: u32 = 500;
 /// How long a helper caller's last handout is remembered.
 const CALLER_MEMORY_MS: u64 = 60 * 60 * 1000;
+/// How stale a caller's record may get before a handout of the same token rewrites it.
+const RECORD_REFRESH_MS: u64 = 60 * 1000;
 /// Most callers remembered per entry.
 const MAX_CALLERS: usize = 256;
 
@@ -101,11 +103,12 @@ struct State {
     /// The failure backoff and rejected-token breaker, as in [`crate::TokenCache`].
     #[serde(default)]
     strike: Option<Strike>,
-    /// Fingerprint of the newest token a gateway accepted, and when that was last seen.
+    /// Fingerprint of the newest token a gateway accepted.
     #[serde(default)]
     proven: Option<String>,
+    /// The token last checked with the gateway, and when.
     #[serde(default)]
-    verified_at_ms: Option<u64>,
+    checked: Option<HandoutRecord>,
     /// Helper callers and what each was handed last.
     #[serde(default)]
     callers: std::collections::BTreeMap<String, HandoutRecord>,
@@ -458,48 +461,76 @@ impl SharedStore {
         out
     }
 
-    /// What the store knows of `caller` and `token` ([`Handout`]), before handing `token`
-    /// to it. `caller` names the calling process (e.g. its parent's pid and start time).
-    pub fn handout(&self, scope: &TokenScope, caller: &str, token: &AuthToken) -> Handout {
+    /// Hands `token` to `caller` (e.g. its parent's pid and start time): records it, so
+    /// that the caller's next call can tell a re-ask, and says what the store knew before
+    /// ([`Handout`]). One read and write of the state file.
+    pub fn hand_out(&self, scope: &TokenScope, caller: &str, token: &AuthToken) -> Handout {
         let fp = fingerprint(token);
         let now = now_ms();
         self.update_state(&self.entry_path(scope), |state| {
             let last = state.callers.get(caller);
-            Handout {
+            let handout = Handout {
                 caller_known: last.is_some(),
                 again: last.is_some_and(|h| h.fp == fp),
-                verified_ago: match (&state.proven, state.verified_at_ms) {
-                    (Some(proven), Some(at)) if *proven == fp => {
-                        Some(Duration::from_millis(now.saturating_sub(at)))
+                checked_ago: match &state.checked {
+                    Some(checked) if checked.fp == fp => {
+                        Some(Duration::from_millis(now.saturating_sub(checked.at_ms)))
                     }
                     _ => None,
                 },
-            }
+            };
+            record(state, caller, fp, now);
+            handout
         })
     }
 
-    /// Records that `caller` was handed `token`, so that its next call can tell a re-ask.
+    /// Records that `caller` was handed `token` after all (a new one, after a check).
     pub fn record_handout(&self, scope: &TokenScope, caller: &str, token: &AuthToken) {
         let fp = fingerprint(token);
         let now = now_ms();
         self.update_state(&self.entry_path(scope), |state| {
-            state
-                .callers
-                .retain(|_, h| now.saturating_sub(h.at_ms) < CALLER_MEMORY_MS);
-            if state.callers.len() >= MAX_CALLERS
-                && let Some(oldest) = state
-                    .callers
-                    .iter()
-                    .min_by_key(|(_, h)| h.at_ms)
-                    .map(|(k, _)| k.clone())
-            {
-                state.callers.remove(&oldest);
-            }
-            state
-                .callers
-                .insert(caller.to_owned(), HandoutRecord { fp, at_ms: now });
+            record(state, caller, fp, now);
         });
     }
+
+    /// Records that `token` was checked with the gateway just now (accepted, or the check
+    /// said nothing either way), so that re-asks do not check it again for a while.
+    pub fn mark_checked(&self, scope: &TokenScope, token: &AuthToken) {
+        let fp = fingerprint(token);
+        let now = now_ms();
+        self.update_state(&self.entry_path(scope), |state| {
+            state.checked = Some(HandoutRecord { fp, at_ms: now });
+        });
+    }
+}
+
+/// Records a handout: `caller` was last handed the token `fp`. Callers not seen for an
+/// hour are forgotten, and at most [`MAX_CALLERS`] are kept. A caller handed the same token
+/// within the last minute is left as it is, so a warm call writes nothing.
+fn record(state: &mut State, caller: &str, fp: String, now: u64) {
+    if state
+        .callers
+        .get(caller)
+        .is_some_and(|h| h.fp == fp && now.saturating_sub(h.at_ms) < RECORD_REFRESH_MS)
+    {
+        return;
+    }
+    state
+        .callers
+        .retain(|_, h| now.saturating_sub(h.at_ms) < CALLER_MEMORY_MS);
+    if state.callers.len() >= MAX_CALLERS
+        && !state.callers.contains_key(caller)
+        && let Some(oldest) = state
+            .callers
+            .iter()
+            .min_by_key(|(_, h)| h.at_ms)
+            .map(|(k, _)| k.clone())
+    {
+        state.callers.remove(&oldest);
+    }
+    state
+        .callers
+        .insert(caller.to_owned(), HandoutRecord { fp, at_ms: now });
 }
 
 /// What the store knows of a token a helper caller is about to be handed.
@@ -511,8 +542,9 @@ pub struct Handout {
     /// The same caller was handed the same token last time: it is asking again, which a
     /// helper caller does after its gateway rejected the token.
     pub again: bool,
-    /// How long ago a process last saw the gateway accept this token, if one did.
-    pub verified_ago: Option<Duration>,
+    /// How long ago the token was last checked with the gateway (a process saw it
+    /// accepted, or a check said nothing either way), if it was.
+    pub checked_ago: Option<Duration>,
 }
 
 /// Opens (creating) a lock or state file, never through a link; a folder or a link in its
@@ -744,9 +776,11 @@ impl StoreRefresher {
     }
 
     /// The breaker across processes, for a run after the gateway rejected `rejected`: the
-    /// first rejection of a token, and any rejection of a token a gateway had accepted, is
-    /// a rotation (run at once); a rejection of a token minted after a strike and never
-    /// accepted holds the next run back one step from when that token was minted.
+    /// first rejection, and any rejection of a token a gateway had accepted, is a rotation
+    /// (run at once); a rejection of a token minted after a strike and never accepted is
+    /// the next step (1 s, 2 s, ... 30 s), counted from when that token was minted: the
+    /// next run waits until then (a token that lived longer than its step is replaced at
+    /// once).
     fn strike_rejected(&self, rejected: &AuthToken, minted_ms: Option<u64>) -> Option<AuthError> {
         let fp = fingerprint(rejected);
         let now = now_ms();
@@ -759,8 +793,11 @@ impl StoreRefresher {
                 state.strike = previous;
                 return None;
             }
+            // Across processes a token proves itself only by being accepted: helper callers
+            // say nothing of their successes, so time alone never ends the chain (a token
+            // that lived long is still run for at once: the hold counts from its minting).
             let step = match &previous {
-                Some(p) if !proven && p.followed_at(now) => next_step_ms(p.step_ms),
+                Some(p) if !proven => next_step_ms(p.step_ms),
                 _ => 0,
             };
             let not_before = minted_ms.unwrap_or(now).saturating_add(step);
@@ -888,8 +925,8 @@ impl ExternalAuthRefresher for StoreRefresher {
         let fp = fingerprint(token);
         let now = now_ms();
         self.store.update_state(&self.path, |state| {
-            state.proven = Some(fp);
-            state.verified_at_ms = Some(now);
+            state.proven = Some(fp.clone());
+            state.checked = Some(HandoutRecord { fp, at_ms: now });
         });
     }
 

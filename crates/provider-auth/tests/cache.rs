@@ -466,12 +466,18 @@ async fn the_command_is_told_its_provider_and_why_it_runs() {
     )
     .await;
     cache.credential().await.unwrap();
-    support::wait_until(Duration::from_secs(5), || {
-        (script.runs() == 2).then_some(())
-    })
-    .expect("no refresh ahead");
-    let current = cache.credential().await.unwrap();
-    assert!(current.generation > first.generation);
+    // The refresh ahead runs on this runtime: wait for it here without blocking it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let current = loop {
+        let current = cache.credential().await.unwrap();
+        if current.generation > first.generation {
+            break current;
+        }
+        assert!(Instant::now() < deadline, "no refresh ahead");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(script.runs(), 2);
     cache.unauthorized(&current).await.unwrap();
     // No call until the lifetime is over: the next one finds it expired.
     tokio::time::sleep(Duration::from_millis(600)).await;

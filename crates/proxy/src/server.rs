@@ -193,6 +193,8 @@ pub(crate) struct Shared {
     pub(crate) port: u16,
     pub(crate) max_replay_bytes: usize,
     pub(crate) client_idle_timeout: Duration,
+    /// Requests refused by the access check (client key, `Host`, `Origin`).
+    pub(crate) refused: AtomicU64,
 }
 
 /// A bound proxy, ready to serve.
@@ -267,6 +269,7 @@ impl Proxy {
                 port,
                 max_replay_bytes: config.max_replay_bytes,
                 client_idle_timeout: config.client_idle_timeout,
+                refused: AtomicU64::new(0),
             }),
         })
     }
@@ -369,6 +372,15 @@ async fn wait_after_accept_error(e: &std::io::Error) {
 /// Every request: access control first, then health, stats or a provider.
 async fn respond(shared: &Arc<Shared>, request: Request<Body>) -> Response {
     if let Some(refused) = refusal(shared, request.headers()) {
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+        // The path only (never the query or a header value), and why.
+        tracing::info!(
+            target: TRACING_TARGET,
+            method = %request.method(),
+            path = %request.uri().path(),
+            status = refused.status().as_u16(),
+            "refused before any provider (client key, Host or Origin)"
+        );
         return refused;
     }
     let path = request.uri().path();
@@ -389,7 +401,10 @@ async fn respond(shared: &Arc<Shared>, request: Request<Body>) -> Response {
         let mut body = if path == HEALTH_PATH {
             serde_json::json!({"status": "ok"})
         } else {
-            serde_json::json!({"providers": collect_stats(shared)})
+            serde_json::json!({
+                "providers": collect_stats(shared),
+                "refused": shared.refused.load(Ordering::Relaxed),
+            })
         };
         if !unavailable.is_empty() {
             body["unavailable"] = serde_json::json!(unavailable);

@@ -817,7 +817,7 @@ async fn health_and_stats() {
         .unwrap();
     assert_eq!(
         stats,
-        serde_json::json!({"providers": {"dev": {"requests": 1, "replays": 0, "upstream_auth_failures": 0, "command_runs": 1, "errors": 0}}})
+        serde_json::json!({"providers": {"dev": {"requests": 1, "replays": 0, "upstream_auth_failures": 0, "command_runs": 1, "errors": 0}}, "refused": 0})
     );
     assert_eq!(script.runs(), 1);
     // Read-only: anything but GET and HEAD is refused, and reaches no provider.
@@ -837,6 +837,16 @@ async fn health_and_stats() {
         .unwrap();
     assert_eq!(error_code(foreign).await, (403, "forbidden_host".into()));
     assert_eq!(running.stats.get()["dev"].requests, 1);
+    // Refusals are counted (never with what was refused).
+    let stats: serde_json::Value = client
+        .get(running.url("/_modelauth/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["refused"], 1);
 }
 
 #[tokio::test]

@@ -147,8 +147,8 @@ pub struct HelperCall<'a> {
 }
 
 /// A token read from the store is checked with the gateway before it is handed again to
-/// the caller that had it, unless a process saw the gateway accept it this recently.
-const VERIFIED_FOR: Duration = Duration::from_secs(1);
+/// the caller that had it, unless it was checked (or seen accepted) this recently.
+const CHECKED_FOR: Duration = Duration::from_secs(1);
 /// `--rejected` from a caller the store has no record of: a stored token younger than this
 /// is taken as the caller's replacement already (another caller rotated it just now).
 const REJECTED_GRACE: Duration = Duration::from_secs(2);
@@ -179,8 +179,9 @@ pub fn caller_id() -> String {
 ///   which rotates it through the store, once for every caller;
 /// - a caller asking again for the token it already had is, by the way helper callers
 ///   work, most likely one whose gateway rejected it: the token is checked first with a
-///   bounded `GET /models` (unless a process saw it accepted within the last second), and
-///   a rejection there rotates it, through the same one-retry rule as every request.
+///   bounded `GET /models` (unless it was checked, or seen accepted, within the last
+///   second), and a rejection there rotates it, through the same one-retry rule as every
+///   request.
 ///
 /// Every handout is recorded in the store, so the next call can tell a re-ask.
 async fn heal(
@@ -195,16 +196,12 @@ async fn heal(
     };
     let status = manager.token_status();
     let from_store = status.is_some_and(|s| s.from_shared_store);
+    let handed = credential.token.clone();
     let mut credential = credential;
+    let handout = helper.store.hand_out(&scope, &helper.caller, &handed);
     if from_store {
-        let handout = helper
-            .store
-            .handout(&scope, &helper.caller, &credential.token);
         if helper.rejected {
-            let age = status
-                .and_then(|s| s.obtained_at.elapsed().ok())
-                .unwrap_or(Duration::ZERO);
-            if handout.again || (!handout.caller_known && age >= REJECTED_GRACE) {
+            if handout.again || (!handout.caller_known && age(status) >= REJECTED_GRACE) {
                 tracing::debug!(target: "modelauth", provider = id, "the caller says its token was rejected; rotating it");
                 manager
                     .unauthorized(&credential)
@@ -212,14 +209,26 @@ async fn heal(
                     .map_err(|e| CliError::from_error("could not obtain a token", &e))?;
                 credential = current(manager).await?;
             }
-        } else if handout.again && handout.verified_ago.is_none_or(|ago| ago >= VERIFIED_FOR) {
-            credential = probe(id, info, manager).await?.unwrap_or(credential);
+        } else if handout.again && handout.checked_ago.is_none_or(|ago| ago >= CHECKED_FOR) {
+            match probe(id, info, manager).await? {
+                Some(accepted) => credential = accepted,
+                None => helper.store.mark_checked(&scope, &credential.token),
+            }
         }
     }
-    helper
-        .store
-        .record_handout(&scope, &helper.caller, &credential.token);
+    if !credential.token.same_secret(&handed) {
+        helper
+            .store
+            .record_handout(&scope, &helper.caller, &credential.token);
+    }
     Ok(credential)
+}
+
+/// How old the cached token is (zero when unknown).
+fn age(status: Option<provider_auth::TokenStatus>) -> Duration {
+    status
+        .and_then(|s| s.obtained_at.elapsed().ok())
+        .unwrap_or(Duration::ZERO)
 }
 
 /// The manager's credential now.
