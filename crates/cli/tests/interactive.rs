@@ -164,3 +164,75 @@ fn the_proxy_never_prompts_even_on_a_terminal() {
     );
     assert_eq!(s.runs(), 0, "the helper never ran");
 }
+
+/// Found in trial: Ctrl-C at a helper's password prompt killed it at once and left the
+/// terminal without echo. The command gets SIGINT (and a short grace), the terminal's modes
+/// come back whatever the command did, and a failure says its stderr went to the terminal.
+#[test]
+fn ctrl_c_at_a_prompt_interrupts_the_command_and_restores_the_terminal() {
+    let script = TokenScript::new(
+        "stty -echo\ntrap 'echo got-int > \"$D/interrupted\"; exit 130' INT\nprintf 'password: ' >&2\necho ready > \"$D/prompted\"\nread pw\necho \"tok-$pw\"",
+    );
+    script.write(
+        "config.toml",
+        "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         [model_providers.corp.auth]\ncommand = \"./token.sh\"\ninteractive = \"always\"\n",
+    );
+    // The outer shell survives the Ctrl-C (a trap, reset in its children) to show the
+    // terminal's modes afterwards.
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("trap 'true' INT; {BIN} --config config.toml login -p corp; echo \"exit=$?\"; stty -a"),
+            "/dev/null",
+        ])
+        .current_dir(script.dir())
+        .env("MODELAUTH_CACHE_DIR", script.dir().join("store"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    script.wait_for_file("prompted");
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let screen = text(&out.stdout);
+    assert_eq!(script.wait_for_file("interrupted"), "got-int\n", "{screen}");
+    assert!(screen.contains("exit=1"), "{screen}");
+    assert!(screen.contains("interrupted by SIGINT"), "{screen}");
+    let modes = screen.rsplit("exit=1").next().unwrap();
+    assert!(
+        modes.split_whitespace().any(|w| w == "echo"),
+        "echo was not restored: {modes}"
+    );
+}
+
+#[test]
+fn a_failing_terminal_run_says_its_stderr_went_to_the_terminal() {
+    let script = TokenScript::new("echo 'no such user' >&2\nexit 3");
+    script.write(
+        "config.toml",
+        "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         [model_providers.corp.auth]\ncommand = \"./token.sh\"\ninteractive = \"always\"\n",
+    );
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{BIN} --config config.toml login -p corp"),
+            "/dev/null",
+        ])
+        .current_dir(script.dir())
+        .env("MODELAUTH_CACHE_DIR", script.dir().join("store"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let screen = text(&out.stdout).replace('\r', "");
+    let dir = script.dir().display().to_string();
+    insta::assert_snapshot!(screen.replace(&dir, "[DIR]"), @r"
+    no such user
+    error: could not log in: provider `corp`: token command `./token.sh` exited with status 3 (what it printed on stderr went to the terminal, above)
+    ");
+}

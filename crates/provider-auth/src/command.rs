@@ -161,10 +161,18 @@ async fn run_with_context(
 }
 
 /// Kills the command's process group unless disarmed, and makes sure the child is reaped.
+/// For a terminal run, also puts the terminal's modes back as they were before it.
 struct GroupGuard {
     child: Option<Child>,
     pgid: Option<i32>,
+    /// The terminal's modes before a terminal run (a prompt may turn echo off and be
+    /// killed before it turns it on again).
+    terminal_modes: Option<nix::sys::termios::Termios>,
 }
+
+/// How long an abandoned terminal run (Ctrl-C at its prompt) gets after SIGINT to clean up
+/// before it is killed.
+const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
 
 impl GroupGuard {
     fn kill_group(&mut self) {
@@ -186,8 +194,9 @@ impl Drop for GroupGuard {
         self.kill_group();
         if let Some(mut child) = self.child.take() {
             if !had_group {
-                // A terminal run shares our group: kill the command itself.
-                let _ = child.start_kill();
+                // A terminal run shares our group: SIGINT first, as Ctrl-C would, then a
+                // short grace for it to put things back, then the kill.
+                interrupt_then_kill(&mut child);
             }
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => {
@@ -199,7 +208,33 @@ impl Drop for GroupGuard {
                 Err(_) => drop(child),
             }
         }
+        if let Some(modes) = self.terminal_modes.take() {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                &modes,
+            );
+        }
     }
+}
+
+/// SIGINT to an abandoned terminal run, up to [`INTERRUPT_GRACE`] for it to exit, then
+/// SIGKILL. Blocking, but only when a person has interrupted a prompt.
+fn interrupt_then_kill(child: &mut Child) {
+    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let deadline = std::time::Instant::now() + INTERRUPT_GRACE;
+        while std::time::Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.start_kill();
 }
 
 async fn run_capturing(
@@ -233,6 +268,9 @@ async fn run_capturing(
             .stderr(Stdio::piped())
             .process_group(0);
     }
+    let terminal_modes = terminal
+        .then(|| nix::sys::termios::tcgetattr(std::io::stdin()).ok())
+        .flatten();
     let mut child = spawn_retrying_busy(&mut command)
         .await
         .map_err(|e| spawn_failure(&e, &shown))?;
@@ -245,6 +283,7 @@ async fn run_capturing(
     let mut guard = GroupGuard {
         child: Some(child),
         pgid,
+        terminal_modes,
     };
 
     let limit = if terminal {
@@ -308,7 +347,8 @@ async fn run_capturing(
             if pipes_held {
                 guard.kill_group();
             }
-            // Exited and reaped: nothing is left to kill.
+            // Exited and reaped: nothing is left to kill (the guard still puts the
+            // terminal's modes back).
             guard.pgid = None;
             guard.child = None;
             if status.success() {
@@ -317,6 +357,7 @@ async fn run_capturing(
                 Err(CommandFailure::Exited {
                     status: describe_status(status),
                     stderr: stderr_excerpt(&stderr),
+                    on_terminal: terminal,
                 })
             }
         }

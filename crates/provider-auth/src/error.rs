@@ -146,8 +146,11 @@ pub enum CommandFailure {
     Exited {
         /// e.g. "status 3" or "signal 9".
         status: String,
-        /// The last 2 KiB of stderr, control characters removed.
+        /// The last 2 KiB of stderr, control characters removed (empty when it went to
+        /// the terminal).
         stderr: String,
+        /// Its stderr went to the terminal (an interactive run): nothing was captured.
+        on_terminal: bool,
     },
     /// It printed more than 64 KiB on stdout.
     OutputTooLarge {
@@ -195,9 +198,18 @@ impl fmt::Display for CommandFailure {
             CommandFailure::TimedOut { timeout_ms } => {
                 write!(f, "timed out after {timeout_ms} ms and was killed")
             }
-            CommandFailure::Exited { status, stderr } => {
+            CommandFailure::Exited {
+                status,
+                stderr,
+                on_terminal,
+            } => {
                 write!(f, "exited with {status}")?;
-                if stderr.is_empty() {
+                if *on_terminal {
+                    write!(
+                        f,
+                        " (what it printed on stderr went to the terminal, above)"
+                    )
+                } else if stderr.is_empty() {
                     write!(f, " and printed nothing on stderr")
                 } else {
                     write!(f, "; stderr: {stderr}")

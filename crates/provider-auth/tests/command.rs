@@ -38,7 +38,7 @@ async fn nonzero_exit_reports_status_and_stderr_excerpt() {
         "echo 'line one' >&2\nprintf 'oops:\\tinvalid_grant\\033[0m\\n' >&2\necho SECRET-OUT\nexit 3",
     );
     let f = failure(&script.auth_with_refresh(0)).await;
-    let CommandFailure::Exited { status, stderr } = &f else {
+    let CommandFailure::Exited { status, stderr, .. } = &f else {
         panic!("{f:?}")
     };
     assert_eq!(status, "status 3");
