@@ -523,3 +523,45 @@ async fn the_real_codex_through_the_proxy_across_a_revocation() {
     proxy.kill().unwrap();
     proxy.wait().unwrap();
 }
+
+/// The same leak through the store: the helper process never handed the old token out
+/// itself, but the stored (or rejected) token is scrubbed from a failed run's stderr too,
+/// in the error and in the state file that keeps it for the backoff.
+#[test]
+fn a_failed_runs_stderr_never_carries_the_stored_token() {
+    let script = TokenScript::new(
+        "if [ $N -eq 1 ]; then echo tok-SECRET-stored-0123456789; exit 0; fi\n\
+         echo \"+ curl -H 'Authorization: Bearer tok-SECRET-stored-0123456789'\" >&2\nexit 1",
+    );
+    script.write(
+        "config.toml",
+        "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\nauth = { command = \"./token.sh\" }\n",
+    );
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["--config", "config.toml"])
+            .args(args)
+            .current_dir(script.dir())
+            .env("MODELAUTH_CACHE_DIR", script.dir().join("store"))
+            .env_remove("MODELAUTH_REJECTED")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        token(&run(&["token", "--show"])),
+        "tok-SECRET-stored-0123456789"
+    );
+    let out = run(&["token", "--show", "--rejected"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("tok-SECRET"), "{stderr}");
+    assert!(stderr.contains("Bearer [REDACTED]"), "{stderr}");
+    for entry in std::fs::read_dir(script.dir().join("store")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "state") {
+            let state = std::fs::read_to_string(&path).unwrap();
+            assert!(!state.contains("tok-SECRET"), "{state}");
+        }
+    }
+    assert_eq!(script.runs(), 2);
+}

@@ -161,3 +161,77 @@ fn with_no_config_file_token_and_models_say_where_it_was_looked_for() {
         );
     }
 }
+
+/// Found in trial: a FIFO as the config hung `check`, and `/dev/zero` reached 6 GB of
+/// memory. Only a regular file is read, and at most 1 MiB of it.
+#[test]
+fn a_config_that_is_not_a_regular_file_or_too_large_is_refused() {
+    let shown = transcript("", &["--config", "/dev/zero", "check"]);
+    insta::assert_snapshot!("config_dev_zero", shown);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_modelauth"))
+        .args(["--codex-config", fifo.to_str().unwrap(), "check"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("it is not a regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, format!("# {}\n", "x".repeat(1024 * 1024))).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_modelauth"))
+        .args(["--config", big.to_str().unwrap(), "check"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("it is larger than 1024 KiB"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Found in trial: `bench --concurrency 100000000000` aborted and `respond` read all of
+/// `/dev/zero` into memory. Both are usage errors now.
+#[test]
+fn cli_bounds_on_concurrency_and_the_prompt() {
+    insta::assert_snapshot!(
+        "bench_huge_concurrency",
+        transcript(
+            CORP,
+            &[
+                "--config",
+                "config.toml",
+                "bench",
+                "--concurrency",
+                "100000000000"
+            ]
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), CORP).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_modelauth"))
+        .args(["--config", "config.toml", "respond", "-m", "m"])
+        .current_dir(dir.path())
+        .env("MODELAUTH_CACHE_DIR", dir.path().join("store"))
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: the prompt on stdin is larger than 8 MiB\n"
+    );
+}

@@ -428,3 +428,43 @@ fn a_folder_or_a_dangling_link_where_the_lock_should_be_is_replaced() {
     }
     assert_eq!(s.runs(), 3);
 }
+
+/// Found in trial: an entry naming `Host: evil.example` reached the gateway, and a FIFO in
+/// an entry's place blocked every reader. Neither is trusted: the command runs instead and
+/// the entry is replaced.
+#[test]
+fn an_entry_with_a_reserved_header_or_a_fifo_in_its_place_is_not_used() {
+    let s = Setup::new("", 300_000);
+    assert!(s.run(&["token"]).status.success());
+    let entry = s.entry();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::fs::write(
+        &entry,
+        format!(
+            "{{\"version\":1,\"token\":\"planted-token\",\"obtained_at_ms\":{now_ms},\"expires_at_ms\":null,\"headers\":{{\"Host\":\"evil.example\"}}}}"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = s.run(&["token", "--show"]);
+    assert_eq!(text(&out.stdout), "tok-2-x7Qk2\n", "{}", text(&out.stderr));
+    std::fs::remove_file(&entry).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&entry)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let out = s.run(&["token", "--show"]);
+    assert_eq!(text(&out.stdout), "tok-3-x7Qk2\n", "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        std::fs::symlink_metadata(&entry).unwrap().is_file(),
+        "replaced"
+    );
+}

@@ -580,6 +580,8 @@ impl TokenCache {
                 Ok(credential)
             }
             Err(err) => {
+                // Its stderr may trace a token this cache handed out (`set -x`).
+                let err = err.scrubbed(&crate::Scrubber::for_tokens(state.recent.iter().flatten()));
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
                 let backoff = state.strike(now, self.policy.initial_backoff, false, &self.policy);
                 state.retry_not_before = now.checked_add(backoff);

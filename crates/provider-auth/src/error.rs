@@ -113,6 +113,25 @@ impl AuthError {
     }
 }
 
+impl AuthError {
+    /// The same error with every text from outside (a command's stderr excerpt, a source's
+    /// message) scrubbed of the tokens `scrubber` knows: a refresh script that traces the
+    /// previous token on stderr (`set -x`, `curl -v`) and fails must not put it in an error.
+    pub fn scrubbed(mut self, scrubber: &crate::Scrubber) -> Self {
+        match &mut self {
+            AuthError::Command {
+                failure: CommandFailure::Exited { stderr, .. },
+                ..
+            } => *stderr = scrubber.scrub(stderr),
+            AuthError::Source { message, .. } | AuthError::Backoff { message, .. } => {
+                *message = scrubber.scrub(message);
+            }
+            _ => {}
+        }
+        self
+    }
+}
+
 /// Why a token command failed, each cause with what the user needs to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

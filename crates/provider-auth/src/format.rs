@@ -149,7 +149,7 @@ fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailur
 }
 
 /// Header names a helper may not set: they frame the request or carry the token.
-const RESERVED_HELPER_HEADERS: [&str; 5] = [
+pub(crate) const RESERVED_HELPER_HEADERS: [&str; 5] = [
     "host",
     "content-length",
     "connection",

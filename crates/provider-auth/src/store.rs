@@ -285,9 +285,11 @@ impl SharedStore {
     /// Reads an entry, trusting nothing: no link is followed, the file must be ours, 0600
     /// or narrower, and small.
     pub(crate) fn read(&self, path: &Path) -> Read {
+        // O_NONBLOCK: a FIFO in the entry's place must not block the reader (it is then
+        // refused below as not a file).
         let file = match OpenOptions::new()
             .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(path)
         {
             Ok(f) => f,
@@ -329,8 +331,13 @@ impl SharedStore {
         };
         let mut headers = Vec::new();
         for (name, value) in entry.headers {
+            // The same rules as for a helper's own output: an entry never names a header
+            // modelauth sets itself (`Host: evil.example`).
             match http::HeaderName::from_bytes(name.as_bytes()) {
-                Ok(name) if http::HeaderValue::from_str(&value).is_ok() => {
+                Ok(name)
+                    if http::HeaderValue::from_str(&value).is_ok()
+                        && !crate::format::RESERVED_HELPER_HEADERS.contains(&name.as_str()) =>
+                {
                     headers.push((name, AuthToken::new(value)));
                 }
                 _ => return Read::Corrupt,
@@ -898,7 +905,17 @@ impl StoreRefresher {
                 return Err(err);
             }
         }
-        let result = self.inner.refresh(reason).await;
+        let previous = match self.store.read(&self.path) {
+            Read::Found(entry) => Some(entry.token),
+            _ => None,
+        };
+        // A failed run's stderr may trace the stored token or the rejected one: scrubbed
+        // before the error goes anywhere (the state file included).
+        let result = self.inner.refresh(reason).await.map_err(|e| {
+            e.scrubbed(&crate::Scrubber::for_tokens(
+                previous.iter().chain(rejected),
+            ))
+        });
         if let (Some(_), Ok(fresh)) = (&lock, &result)
             && let Err(e) = self.store.write(&self.path, fresh)
         {

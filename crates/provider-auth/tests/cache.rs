@@ -526,3 +526,19 @@ async fn a_stated_expiry_governs_unless_refresh_interval_ms_is_set() {
         "{plain_for:?}"
     );
 }
+
+/// Found in trial: a refresh script that traces the previous token on stderr (`set -x`,
+/// `curl -v`) and fails put that token in the error (the CLI's, the `-v` line, the proxy's
+/// 502 body). The excerpt is scrubbed of every token the cache handed out.
+#[tokio::test]
+async fn a_failed_runs_stderr_never_carries_a_token_handed_out() {
+    let script = Script::new(
+        "if [ $N -eq 1 ]; then echo tok-SECRET-first-0123456789; exit 0; fi\n\
+         echo \"+ curl -H 'Authorization: Bearer tok-SECRET-first-0123456789'\" >&2\nexit 1",
+    );
+    let cache = cache(&script.auth(), false);
+    let first = cache.credential().await.unwrap();
+    let err = cache.unauthorized(&first).await.unwrap_err().to_string();
+    assert!(!err.contains("tok-SECRET"), "{err}");
+    assert!(err.contains("Authorization: Bearer [REDACTED]"), "{err}");
+}

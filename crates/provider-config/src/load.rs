@@ -83,12 +83,34 @@ pub fn load_config_file(path: &Path) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// A config file's text and its folder (where a relative `auth.cwd` points).
+/// Largest config file read (1 MiB): a config is a few kilobytes.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// A config file's text and its folder (where a relative `auth.cwd` points). Only a regular
+/// file is read (a FIFO would block, a device never end), and at most
+/// [`MAX_CONFIG_BYTES`] of it.
 pub(crate) fn read_config_text(path: &Path) -> Result<(String, PathBuf), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    use std::io::Read as _;
+    let failed = |source: std::io::Error| ConfigError::Read {
         file: path.to_path_buf(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(failed)?;
+    if !meta.is_file() {
+        return Err(failed(std::io::Error::other(
+            "it is not a regular file (a folder, a FIFO or a device)",
+        )));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+        .map_err(failed)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(failed(std::io::Error::other(format!(
+            "it is larger than {} KiB",
+            MAX_CONFIG_BYTES / 1024
+        ))));
+    }
     let base_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

@@ -84,10 +84,15 @@ fn split_port(host: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// `localhost`, `[::1]` or an IPv4 loopback literal (`127.0.0.1`, and any of 127.0.0.0/8,
+/// so `--listen 127.0.0.2:P` serves its own URL). A literal cannot be a rebound name.
 fn loopback_name(name: &str) -> bool {
-    ["127.0.0.1", "localhost", "[::1]"]
+    ["localhost", "[::1]"]
         .iter()
         .any(|l| name.eq_ignore_ascii_case(l))
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -96,6 +101,10 @@ mod tests {
 
     #[test]
     fn hosts() {
+        // Found in trial: `--listen 127.0.0.2:P` refused its own printed URL.
+        assert!(loopback_host(Some("127.0.0.2:8585"), 8585));
+        assert!(!loopback_host(Some("127.evil.example:8585"), 8585));
+        assert!(!loopback_host(Some("128.0.0.1:8585"), 8585));
         for ok in [
             "127.0.0.1:8585",
             "localhost:8585",

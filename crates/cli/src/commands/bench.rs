@@ -11,6 +11,9 @@ use modelauth::load::{LoadLimit, LoadReport, run_load};
 use crate::error::CliError;
 use crate::output::print;
 
+/// Most requests in flight at once.
+pub const MAX_CONCURRENCY: u64 = 10_000;
+
 /// How long `bench` runs: a number of requests, or a time (`--duration`).
 #[derive(Debug, Clone, Copy)]
 pub enum Amount {
@@ -39,6 +42,11 @@ pub async fn bench(
     };
     if concurrency == 0 {
         return Err(usage("--concurrency must be at least 1"));
+    }
+    if concurrency > MAX_CONCURRENCY {
+        return Err(usage(&format!(
+            "--concurrency is at most {MAX_CONCURRENCY} (each request in flight holds a connection)"
+        )));
     }
     let done = Arc::new(AtomicU64::new(0));
     let ticker = crate::output::progress_on_stderr().then(|| {

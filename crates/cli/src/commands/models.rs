@@ -27,15 +27,25 @@ pub async fn models(client: &ModelClient, json: bool) -> Result<(), CliError> {
     print(&out)
 }
 
-/// The prompt: the argument, else all of stdin.
+/// Largest prompt read from stdin (8 MiB): `/dev/zero` must not fill the memory.
+pub const MAX_PROMPT_BYTES: u64 = 8 << 20;
+
+/// The prompt: the argument, else stdin (at most [`MAX_PROMPT_BYTES`]).
 pub fn prompt(arg: Option<String>) -> Result<String, CliError> {
     if let Some(p) = arg {
         return Ok(p);
     }
     let mut text = String::new();
     std::io::stdin()
+        .take(MAX_PROMPT_BYTES + 1)
         .read_to_string(&mut text)
         .map_err(|e| CliError::Usage(format!("cannot read the prompt from stdin: {e}")))?;
+    if text.len() as u64 > MAX_PROMPT_BYTES {
+        return Err(CliError::Usage(format!(
+            "the prompt on stdin is larger than {} MiB",
+            MAX_PROMPT_BYTES >> 20
+        )));
+    }
     if text.trim().is_empty() {
         return Err(CliError::Usage(
             "no prompt: give one as an argument or on stdin".to_owned(),
