@@ -83,7 +83,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
         return answer(
             ProxyErrorCode::InvalidPath,
             format!(
-                "the path has a `.` or `..` segment (perhaps percent-encoded); this proxy forwards only paths under /{}/",
+                "the path has a `.` or `..` segment (perhaps percent-encoded, or with a `;` parameter), a control character or a character outside ASCII; this proxy forwards only plain paths under /{}/",
                 route.id
             ),
         );
@@ -132,21 +132,60 @@ fn doubled_v1_hint(route: &Route, rest: &str, status: StatusCode) -> Option<&'st
 }
 
 /// Whether the path below the provider id has a `.` or `..` segment, literal or
-/// percent-encoded, with `/` or `\` (also percent-encoded) as separators. URL
-/// normalisation (here or at the gateway) would resolve one against the provider's base
+/// percent-encoded (also twice, `%252e`), with `/` or `\` (also percent-encoded) as
+/// separators and path parameters (`..;x`) cut; or a control byte or anything outside
+/// ASCII once decoded. URL normalisation (here or at the gateway, some of which strip `;`
+/// parameters or NFKC-normalise `．` to `.`) would resolve one against the provider's base
 /// path, so `/corp/../../admin` would carry the credential to `/admin`.
 fn has_dot_segment(rest: &str) -> bool {
-    if !rest.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
+    // Most paths have no dot, escape, separator or parameter to look at.
+    if !rest
+        .bytes()
+        .any(|b| matches!(b, b'.' | b'%' | b'\\' | b';') || !(0x21..0x7f).contains(&b))
+    {
         return false;
     }
-    let decoded = rest
-        .to_ascii_lowercase()
-        .replace("%2e", ".")
-        .replace("%2f", "/")
-        .replace("%5c", "/");
-    decoded
-        .split(['/', '\\'])
-        .any(|segment| segment == "." || segment == "..")
+    // Decoded until nothing changes (`%252e` is `%2e` is `.`), a few rounds at most.
+    let mut bytes = rest.as_bytes().to_vec();
+    for _ in 0..4 {
+        let next = percent_decoded(&bytes);
+        if next == bytes {
+            break;
+        }
+        bytes = next;
+    }
+    // A control byte (`%00`, `%09`) or anything outside ASCII (an overlong `%c0%ae`, a
+    // fullwidth `．` that NFKC-normalising servers read as `.`) is refused outright.
+    if bytes.iter().any(|b| !(0x20..0x7f).contains(b)) {
+        return true;
+    }
+    bytes.split(|b| matches!(b, b'/' | b'\\')).any(|segment| {
+        // Path parameters (`..;jsessionid=x`) are cut before servers resolve dots.
+        let name = segment.split(|b| *b == b';').next().unwrap_or_default();
+        name == b"." || name == b".."
+    })
+}
+
+/// One round of percent-decoding; a `%` not followed by two hex digits stays as it is.
+fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 fn is_websocket(headers: &HeaderMap) -> bool {
@@ -523,6 +562,16 @@ mod tests {
             "x/..%2f..%2fadmin",
             "x/..%2F..%5Cadmin",
             "..\\admin",
+            // Found in trial (hardening round 3).
+            "x/..;/admin",
+            "x/..;jsessionid=1/admin",
+            "%252e%252e/admin",
+            "%25252e%25252e/admin",
+            "x/..%00/admin",
+            "x/..%09/admin",
+            "x/%c0%ae%c0%ae/admin",
+            "x/\u{ff0e}\u{ff0e}/admin",
+            "x/%ef%bc%8e%ef%bc%8e/admin",
         ] {
             assert!(has_dot_segment(climbing), "{climbing}");
         }
@@ -535,6 +584,8 @@ mod tests {
             "models/meta-llama%2FLlama-3.1",
             "deployments/x/chat/completions",
             ".well-known/x",
+            "files/a;b",
+            "models/x%20y",
         ] {
             assert!(!has_dot_segment(plain), "{plain}");
         }

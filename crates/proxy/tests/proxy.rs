@@ -661,6 +661,15 @@ async fn a_path_that_climbs_out_of_the_base_path_is_refused_and_never_sent() {
         "/dev/x/..%2f..%2fadmin",
         "/dev/..\\admin",
         "/dev/./models",
+        // Hardening round 3: path parameters, double encoding, control bytes, overlong
+        // UTF-8 and fullwidth dots (raw and encoded).
+        "/dev/x/..;/admin",
+        "/dev/%252e%252e/admin",
+        "/dev/x/..%00/admin",
+        "/dev/x/..%09/admin",
+        "/dev/x/%c0%ae%c0%ae/admin",
+        "/dev/x/\u{ff0e}\u{ff0e}/admin",
+        "/dev/x/%ef%bc%8e%ef%bc%8e/admin",
     ] {
         let (status, body) = raw_get(&addr, climbing).await;
         assert_eq!(status, 400, "{climbing}: {body}");
@@ -678,7 +687,7 @@ async fn a_path_that_climbs_out_of_the_base_path_is_refused_and_never_sent() {
         .map(|r| r.url.path().to_owned())
         .collect();
     assert_eq!(paths, ["/v1/models/gpt-4.1", "/v1/files/a..b"]);
-    assert_eq!(running.stats.get()["dev"].errors, 5);
+    assert_eq!(running.stats.get()["dev"].errors, 12);
 }
 
 #[tokio::test]
