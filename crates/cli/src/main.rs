@@ -248,6 +248,23 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command obtains tokens from the user's config (the shared store, and
+    /// the note about a missing config file, are for these).
+    fn uses_tokens(&self) -> bool {
+        matches!(
+            self,
+            Command::Token { .. }
+                | Command::Login { .. }
+                | Command::Models { .. }
+                | Command::Respond { .. }
+                | Command::Realtime { .. }
+                | Command::Bench { .. }
+                | Command::Proxy { .. }
+        )
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(codex_flag_before_subcommand(std::env::args_os())) {
         Ok(cli) => cli,
@@ -270,16 +287,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     init_logging(cli.verbose);
     // A command that needs a provider's credential, run with no config file, says where the
     // file was looked for: otherwise its error only names the built-in provider's key.
-    let needs_config = matches!(
-        cli.command,
-        Command::Token { .. }
-            | Command::Login { .. }
-            | Command::Models { .. }
-            | Command::Respond { .. }
-            | Command::Realtime { .. }
-            | Command::Bench { .. }
-            | Command::Proxy { .. }
-    );
+    let needs_config = cli.command.uses_tokens();
     let note = config_file::Source {
         config: cli.config.clone(),
         codex: cli.codex_config.clone(),
@@ -487,17 +495,7 @@ fn codex_flag_before_subcommand(
 /// command does not obtain tokens from the user's config (`demo` has its own). Without a
 /// usable store, tokens stay in this process (`-v` says why).
 fn shared_store(cli: &Cli) -> Option<provider_auth::SharedStore> {
-    let uses_tokens = matches!(
-        cli.command,
-        Command::Token { .. }
-            | Command::Login { .. }
-            | Command::Models { .. }
-            | Command::Respond { .. }
-            | Command::Realtime { .. }
-            | Command::Bench { .. }
-            | Command::Proxy { .. }
-    );
-    if !uses_tokens {
+    if !cli.command.uses_tokens() {
         return None;
     }
     if cli.no_shared_cache {

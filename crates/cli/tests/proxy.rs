@@ -35,11 +35,20 @@ fn spawn(dir: &Path, args: &[&str]) -> (Child, Vec<String>) {
 
 /// [`spawn`] with extra environment variables (and none of `NO_PROXY`).
 fn spawn_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, Vec<String>) {
+    spawn_reading(dir, &[&["--listen", "127.0.0.1:0"], args].concat(), env, 2)
+}
+
+/// `modelauth proxy ARGS` in `dir`, and the first `lines` lines it prints.
+fn spawn_reading(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    lines: usize,
+) -> (Child, Vec<String>) {
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(dir.join("config.toml"))
         .arg("proxy")
-        .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
         .env_remove("NO_PROXY")
@@ -50,13 +59,13 @@ fn spawn_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, Ve
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    for _ in 0..2 {
+    let mut read = Vec::new();
+    for _ in 0..lines {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        lines.push(line.trim_end().to_owned());
+        read.push(line.trim_end().to_owned());
     }
-    (child, lines)
+    (child, read)
 }
 
 fn pids(dir: &Path) -> Vec<u32> {
@@ -325,27 +334,13 @@ async fn a_provider_without_its_key_does_not_stop_the_others() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "--config",
-            "config.toml",
-            "proxy",
-            "--listen",
-            "localhost:0",
-        ])
-        .env_remove("MODELAUTH_TEST_UNSET_KEY")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    for _ in 0..3 {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        lines.push(line.trim_end().to_owned());
-    }
+    // An empty variable is an unset key.
+    let (child, lines) = spawn_reading(
+        dir.path(),
+        &["--listen", "localhost:0"],
+        &[("MODELAUTH_TEST_UNSET_KEY", "")],
+        3,
+    );
     let base = lines[0].strip_prefix("listening on ").unwrap().to_owned();
     assert!(base.starts_with("http://127.0.0.1:"), "{lines:?}");
     assert_eq!(

@@ -802,28 +802,18 @@ async fn a_non_loopback_address_needs_a_client_key() {
     assert!(Proxy::bind(keyed).await.is_ok());
 }
 
+async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn health_and_stats() {
     let (_gw, script, running) = dev_setup().await;
     let client = http();
-    let health: serde_json::Value = client
-        .get(running.url("/_modelauth/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&client, &running.url("/_modelauth/health")).await;
     assert_eq!(health, serde_json::json!({"status": "ok"}));
     client.get(running.url("/dev/models")).send().await.unwrap();
-    let stats: serde_json::Value = client
-        .get(running.url("/_modelauth/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json(&client, &running.url("/_modelauth/stats")).await;
     assert_eq!(
         stats,
         serde_json::json!({"providers": {"dev": {"requests": 1, "replays": 0, "upstream_auth_failures": 0, "command_runs": 1, "errors": 0}}, "refused": 0})
@@ -847,14 +837,7 @@ async fn health_and_stats() {
     assert_eq!(error_code(foreign).await, (403, "forbidden_host".into()));
     assert_eq!(running.stats.get()["dev"].requests, 1);
     // Refusals are counted (never with what was refused).
-    let stats: serde_json::Value = client
-        .get(running.url("/_modelauth/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json(&client, &running.url("/_modelauth/stats")).await;
     assert_eq!(stats["refused"], 1);
 }
 
