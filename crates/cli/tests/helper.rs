@@ -565,3 +565,32 @@ fn a_failed_runs_stderr_never_carries_the_stored_token() {
     }
     assert_eq!(script.runs(), 2);
 }
+
+/// A helper that prints a token whose stated expiry is past: the gateway's rejection says
+/// so, not only "rejected".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_of_a_token_stated_expired_says_so() {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let script = TokenScript::new(
+        r#"echo '{"token":"expired-token-0123456789","expires_at":"2001-09-09T01:46:40Z"}'"#,
+    );
+    script.write(
+        "config.toml",
+        &format!(
+            "model_provider = \"dev\"\n[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{}\"\nrequest_max_retries = 0\n[model_providers.dev.auth]\ncommand = \"./token.sh\"\nformat = \"json\"\n",
+            gw.base_url()
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["--config", "config.toml", "--no-shared-cache", "models"])
+        .current_dir(script.dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("the token states it expired at 2001-09-09T01:46:40Z: the helper printed an expired token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("expired-token-0123456789"), "{stderr}");
+}

@@ -596,6 +596,17 @@ impl ModelClient {
         let body = self
             .scrubber(Some(auth))
             .excerpt(&String::from_utf8_lossy(&raw), ERROR_BODY_EXCERPT_CHARS);
+        // A rejected token whose stated expiry is already past: say so (a stale helper
+        // cache, or a clock that is off), not only "rejected".
+        let expired_at = self
+            .inner
+            .info
+            .is_reauth_status(status)
+            .then(|| self.inner.auth.token_status())
+            .flatten()
+            .and_then(|s| s.stated_expiry)
+            .filter(|at| *at <= std::time::SystemTime::now())
+            .map(provider_auth::format_rfc3339);
         ClientError::Status {
             provider: self.inner.provider.clone(),
             method: method.to_string(),
@@ -603,6 +614,7 @@ impl ModelClient {
             status,
             body,
             auth_after_fresh_token: after_fresh_token,
+            expired_at,
         }
     }
 

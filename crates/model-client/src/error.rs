@@ -12,7 +12,7 @@ pub enum ClientError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// The gateway answered with an error status (after any retries).
-    #[error("provider `{provider}`: {method} {path}: {}", status_message(*.status, *.auth_after_fresh_token, .body, .path))]
+    #[error("provider `{provider}`: {method} {path}: {}", status_message(*.status, *.auth_after_fresh_token, .body, .path, .expired_at.as_deref()))]
     Status {
         /// Provider id.
         provider: Arc<str>,
@@ -26,6 +26,9 @@ pub enum ClientError {
         body: String,
         /// A 401 to a token minted after a first 401: the gateway rejected a fresh token.
         auth_after_fresh_token: bool,
+        /// For a rejected token whose stated expiry had already passed: that expiry
+        /// (RFC 3339).
+        expired_at: Option<String>,
     },
     /// The gateway could not be reached (after any retries).
     #[error("provider `{provider}`: cannot reach {host}: {message}")]
@@ -108,7 +111,13 @@ impl ClientError {
     }
 }
 
-fn status_message(status: u16, after_fresh: bool, body: &str, path: &str) -> String {
+fn status_message(
+    status: u16,
+    after_fresh: bool,
+    body: &str,
+    path: &str,
+    expired_at: Option<&str>,
+) -> String {
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -129,6 +138,11 @@ fn status_message(status: u16, after_fresh: bool, body: &str, path: &str) -> Str
     if let Some(hint) = not_found_hint(status, path) {
         msg.push_str("; ");
         msg.push_str(hint);
+    }
+    if let Some(at) = expired_at {
+        msg.push_str(&format!(
+            "; the token states it expired at {at}: the helper printed an expired token (a stale cache of its own?) or this machine's clock is off"
+        ));
     }
     msg
 }

@@ -439,6 +439,10 @@ impl TokenCache {
                         if now < not_before {
                             let err = AuthError::Rejected {
                                 provider: "".into(),
+                                expired_at: rejected
+                                    .stated_expiry
+                                    .filter(|at| *at <= SystemTime::now())
+                                    .map(crate::format_rfc3339),
                                 origin: self.refresher.describe(),
                                 retry_in_ms: u64::try_from(
                                     not_before.saturating_duration_since(now).as_millis(),

@@ -50,7 +50,7 @@ pub enum AuthError {
     /// The gateway rejected a token right after it was minted, and the rejected-token
     /// breaker holds the next run back (§5): the command is not run once per request.
     #[error(
-        "provider `{provider}`: the gateway rejected a newly minted token from {origin}; the next run is held back {}", wait(*.retry_in_ms)
+        "provider `{provider}`: the gateway rejected a newly minted token from {origin}; the next run is held back {}{}", wait(*.retry_in_ms), expired_note(.expired_at)
     )]
     Rejected {
         /// Provider id.
@@ -59,6 +59,9 @@ pub enum AuthError {
         origin: String,
         /// Time left until the next run may start.
         retry_in_ms: u64,
+        /// The expiry the token stated, when it had already passed (RFC 3339): the
+        /// likely reason for the rejection.
+        expired_at: Option<String>,
     },
     /// A recent run failed (in this process or, through the shared store, another one) and
     /// the failure backoff holds the next run back: callers get the failure at once.
@@ -87,6 +90,17 @@ fn wait(ms: u64) -> String {
     } else {
         format!("{ms} ms")
     }
+}
+
+fn expired_note(expired_at: &Option<String>) -> String {
+    expired_at
+        .as_ref()
+        .map(|at| {
+            format!(
+                "; the token states it expired at {at}: the helper printed an expired token (a stale cache of its own?) or this machine's clock is off"
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn instructions_suffix(instructions: &Option<String>) -> String {

@@ -776,6 +776,7 @@ impl StoreRefresher {
             },
             None => AuthError::Rejected {
                 provider: "".into(),
+                expired_at: None,
                 origin: self.inner.describe(),
                 retry_in_ms,
             },
@@ -788,7 +789,12 @@ impl StoreRefresher {
     /// the next step (1 s, 2 s, ... 30 s), counted from when that token was minted: the
     /// next run waits until then (a token that lived longer than its step is replaced at
     /// once).
-    fn strike_rejected(&self, rejected: &AuthToken, minted_ms: Option<u64>) -> Option<AuthError> {
+    fn strike_rejected(
+        &self,
+        rejected: &AuthToken,
+        minted_ms: Option<u64>,
+        expired_at: Option<String>,
+    ) -> Option<AuthError> {
         let fp = fingerprint(rejected);
         let now = now_ms();
         let origin = self.inner.describe();
@@ -825,6 +831,7 @@ impl StoreRefresher {
                 );
                 AuthError::Rejected {
                     provider: "".into(),
+                    expired_at: expired_at.clone(),
                     origin: origin.clone(),
                     retry_in_ms: not_before - now,
                 }
@@ -895,13 +902,16 @@ impl StoreRefresher {
             }
         }
         if let Some(rejected) = rejected {
-            let minted = match self.store.read(&self.path) {
+            let (minted, stated_expiry) = match self.store.read(&self.path) {
                 Read::Found(entry) if entry.token.same_secret(rejected) => {
-                    entry.obtained_at.map(to_ms)
+                    (entry.obtained_at.map(to_ms), entry.expires_at)
                 }
-                _ => None,
+                _ => (None, None),
             };
-            if let Some(err) = self.strike_rejected(rejected, minted) {
+            let expired_at = stated_expiry
+                .filter(|at| *at <= SystemTime::now())
+                .map(crate::format_rfc3339);
+            if let Some(err) = self.strike_rejected(rejected, minted, expired_at) {
                 return Err(err);
             }
         }
