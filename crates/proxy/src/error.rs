@@ -57,6 +57,9 @@ pub enum ProxyErrorCode {
     InvalidPath,
     /// 403: a browser sent the request from a page on another site (`Origin`).
     ForbiddenOrigin,
+    /// 405: `CONNECT` or `TRACE`, which are never forwarded with a credential (a gateway
+    /// answering `TRACE` echoes the request, credential included).
+    MethodNotAllowed,
 }
 
 impl ProxyErrorCode {
@@ -71,6 +74,7 @@ impl ProxyErrorCode {
             ProxyErrorCode::ForbiddenHost => "forbidden_host",
             ProxyErrorCode::InvalidPath => "invalid_path",
             ProxyErrorCode::ForbiddenOrigin => "forbidden_origin",
+            ProxyErrorCode::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -87,6 +91,7 @@ impl ProxyErrorCode {
                 StatusCode::FORBIDDEN
             }
             ProxyErrorCode::InvalidPath => StatusCode::BAD_REQUEST,
+            ProxyErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }

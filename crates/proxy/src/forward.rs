@@ -89,6 +89,15 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
         );
     }
     let method = request.method().clone();
+    if method == http::Method::CONNECT || method == http::Method::TRACE {
+        route.count(|c| &c.errors);
+        return answer(
+            ProxyErrorCode::MethodNotAllowed,
+            format!(
+                "{method} is not forwarded: it would carry the credential to be echoed or tunnelled"
+            ),
+        );
+    }
     let rest = rest.to_owned();
     let (mut response, replayed) = if is_websocket(request.headers()) {
         (crate::websocket::relay(&route, request, &rest).await, false)
@@ -517,9 +526,22 @@ fn scrub_headers(scrubber: &provider_auth::Scrubber, headers: &mut HeaderMap) {
 
 /// Removes the hop-by-hop headers of a gateway answer; its `Content-Length` stays.
 fn drop_not_forwarded(headers: &mut HeaderMap) {
+    // Hop-by-hop: the fixed list, and whatever the gateway names in its own `Connection`.
+    let named_by_connection: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
     let dropped: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| *name != header::CONTENT_LENGTH && NOT_FORWARDED.contains(&name.as_str()))
+        .filter(|name| {
+            *name != header::CONTENT_LENGTH
+                && (NOT_FORWARDED.contains(&name.as_str())
+                    || named_by_connection.iter().any(|n| n == name.as_str()))
+        })
         .cloned()
         .collect();
     for name in dropped {

@@ -79,7 +79,13 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|p| !p.is_empty() && !p.starts_with(KEY_IN_PROTOCOL))
+        .filter(|p| {
+            // Any case: `OpenAI-Insecure-API-Key.sk-...` is the same key.
+            !p.is_empty()
+                && !p
+                    .get(..KEY_IN_PROTOCOL.len())
+                    .is_some_and(|start| start.eq_ignore_ascii_case(KEY_IN_PROTOCOL))
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -187,6 +193,19 @@ fn scrubbed_text(text: &str, scrubber: &Scrubber) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found in trial: the browser-key subprotocol was stripped in lower case only.
+    #[test]
+    fn the_browser_key_subprotocol_is_never_offered_upstream_in_any_case() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(
+                "realtime, openai-insecure-api-key.sk-1, OpenAI-Insecure-API-Key.sk-2, OPENAI-INSECURE-API-KEY.sk-3",
+            ),
+        );
+        assert_eq!(offered_protocols(&headers), ["realtime"]);
+    }
 
     #[test]
     fn only_error_frames_and_frames_that_are_not_json_are_scrubbed() {

@@ -420,6 +420,12 @@ async fn each_error_the_proxy_makes_has_its_code_and_status() {
     let addr = running.base.trim_start_matches("http://");
     let (status, body) = raw_get(addr, "/down/../admin").await;
     answers.push(format!("{status} {body}"));
+    let trace = client
+        .request(reqwest::Method::TRACE, running.url("/down/models"))
+        .send()
+        .await
+        .unwrap();
+    answers.push(error_line(trace).await);
     let answers = answers
         .join("\n")
         .replace(&failing.dir().display().to_string(), "DIR");
@@ -427,8 +433,8 @@ async fn each_error_the_proxy_makes_has_its_code_and_status() {
     let stats = running.stats.get();
     assert_eq!(stats["broken"].errors, 1);
     assert_eq!(
-        stats["down"].errors, 2,
-        "unreachable, then the climbing path"
+        stats["down"].errors, 3,
+        "unreachable, the climbing path, then TRACE"
     );
 }
 
@@ -1042,4 +1048,46 @@ async fn an_https_gateway_that_does_not_speak_tls_is_unreachable_and_says_where(
     );
     assert!(!message.contains("minted-abc"), "{message}");
     assert_eq!(gw.counters().requests(Route::Models), 0);
+}
+
+/// Found in trial (hardening round 3): `CONNECT` and `TRACE` were forwarded with the
+/// credential (a gateway answering `TRACE` echoes it), and response headers the gateway
+/// names in its own `Connection` header came back to the client.
+#[tokio::test]
+async fn connect_and_trace_are_refused_and_connection_named_response_headers_dropped() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("connection", "x-hop-secret")
+                .insert_header("x-hop-secret", "hop-value")
+                .insert_header("x-kept", "kept"),
+        )
+        .mount(&upstream)
+        .await;
+    let script = TokenScript::new("echo minted-abc");
+    let running = in_front_of(&upstream, &script).await;
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    for method_name in ["TRACE", "CONNECT"] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "{method_name} /dev/models HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 405"),
+            "{method_name}: {answer}"
+        );
+        assert!(answer.contains("method_not_allowed"), "{answer}");
+        assert!(!answer.contains("minted-abc"), "{answer}");
+    }
+    assert!(upstream.received_requests().await.unwrap().is_empty());
+    assert_eq!(script.runs(), 0, "a refused method mints no token");
+    let answer = http().get(running.url("/dev/models")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-kept"], "kept");
+    assert!(answer.headers().get("x-hop-secret").is_none());
 }
