@@ -157,7 +157,19 @@ async fn run_with_context(
 ) -> Result<FreshToken, CommandFailure> {
     let stdout = run_capturing(auth, context, terminal).await?;
     let text = String::from_utf8(stdout).map_err(|_| CommandFailure::NotUtf8)?;
-    parse_output(&text, auth.format, SystemTime::now())
+    let fresh = parse_output(&text, auth.format, SystemTime::now())?;
+    // With `auth.header = "x-api-key"`, a helper header of that name would replace the
+    // token itself.
+    if fresh
+        .headers
+        .iter()
+        .any(|(name, _)| name.as_str().eq_ignore_ascii_case(&auth.header))
+    {
+        return Err(CommandFailure::BadJson {
+            reason: "`headers` names the header the token goes in (auth.header)".to_owned(),
+        });
+    }
+    Ok(fresh)
 }
 
 /// Kills the command's process group unless disarmed, and makes sure the child is reaped.

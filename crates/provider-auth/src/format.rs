@@ -148,13 +148,24 @@ fn parse_json(stdout: &str, now: SystemTime) -> Result<FreshToken, CommandFailur
     })
 }
 
-/// Header names a helper may not set: they frame the request or carry the token.
-pub(crate) const RESERVED_HELPER_HEADERS: [&str; 5] = [
+/// Header names a helper may not set: they carry the token, frame the request or belong to
+/// one hop, or describe the client's own body (through the proxy a helper header must never
+/// replace the client's `Content-Type` or `Content-Encoding`).
+pub(crate) const RESERVED_HELPER_HEADERS: [&str; 14] = [
     "host",
-    "content-length",
-    "connection",
-    "transfer-encoding",
     "authorization",
+    "proxy-authorization",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
 ];
 
 /// `"headers": {"Name": "value"}`. Errors name the problem, never a name or a value.
@@ -173,7 +184,7 @@ fn helper_headers(v: &Value) -> Result<Vec<(http::HeaderName, AuthToken)>, Comma
             .map_err(|_| bad("`headers` has a name that is not a valid HTTP header name"))?;
         if RESERVED_HELPER_HEADERS.contains(&name.as_str()) {
             return Err(bad(
-                "`headers` names a header modelauth sets itself (Host, Content-Length, Connection, Transfer-Encoding or Authorization)",
+                "`headers` names a header a helper may not set (Host, Authorization, Proxy-Authorization, Content-Length, Content-Type, Content-Encoding, or a hop-by-hop header such as Connection, Transfer-Encoding, Upgrade or Expect)",
             ));
         }
         let Value::String(value) = value else {
@@ -404,11 +415,41 @@ mod tests {
         for (stdout, says) in [
             (
                 r#"{"token":"t","headers":{"Host":"evil.example"}}"#,
-                "sets itself",
+                "may not set",
             ),
             (
                 r#"{"token":"t","headers":{"AUTHORIZATION":"Bearer s3cr3t"}}"#,
-                "sets itself",
+                "may not set",
+            ),
+            // Hardening round 3: hop-by-hop, framing and the client's content headers.
+            (
+                r#"{"token":"t","headers":{"Upgrade":"h2c"}}"#,
+                "may not set",
+            ),
+            (
+                r#"{"token":"t","headers":{"Keep-Alive":"1"}}"#,
+                "may not set",
+            ),
+            (
+                r#"{"token":"t","headers":{"TE":"trailers"}}"#,
+                "may not set",
+            ),
+            (
+                r#"{"token":"t","headers":{"Expect":"100-continue"}}"#,
+                "may not set",
+            ),
+            (
+                r#"{"token":"t","headers":{"Proxy-Authorization":"x"}}"#,
+                "may not set",
+            ),
+            (r#"{"token":"t","headers":{"Trailer":"x"}}"#, "may not set"),
+            (
+                r#"{"token":"t","headers":{"Content-Type":"text/plain"}}"#,
+                "may not set",
+            ),
+            (
+                r#"{"token":"t","headers":{"Content-Encoding":"gzip"}}"#,
+                "may not set",
             ),
             (
                 r#"{"token":"t","headers":{"bad name":"v"}}"#,

@@ -316,3 +316,19 @@ async fn a_background_refresh_never_prompts() {
         .unwrap();
     assert_eq!(script.wait_for_file("stdin"), "notty\n");
 }
+
+/// Found in trial: with `auth.header = "x-api-key"`, a helper header `X-Api-Key` silently
+/// replaced the token.
+#[tokio::test]
+async fn a_helper_header_may_not_replace_the_token_header() {
+    let script = Script::new(r#"echo '{"token":"tok-1","headers":{"X-Api-Key":"other"}}'"#);
+    let mut auth = script.auth_with_refresh(0);
+    auth.format = provider_config::TokenFormat::Json;
+    auth.header = "x-api-key".to_owned();
+    auth.scheme = String::new();
+    let f = failure(&auth).await;
+    assert_eq!(
+        f.to_string(),
+        "printed unusable JSON: `headers` names the header the token goes in (auth.header)"
+    );
+}
