@@ -594,3 +594,50 @@ async fn a_rejection_of_a_token_stated_expired_says_so() {
     );
     assert!(!stderr.contains("expired-token-0123456789"), "{stderr}");
 }
+
+/// Found in trial: after `AWS_PROFILE=prod`, a call with `AWS_PROFILE=dev` printed the prod
+/// token from the store. The identity-selecting variables (and `auth.key_env`) are part of
+/// the entry's key.
+#[test]
+fn a_call_for_another_identity_never_gets_the_stored_token_of_the_first() {
+    let script = TokenScript::new("echo tok-${AWS_PROFILE:-none}-${CORP_TENANT:-none}-$N");
+    script.write(
+        "config.toml",
+        "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         [model_providers.corp.auth]\ncommand = \"./token.sh\"\nkey_env = [\"CORP_TENANT\"]\n",
+    );
+    let run = |env: &[(&str, &str)]| {
+        let out = Command::new(BIN)
+            .args(["--config", "config.toml", "token", "--show"])
+            .current_dir(script.dir())
+            .env("MODELAUTH_CACHE_DIR", script.dir().join("store"))
+            .env_remove("AWS_PROFILE")
+            .env_remove("CORP_TENANT")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        token(&out)
+    };
+    assert_eq!(run(&[("AWS_PROFILE", "prod")]), "tok-prod-none-1");
+    assert_eq!(run(&[("AWS_PROFILE", "dev")]), "tok-dev-none-2");
+    assert_eq!(
+        run(&[("AWS_PROFILE", "prod")]),
+        "tok-prod-none-1",
+        "from the store"
+    );
+    assert_eq!(
+        run(&[("AWS_PROFILE", "prod"), ("CORP_TENANT", "a")]),
+        "tok-prod-a-3"
+    );
+    assert_eq!(
+        run(&[("AWS_PROFILE", "prod"), ("CORP_TENANT", "b")]),
+        "tok-prod-b-4"
+    );
+    assert_eq!(script.runs(), 4);
+    // The values never reach the store in clear.
+    for entry in std::fs::read_dir(script.dir().join("store")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.contains("prod") && !name.contains("dev"), "{name}");
+    }
+}

@@ -93,6 +93,7 @@ pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
 pub use scope::TokenScope;
 pub use scrub::{REDACTED, Scrubber};
 pub use store::{
-    Handout, STORE_TRACING_TARGET, SharedStore, StoreLocation, StoreRefresher, use_shared_store,
+    Handout, IDENTITY_ENV, STORE_TRACING_TARGET, SharedStore, StoreLocation, StoreRefresher,
+    use_shared_store,
 };
 pub use token::{AuthToken, Credential, CredentialHeader, FreshToken, TokenShape};

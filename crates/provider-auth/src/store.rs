@@ -616,9 +616,48 @@ pub(crate) struct EntryLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
+/// Environment variables that select which identity a token command mints for (a cloud
+/// CLI's profile, account or config folder, a kubeconfig): their values are part of an
+/// entry's key, so after `AWS_PROFILE=prod` a call with `AWS_PROFILE=dev` never gets the
+/// prod token. `auth.key_env` adds more.
+pub const IDENTITY_ENV: &[&str] = &[
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "CLOUDSDK_CONFIG",
+    "CLOUDSDK_ACTIVE_CONFIG_NAME",
+    "CLOUDSDK_CORE_ACCOUNT",
+    "CLOUDSDK_CORE_PROJECT",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_CONFIG_DIR",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "KUBECONFIG",
+    "VAULT_ADDR",
+    "VAULT_NAMESPACE",
+];
+
 fn key(scope: &TokenScope) -> String {
     let auth = &scope.auth;
     let cwd = std::path::absolute(&auth.cwd).unwrap_or_else(|_| auth.cwd.clone());
+    // The value the command will see (the config's `env` first), hashed: the key is a
+    // file name and reveals nothing, and the values never reach the store in clear.
+    let identity: std::collections::BTreeMap<&str, String> = IDENTITY_ENV
+        .iter()
+        .copied()
+        .chain(auth.key_env.iter().map(String::as_str))
+        .filter_map(|name| {
+            let value = match auth.env.get(name) {
+                Some(value) => value.clone(),
+                None => std::env::var(name).ok()?,
+            };
+            Some((name, hex(&Sha256::digest(value.as_bytes()))))
+        })
+        .collect();
     let canonical = serde_json::json!({
         "provider": scope.provider,
         "base_url": scope.base_url,
@@ -629,6 +668,7 @@ fn key(scope: &TokenScope) -> String {
         "cwd": cwd.to_string_lossy(),
         "env": auth.env,
         "format": format!("{:?}", auth.format),
+        "identity": identity,
     });
     hex(&Sha256::digest(canonical.to_string().as_bytes()))
 }

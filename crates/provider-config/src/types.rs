@@ -257,6 +257,13 @@ pub struct ModelProviderAuthInfo {
     )]
     #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
     pub interactive_timeout_ms: u64,
+    /// More environment variables that select the identity the command mints for (besides
+    /// the built-in set: `AWS_PROFILE`, `CLOUDSDK_CONFIG`, `AZURE_CONFIG_DIR`,
+    /// `KUBECONFIG`, ...): their values are part of the shared store's key, so a call with
+    /// another value never gets the token minted for the first.
+    #[serde(default, deserialize_with = "validate::env_names")]
+    #[schemars(schema_with = "validate::env_names_schema")]
+    pub key_env: Vec<String>,
 }
 
 fn default_request_max_retries() -> u64 {
@@ -485,6 +492,7 @@ impl ModelProviderAuthInfo {
             scheme: default_auth_scheme(),
             interactive: Interactive::default(),
             interactive_timeout_ms: DEFAULT_INTERACTIVE_TIMEOUT_MS,
+            key_env: Vec::new(),
         }
     }
 
@@ -566,6 +574,7 @@ impl fmt::Debug for ModelProviderAuthInfo {
             .field("scheme", &self.scheme)
             .field("interactive", &self.interactive)
             .field("interactive_timeout_ms", &self.interactive_timeout_ms)
+            .field("key_env", &self.key_env)
             .finish()
     }
 }

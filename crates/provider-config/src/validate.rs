@@ -303,6 +303,24 @@ pub(crate) fn env_header_map_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+pub(crate) fn env_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    match names.iter().find(|n| !is_env_name(n)) {
+        Some(bad) => Err(D::Error::custom(format!(
+            "`{bad}` is not a valid environment variable name (empty or contains `=`)"
+        ))),
+        None => Ok(names),
+    }
+}
+
+pub(crate) fn env_names_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": { "type": "string", "pattern": ENV_NAME_PATTERN },
+        "default": []
+    })
+}
+
 pub(crate) fn env_map_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
