@@ -18,6 +18,10 @@ pub enum CliError {
     /// The config file is missing or invalid (exit 2).
     #[error("invalid config: {0}")]
     Config(#[from] provider_config::ConfigError),
+    /// Whoever read stdout went away (`modelauth realtime ... | head`): the command stops,
+    /// silently, with exit 0.
+    #[error("stdout was closed")]
+    OutputClosed,
     /// Something failed at run time (exit 1).
     #[error("{summary}")]
     Runtime {
@@ -76,6 +80,7 @@ impl CliError {
         match self {
             CliError::Usage(_) | CliError::Config(_) => EXIT_USAGE,
             CliError::Runtime { .. } => EXIT_RUNTIME,
+            CliError::OutputClosed => EXIT_OK,
         }
     }
 

@@ -277,7 +277,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "{}", e.render());
+            if !matches!(e, CliError::OutputClosed) {
+                let _ = writeln!(std::io::stderr(), "{}", e.render());
+            }
             ExitCode::from(e.exit_code())
         }
     }

@@ -1,15 +1,16 @@
-//! Writing to stdout: flushed at once (streams), a closed pipe is not an error.
+//! Writing to stdout: flushed at once (streams); a closed pipe ends the command quietly.
 
 use std::io::Write as _;
 
 use crate::error::CliError;
 
-/// Writes and flushes `text` on stdout.
+/// Writes and flushes `text` on stdout. A closed pipe is [`CliError::OutputClosed`]: the
+/// command stops (a stream is not read on for nobody), and exits 0 without a message.
 pub fn print(text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CliError::OutputClosed),
         Err(e) => Err(CliError::runtime(format!("cannot write to stdout: {e}"))),
     }
 }

@@ -310,3 +310,40 @@ async fn realtime_goes_through_the_proxy_the_environment_names() {
     assert!(text(&out.stdout).contains("session.created"));
     assert_eq!(proxy.tunnels(), vec![gw.addr().to_string()]);
 }
+
+/// Found in trial: `modelauth realtime ... | head -1` went on running after `head` left.
+/// A closed stdout ends the command, quietly, with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_stops_when_its_reader_goes_away() {
+    use tokio::io::AsyncBufReadExt as _;
+    let s = Setup::new().await;
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(s.script.dir().join("config.toml"))
+        .args([
+            "realtime",
+            "-m",
+            "dev-small",
+            "--send",
+            r#"{"type":"response.create"}"#,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    assert!(first.contains("session.created"), "{first}");
+    // `head -1` leaves: the next events find the pipe closed.
+    drop(lines);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("still running after its reader went away")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(stderr, "");
+}
