@@ -52,10 +52,74 @@ const NOT_FORWARDED: [&str; 13] = [
 
 type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, axum::Error>> + Send>>;
 
-/// A request body: buffered (can be replayed) or streaming through (cannot).
+/// A request body: buffered (can be replayed; its bytes held against the replay budget)
+/// or streaming through (cannot).
 enum Payload {
-    Buffered(Bytes),
+    Buffered {
+        bytes: Bytes,
+        /// Held until the request is done, then given back to the budget.
+        _held: Reservation,
+    },
     Streaming(Option<BodyStream>),
+}
+
+/// The bytes of request bodies buffered for replay, process-wide, against a limit: a body
+/// that would go over it streams through without replay instead, so a thousand slow
+/// uploads cannot take the proxy's memory.
+pub(crate) struct ReplayBudget {
+    used: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+impl ReplayBudget {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            used: std::sync::atomic::AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// The bytes buffered for replays right now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` more for `reservation`, if the budget has them.
+    fn take(&self, reservation: &mut Reservation, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let taken = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok();
+        if taken {
+            reservation.bytes += bytes;
+        }
+        taken
+    }
+}
+
+/// Bytes held against the replay budget, given back when dropped.
+pub(crate) struct Reservation {
+    budget: Arc<ReplayBudget>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget
+            .used
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Why a body could not be read for a replay.
+enum BodyFailure {
+    /// The client stopped sending mid-body for longer than the body idle timeout.
+    Stalled,
+    /// The body broke off.
+    Broken,
 }
 
 /// Every request that is not health or stats.
@@ -102,7 +166,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
     let (mut response, replayed) = if is_websocket(request.headers()) {
         (crate::websocket::relay(&route, request, &rest).await, false)
     } else {
-        forward(&route, request, &rest, shared.max_replay_bytes).await
+        forward(&route, request, &rest, shared).await
     };
     let hint = doubled_v1_hint(&route, &rest, response.status());
     if let Some(hint) = hint {
@@ -274,7 +338,7 @@ async fn forward(
     route: &Arc<Route>,
     request: Request<Body>,
     rest: &str,
-    limit: usize,
+    shared: &Shared,
 ) -> (Response, bool) {
     let url = upstream_url(route, rest, request.uri().query());
     let Ok(uri) = http::Uri::from_maybe_shared(bytes::Bytes::from(url)) else {
@@ -293,9 +357,19 @@ async fn forward(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut payload = match read_for_replay(body, limit, declared).await {
+    let mut payload = match read_for_replay(body, shared, declared).await {
         Ok(p) => p,
-        Err(_) => {
+        Err(BodyFailure::Stalled) => {
+            route.count(|c| &c.errors);
+            return (
+                plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body stalled: nothing arrived for the body idle timeout",
+                ),
+                false,
+            );
+        }
+        Err(BodyFailure::Broken) => {
             return (
                 plain(StatusCode::BAD_REQUEST, "the request body broke off"),
                 false,
@@ -317,7 +391,7 @@ async fn forward(
             attempt.insert(name, value);
         }
         let body = match &mut payload {
-            Payload::Buffered(bytes) => Body::from(bytes.clone()),
+            Payload::Buffered { bytes, .. } => Body::from(bytes.clone()),
             Payload::Streaming(stream) => match stream.take() {
                 Some(s) => Body::from_stream(s),
                 None => Body::empty(),
@@ -360,7 +434,7 @@ async fn forward(
         if route.info.is_reauth_status(response.status().as_u16()) {
             route.count(|c| &c.upstream_auth_failures);
             match &payload {
-                Payload::Buffered(_) if !replayed => match auth.on_unauthorized().await {
+                Payload::Buffered { .. } if !replayed => match auth.on_unauthorized().await {
                     Ok(AuthRetry::Retry) => {
                         replayed = true;
                         route.count(|c| &c.replays);
@@ -373,7 +447,7 @@ async fn forward(
                         return (token_unavailable(&e), replayed);
                     }
                 },
-                Payload::Buffered(_) => {}
+                Payload::Buffered { .. } => {}
                 // Cannot be replayed: the 401 goes back, and the report makes the client's
                 // own retry find a fresh token.
                 Payload::Streaming(_) => {
@@ -425,25 +499,51 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
 
 /// Reads a body for replay: buffered when it fits in `limit`, else streamed (what was read
 /// already goes first).
+/// Buffers a body up to the replay limit, while the process-wide replay budget has room,
+/// each part within the body idle timeout; a larger body (declared or found so), or one the
+/// budget cannot hold, streams through instead.
 async fn read_for_replay(
     body: Body,
-    limit: usize,
+    shared: &Shared,
     declared: Option<u64>,
-) -> Result<Payload, axum::Error> {
+) -> Result<Payload, BodyFailure> {
+    let limit = shared.max_replay_bytes;
+    let mut reservation = Reservation {
+        budget: shared.replay_budget.clone(),
+        bytes: 0,
+    };
+    // Most requests (a GET) have no body: no read, no timer.
+    if hyper::body::Body::is_end_stream(&body) {
+        return Ok(Payload::Buffered {
+            bytes: Bytes::new(),
+            _held: reservation,
+        });
+    }
     let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > limit as u64) {
         return Ok(Payload::Streaming(Some(Box::pin(stream))));
     }
     let mut buffered = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        if buffered.len() + chunk.len() > limit {
+    loop {
+        let next = tokio::time::timeout(shared.body_idle_timeout, stream.next())
+            .await
+            .map_err(|_| BodyFailure::Stalled)?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|_| BodyFailure::Broken)?;
+        if buffered.len() + chunk.len() > limit
+            || !shared.replay_budget.take(&mut reservation, chunk.len())
+        {
+            // What was read goes first; the budget it held is given back now.
+            drop(reservation);
             let read = futures::stream::iter([Ok(buffered.freeze()), Ok(chunk)]);
             return Ok(Payload::Streaming(Some(Box::pin(read.chain(stream)))));
         }
         buffered.extend_from_slice(&chunk);
     }
-    Ok(Payload::Buffered(buffered.freeze()))
+    Ok(Payload::Buffered {
+        bytes: buffered.freeze(),
+        _held: reservation,
+    })
 }
 
 /// The gateway's answer for the client: status and headers (hop-by-hop ones dropped), the

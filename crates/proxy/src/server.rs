@@ -30,6 +30,12 @@ const STATS_PATH: &str = "/_modelauth/stats";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8585";
 /// Largest request body buffered for a replay after an auth failure (8 MiB).
 pub const DEFAULT_MAX_REPLAY_BYTES: usize = 8 * 1024 * 1024;
+/// How long a request body that is being buffered (for a replay) may stall before the
+/// request is answered 408.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most request-body bytes buffered for replays at once, process-wide (128 MiB): over
+/// it, bodies stream through without replay, so slow uploads cannot take the memory.
+pub const DEFAULT_REPLAY_BUDGET_BYTES: usize = 128 * 1024 * 1024;
 /// How long requests in flight may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a client connection may wait before its next request head is complete: a
@@ -99,6 +105,10 @@ pub struct ProxyConfig {
     /// How long a client connection may wait before its next request head is complete
     /// (idle between requests included).
     pub client_idle_timeout: Duration,
+    /// How long a body being buffered for replay may stall (then 408).
+    pub body_idle_timeout: Duration,
+    /// The most bytes buffered for replays at once, process-wide.
+    pub replay_budget_bytes: usize,
 }
 
 impl ProxyConfig {
@@ -110,7 +120,21 @@ impl ProxyConfig {
             client_key: None,
             max_replay_bytes: DEFAULT_MAX_REPLAY_BYTES,
             client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            replay_budget_bytes: DEFAULT_REPLAY_BUDGET_BYTES,
         }
+    }
+
+    /// The same config with another body idle timeout (see [`DEFAULT_BODY_IDLE_TIMEOUT`]).
+    pub fn with_body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.body_idle_timeout = timeout;
+        self
+    }
+
+    /// The same config with another replay budget (see [`DEFAULT_REPLAY_BUDGET_BYTES`]).
+    pub fn with_replay_budget_bytes(mut self, bytes: usize) -> Self {
+        self.replay_budget_bytes = bytes;
+        self
     }
 
     /// The same config requiring `key` from every client.
@@ -193,6 +217,9 @@ pub(crate) struct Shared {
     pub(crate) port: u16,
     pub(crate) max_replay_bytes: usize,
     pub(crate) client_idle_timeout: Duration,
+    pub(crate) body_idle_timeout: Duration,
+    /// Bytes of request bodies buffered for replay right now, and the most allowed.
+    pub(crate) replay_budget: Arc<crate::forward::ReplayBudget>,
     /// Requests refused by the access check (client key, `Host`, `Origin`).
     pub(crate) refused: AtomicU64,
 }
@@ -269,6 +296,10 @@ impl Proxy {
                 port,
                 max_replay_bytes: config.max_replay_bytes,
                 client_idle_timeout: config.client_idle_timeout,
+                body_idle_timeout: config.body_idle_timeout,
+                replay_budget: Arc::new(crate::forward::ReplayBudget::new(
+                    config.replay_budget_bytes,
+                )),
                 refused: AtomicU64::new(0),
             }),
         })
@@ -404,6 +435,7 @@ async fn respond(shared: &Arc<Shared>, request: Request<Body>) -> Response {
             serde_json::json!({
                 "providers": collect_stats(shared),
                 "refused": shared.refused.load(Ordering::Relaxed),
+                "replay_buffered_bytes": shared.replay_budget.used(),
             })
         };
         if !unavailable.is_empty() {

@@ -822,7 +822,7 @@ async fn health_and_stats() {
     let stats = get_json(&client, &running.url("/_modelauth/stats")).await;
     assert_eq!(
         stats,
-        serde_json::json!({"providers": {"dev": {"requests": 1, "replays": 0, "upstream_auth_failures": 0, "command_runs": 1, "errors": 0}}, "refused": 0})
+        serde_json::json!({"providers": {"dev": {"requests": 1, "replays": 0, "upstream_auth_failures": 0, "command_runs": 1, "errors": 0}}, "refused": 0, "replay_buffered_bytes": 0})
     );
     assert_eq!(script.runs(), 1);
     // Read-only: anything but GET and HEAD is refused, and reaches no provider.
@@ -1090,4 +1090,103 @@ async fn connect_and_trace_are_refused_and_connection_named_response_headers_dro
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.headers()["x-kept"], "kept");
     assert!(answer.headers().get("x-hop-secret").is_none());
+}
+
+/// Found in trial (hardening round 3): a stalled request body was never timed out, and
+/// replay buffers had no total (200 slow 8 MiB uploads took 1.75 GB). A body that stalls
+/// while buffered gets 408; past the process-wide budget bodies stream through without
+/// replay, and the budget is given back when requests end.
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_replay_buffers_have_a_total() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let script = printing_file();
+    script.write("token", &gw.mint_token().access_token);
+    let running = start(
+        on_loopback(vec![provider(&gw.base_url(), &script)])
+            .with_body_idle_timeout(Duration::from_millis(300))
+            .with_replay_budget_bytes(6000),
+    )
+    .await;
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    // 10 of 1,000 bytes, then silence.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /dev/responses HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\":"
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_string(&mut answer))
+        .await
+        .expect("a stalled body was never answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(script.runs(), 0, "a stalled body mints no token");
+    // A token in the cache, for the rotation below to make stale.
+    assert_eq!(
+        http()
+            .get(running.url("/dev/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // One upload holds most of the budget while it is slow: a second body, which the budget
+    // cannot hold too, streams through, so its 401 after a rotation goes back unreplayed.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = format!(
+        "{{\"model\":\"dev-small\",\"stream\":true,\"input\":\"{}\"}}",
+        "y".repeat(5000)
+    );
+    let (first, last) = body.split_at(body.len() - 2);
+    let head = format!(
+        "POST /dev/responses HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let client = http();
+    // Wait until the proxy holds it (stats say how many bytes are buffered).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get_json(&client, &running.url("/_modelauth/stats")).await["replay_buffered_bytes"]
+        .as_u64()
+        .unwrap_or(0)
+        < 4000
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow body was never buffered"
+        );
+        tokio::task::yield_now().await;
+    }
+    rotate(&gw, &script);
+    let big = serde_json::json!({"model": "dev-small", "input": "x".repeat(3000), "stream": true});
+    let over_budget = client
+        .post(running.url("/dev/responses"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over_budget.status(), 401, "streamed through, not replayed");
+    // The slow upload ends, and is answered (with the token refreshed meanwhile).
+    slow.write_all(last.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(running.stats.get()["dev"].replays, 0);
+    // Its budget was given back: after another rotation the same body is buffered again,
+    // so its 401 is replayed with a fresh token.
+    assert_eq!(
+        get_json(&client, &running.url("/_modelauth/stats")).await["replay_buffered_bytes"],
+        0
+    );
+    rotate(&gw, &script);
+    let again = client
+        .post(running.url("/dev/responses"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(running.stats.get()["dev"].replays, 1);
 }
