@@ -60,8 +60,9 @@ mod websocket;
 
 pub use error::{ProxyError, ProxyErrorCode};
 pub use server::{
-    DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_REPLAY_BYTES, ProviderStats, Proxy,
-    ProxyConfig, ProxyProvider, SHUTDOWN_GRACE, StatsHandle,
+    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_MAX_REPLAY_BYTES, DEFAULT_REPLAY_BUDGET_BYTES, ProviderStats, Proxy, ProxyConfig,
+    ProxyProvider, SHUTDOWN_GRACE, StatsHandle,
 };
 
 /// Target of this crate's tracing events (one per request).
