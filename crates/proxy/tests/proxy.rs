@@ -223,32 +223,16 @@ async fn a_401_to_a_body_over_the_replay_limit_goes_back_to_the_client() {
     let client = http();
     let small = serde_json::json!({"model": "dev-small", "input": "hi", "stream": true});
     assert_eq!(
-        client
-            .post(running.url("/dev/responses"))
-            .json(&small)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        post_responses(&client, &running, &small).await.status(),
         200
     );
     rotate(&gw, &script);
     let big = serde_json::json!({"model": "dev-small", "input": "x".repeat(4096), "stream": true});
-    let response = client
-        .post(running.url("/dev/responses"))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let response = post_responses(&client, &running, &big).await;
     assert_eq!(response.status(), 401, "streamed through, not replayed");
     assert_eq!(running.stats.get()["dev"].replays, 0);
     // The 401 was reported: the client's own retry finds the fresh token.
-    let retry = client
-        .post(running.url("/dev/responses"))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let retry = post_responses(&client, &running, &big).await;
     assert_eq!(retry.status(), 200);
     assert_eq!(script.runs(), 2);
 }
@@ -258,23 +242,10 @@ async fn a_small_body_is_replayed_once_after_a_rotation() {
     let (gw, script, running) = dev_setup().await;
     let client = http();
     let body = serde_json::json!({"model": "dev-small", "input": "hi", "stream": true});
-    assert_eq!(
-        client
-            .post(running.url("/dev/responses"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(post_responses(&client, &running, &body).await.status(), 200);
     rotate(&gw, &script);
-    let text = client
-        .post(running.url("/dev/responses"))
-        .json(&body)
-        .send()
+    let text = post_responses(&client, &running, &body)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -808,6 +779,20 @@ async fn a_non_loopback_address_needs_a_client_key() {
     assert!(Proxy::bind(keyed).await.is_ok());
 }
 
+/// `POST /dev/responses` with `body` through the proxy.
+async fn post_responses(
+    client: &reqwest::Client,
+    running: &Running,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    client
+        .post(running.url("/dev/responses"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
@@ -1161,12 +1146,7 @@ async fn a_stalled_body_gets_408_and_replay_buffers_have_a_total() {
     }
     rotate(&gw, &script);
     let big = serde_json::json!({"model": "dev-small", "input": "x".repeat(3000), "stream": true});
-    let over_budget = client
-        .post(running.url("/dev/responses"))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let over_budget = post_responses(&client, &running, &big).await;
     assert_eq!(over_budget.status(), 401, "streamed through, not replayed");
     // The slow upload ends, and is answered (with the token refreshed meanwhile).
     slow.write_all(last.as_bytes()).await.unwrap();
@@ -1181,12 +1161,7 @@ async fn a_stalled_body_gets_408_and_replay_buffers_have_a_total() {
         0
     );
     rotate(&gw, &script);
-    let again = client
-        .post(running.url("/dev/responses"))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let again = post_responses(&client, &running, &big).await;
     assert_eq!(again.status(), 200);
     assert_eq!(running.stats.get()["dev"].replays, 1);
 }
