@@ -9,11 +9,20 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("crates/provider-config", &[]),
     ("crates/provider-auth", &["provider-config"]),
-    ("crates/model-client", &["provider-config", "provider-auth"]),
+    ("crates/event-stream", &[]),
+    (
+        "crates/model-client",
+        &["provider-config", "provider-auth", "event-stream"],
+    ),
     ("crates/realtime", &["provider-config", "provider-auth"]),
     (
         "crates/proxy",
-        &["provider-config", "provider-auth", "realtime"],
+        &[
+            "provider-config",
+            "provider-auth",
+            "event-stream",
+            "realtime",
+        ],
     ),
     ("crates/dev-gateway", &[]),
     ("crates/test-support", &["provider-config"]),
@@ -22,6 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "provider-config",
             "provider-auth",
+            "event-stream",
             "model-client",
             "realtime",
             "proxy",

@@ -15,7 +15,7 @@ use url::Url;
 use crate::error::ClientError;
 use crate::events::{ModelList, ResponseEvent};
 use crate::retry::{MAX_RETRY_AFTER, backoff, retry_after};
-use crate::sse::SseParser;
+use event_stream::SseParser;
 
 pub use provider_auth::USER_AGENT;
 
@@ -402,7 +402,9 @@ impl ModelClient {
                 Ok(Some(Err(e))) => return Err(self.transport_error(&e)),
                 Ok(Some(Ok(chunk))) => chunk,
             };
-            let events = parser.feed(&chunk).map_err(|e| self.decode_error(e))?;
+            let events = parser
+                .feed(&chunk)
+                .map_err(|e| self.decode_error(e.to_string()))?;
             for sse in events {
                 let event = match wire {
                     Wire::Chat if sse.data.trim() == "[DONE]" => {

@@ -51,11 +51,11 @@ mod error;
 mod events;
 mod models;
 mod retry;
-mod sse;
 
 pub use client::{ClientStats, ModelClient, ResponseStream, USER_AGENT};
 pub use error::ClientError;
+/// The SSE parser (the workspace's one framer, shared with the proxy).
+pub use event_stream::{MAX_EVENT_BYTES, SseError, SseEvent, SseParser};
 pub use events::{ModelInfo, ModelList, ResponseEvent};
 pub use models::{DEFAULT_MODELS_TTL, ModelsManager};
 pub use retry::{BASE_BACKOFF, MAX_RETRY_AFTER};
-pub use sse::{MAX_EVENT_BYTES, SseEvent, SseParser};

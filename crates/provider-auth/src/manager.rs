@@ -462,6 +462,12 @@ impl RequestAuth {
         Ok(headers)
     }
 
+    /// The cache generation of the credential last sent (0 for static credentials), if one
+    /// was: what a scrubber built for this request can be kept by.
+    pub fn sent_generation(&self) -> Option<u64> {
+        self.sent.as_ref().map(|sent| sent.generation)
+    }
+
     /// The scrubber for gateway text about this request: every token this process sent to
     /// the provider lately (current and previous generations), in every encoding.
     pub fn scrubber(&self) -> Scrubber {

@@ -547,10 +547,11 @@ async fn read_for_replay(
 }
 
 /// The gateway's answer for the client: status and headers (hop-by-hop ones dropped), the
-/// body streamed as it arrives. A redirect's or an error's headers (status 300 and up) are
-/// scrubbed of every token sent to the provider, so a `Location` or `WWW-Authenticate` that
-/// echoes one does not carry it on. An error answer's body (status 400 and up) is read
-/// first, at most 64 KiB within `request_timeout_ms`, and scrubbed too.
+/// body streamed as it arrives. Headers, at every status, are scrubbed of every token sent
+/// to the provider, so an echo (`x-echo-auth`, a `Location` or a `WWW-Authenticate`) does
+/// not carry one on. An event stream's events are checked whole (see [`ScrubbedEvents`]).
+/// An error answer's body (status 400 and up) is read first, at most 64 KiB within
+/// `request_timeout_ms`, and scrubbed too. Other bodies stream through as they are.
 async fn pass_back(
     route: &Arc<Route>,
     response: http::Response<Incoming>,
@@ -562,33 +563,27 @@ async fn pass_back(
     // the client stored beside them (a reason phrase other than the standard one).
     parts.version = http::Version::HTTP_11;
     parts.extensions = http::Extensions::new();
-    if parts.status.as_u16() < 300 {
+    let scrubber = route.scrubber(auth);
+    scrub_headers(&scrubber, &mut parts.headers);
+    if parts.status.as_u16() < 400 {
         // The upstream answer as it is, in place: every body frame goes on as it arrives,
         // until the gateway goes silent for longer than `stream_idle_timeout_ms`.
         let body = IdleBounded::new(body, route.clone());
-        if !is_event_stream(&parts.headers) {
+        if parts.status.as_u16() >= 300 || !is_event_stream(&parts.headers) {
             return Response::from_parts(parts, Body::new(body));
         }
-        // Events go on whole, their error events scrubbed: the length may change.
+        // Events go on whole, checked: the length may change.
         parts.headers.remove(header::CONTENT_LENGTH);
-        let events = ScrubbedEvents::new(body, route.clone());
+        let events = ScrubbedEvents::new(body, route.clone(), scrubber);
         return Response::from_parts(parts, Body::new(events));
-    }
-    let scrubber = match auth {
-        Some(auth) => auth.scrubber_with(&route.header_secrets),
-        None => route.scrubber(),
-    };
-    scrub_headers(&scrubber, &mut parts.headers);
-    if parts.status.as_u16() < 400 {
-        return Response::from_parts(parts, Body::new(IdleBounded::new(body, route.clone())));
     }
     // The scrubbed body has another length, and goes back uncompressed.
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_ENCODING);
     let raw = read_error_body(route, body).await;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    // Scrubbing 64 KiB against every recent token takes milliseconds: a large body is
-    // scrubbed on the blocking pool, so that the event loop keeps serving meanwhile.
+    // Scrubbing 64 KiB against every recent token takes a fraction of a millisecond: a
+    // large body is scrubbed on the blocking pool, so that the event loop keeps serving.
     let scrubbed = if text.len() <= SCRUB_INLINE_BYTES {
         scrubber.scrub_json(&text)
     } else {
@@ -612,9 +607,13 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Replaces every header value that holds a secret with its scrubbed form (or with
-/// `[REDACTED]` alone, should that form not be a valid header value).
+/// `[REDACTED]` alone, should that form not be a valid header value). A value without one
+/// costs a scan.
 fn scrub_headers(scrubber: &provider_auth::Scrubber, headers: &mut HeaderMap) {
     for value in headers.values_mut() {
+        if !scrubber.finds_secret(value.as_bytes()) {
+            continue;
+        }
         let text = String::from_utf8_lossy(value.as_bytes());
         let scrubbed = scrubber.scrub(&text);
         if scrubbed != text {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use provider_auth::AuthManager;
+use provider_auth::{AuthManager, RequestAuth, Scrubber};
 use provider_config::ModelProviderInfo;
 use serde::Serialize;
 
@@ -197,6 +197,9 @@ pub(crate) struct Route {
     pub(crate) http: crate::upstream::UpstreamClient,
     pub(crate) counters: Counters,
     pub(crate) unavailable: Option<String>,
+    /// The scrubber last built for a request, and the credential generation it was built
+    /// for: answers of one generation share it.
+    pub(crate) last_scrubber: std::sync::Mutex<Option<(u64, Arc<Scrubber>)>>,
 }
 
 impl Route {
@@ -204,10 +207,33 @@ impl Route {
         counter(&self.counters).fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A scrubber for what this provider's gateway sends: every recent token and every
-    /// configured header value.
-    pub(crate) fn scrubber(&self) -> provider_auth::Scrubber {
-        provider_auth::RequestAuth::new(self.auth.clone()).scrubber_with(&self.header_secrets)
+    /// A scrubber for what this provider's gateway sends about a request (`auth`, or none
+    /// when there is no request): every recent token, the credential the request sent, and
+    /// every configured header value. Built once per credential generation.
+    pub(crate) fn scrubber(&self, auth: Option<&RequestAuth>) -> Arc<Scrubber> {
+        let fresh;
+        let auth = match auth {
+            Some(auth) => auth,
+            None => {
+                fresh = RequestAuth::new(self.auth.clone());
+                &fresh
+            }
+        };
+        let Some(generation) = auth.sent_generation() else {
+            return Arc::new(auth.scrubber_with(&self.header_secrets));
+        };
+        let mut last = match self.last_scrubber.lock() {
+            Ok(last) => last,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((built_for, scrubber)) = last.as_ref()
+            && *built_for == generation
+        {
+            return scrubber.clone();
+        }
+        let scrubber = Arc::new(auth.scrubber_with(&self.header_secrets));
+        *last = Some((generation, scrubber.clone()));
+        scrubber
     }
 }
 
@@ -276,6 +302,7 @@ impl Proxy {
                 http,
                 counters: Counters::default(),
                 unavailable: p.unavailable,
+                last_scrubber: std::sync::Mutex::default(),
             };
             routes.insert(p.id, Arc::new(route));
         }

@@ -1,28 +1,28 @@
 //! Server-sent events on their way to the client: every event goes on as it came, except
 //! an error event (an `event: error`, a `{"type":"error"}`, a `response.failed` or a
-//! top-level `"error": {...}` in its data), whose lines are scrubbed of every token sent
-//! to the provider and of terminal escapes, those in its JSON strings included. A text
-//! delta that merely says "error" goes on untouched. A gateway that echoes the credential
-//! in a stream's error does not hand it to the client.
+//! top-level `"error": {...}` in its data) and an event that holds a copy of a token sent
+//! to the provider, whose lines are scrubbed of every such token and of terminal escapes,
+//! those in its JSON strings included. A text delta that merely says "error" goes on
+//! untouched. A gateway that echoes the credential in a stream does not hand it to the
+//! client.
 //!
 //! Events go on whole, as soon as their blank line arrives: an SSE client acts on nothing
 //! before that, so holding the rest of a partial event back delays nothing it could use.
+//! Where an event ends, and what it says, come from `event_stream`, the framer and parser
+//! the HTTP client reads with, so the proxy judges the very events a client will see.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use event_stream::{EventFramer, MAX_EVENT_BYTES, SseParser};
 use hyper::body::{Body, Frame, SizeHint};
 use provider_auth::Scrubber;
 
 use crate::TRACING_TARGET;
 use crate::idle::IdleBounded;
 use crate::server::Route;
-
-/// Largest event held back while its end has not arrived (as the clients' own limit,
-/// `model_client::MAX_EVENT_BYTES`). A stream with a longer one is cut.
-const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// A cheap first test: an event without these bytes is no error event.
 const ERROR_MARK: &[u8] = b"error";
@@ -36,33 +36,16 @@ pub(crate) struct EventTooLarge;
 pub(crate) struct ScrubbedEvents {
     body: IdleBounded,
     route: Arc<Route>,
-    /// The start of an event whose end has not arrived.
-    pending: BytesMut,
-    /// How far `pending` has been searched for an event's end.
-    framer: Framer,
-    /// Built at the first error event.
-    scrubber: Option<Scrubber>,
+    events: EventScrub,
 }
 
 impl ScrubbedEvents {
-    pub(crate) fn new(body: IdleBounded, route: Arc<Route>) -> Self {
+    pub(crate) fn new(body: IdleBounded, route: Arc<Route>, scrubber: Arc<Scrubber>) -> Self {
         Self {
             body,
             route,
-            pending: BytesMut::new(),
-            framer: Framer::default(),
-            scrubber: None,
+            events: EventScrub::new(scrubber),
         }
-    }
-
-    /// Complete events as they go to the client.
-    fn pass(&mut self, events: Bytes) -> Bytes {
-        if memchr::memmem::find(&events, ERROR_MARK).is_none() {
-            return events;
-        }
-        let route = &self.route;
-        let scrubber = self.scrubber.get_or_insert_with(|| route.scrubber());
-        scrub_error_events(&events, scrubber)
     }
 }
 
@@ -76,17 +59,14 @@ impl Body for ScrubbedEvents {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         loop {
+            let route = &this.route;
             let frame = match Pin::new(&mut this.body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => {
-                    // The last event, should the stream end without its blank line.
-                    if this.pending.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    let rest = this.pending.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(this.pass(rest)))));
+                    let rest = this.events.finish();
+                    return Poll::Ready(rest.map(|rest| Ok(Frame::data(rest))));
                 }
             };
             let data = match frame.into_data() {
@@ -94,40 +74,19 @@ impl Body for ScrubbedEvents {
                 // Trailers go on as they are.
                 Err(frame) => return Poll::Ready(Some(Ok(frame))),
             };
-            // Only what arrived is searched (the framer resumes where it stopped): a long
-            // event costs its length once.
-            let end = if this.pending.is_empty() {
-                let end = this.framer.last_end(&data);
-                if end == Some(data.len()) {
-                    // The common case: whole events, passed on without a copy.
-                    this.framer = Framer::default();
-                    return Poll::Ready(Some(Ok(Frame::data(this.pass(data)))));
-                }
-                this.pending.extend_from_slice(&data);
-                end
-            } else {
-                this.pending.extend_from_slice(&data);
-                this.framer.last_end(&this.pending)
-            };
-            let complete = match end {
-                Some(end) => {
-                    this.framer.cut(end);
-                    this.pending.split_to(end).freeze()
-                }
-                None if this.pending.len() > MAX_EVENT_BYTES => {
-                    this.route.count(|c| &c.errors);
+            match this.events.push(data) {
+                Ok(Some(events)) => return Poll::Ready(Some(Ok(Frame::data(events)))),
+                Ok(None) => {}
+                Err(e) => {
+                    route.count(|c| &c.errors);
                     tracing::warn!(
                         target: TRACING_TARGET,
-                        provider = %this.route.id,
+                        provider = %route.id,
                         "the gateway sent an SSE event of more than 4 MiB; the stream is cut"
                     );
-                    this.pending = BytesMut::new();
-                    this.framer = Framer::default();
-                    return Poll::Ready(Some(Err(EventTooLarge.into())));
+                    return Poll::Ready(Some(Err(e.into())));
                 }
-                None => continue,
-            };
-            return Poll::Ready(Some(Ok(Frame::data(this.pass(complete)))));
+            }
         }
     }
 
@@ -137,55 +96,63 @@ impl Body for ScrubbedEvents {
     }
 }
 
-/// Finds where events end in a buffer that grows at its end (and is cut at an event's
-/// end): just after each blank line. Lines end with `\n`, `\r\n` or `\r`. What was
-/// searched once is not searched again. (A `\r` at the very end is taken as a line end:
-/// should a `\n` follow in the next part, it reads as one more blank line, which SSE
-/// clients ignore.)
-#[derive(Debug, Default)]
-struct Framer {
-    /// Where the current line starts.
-    line_start: usize,
-    /// Where the search for the next line end resumes.
-    searched: usize,
+/// The stream's bytes, cut into whole events, error events and echoes scrubbed.
+struct EventScrub {
+    /// The start of an event whose end has not arrived.
+    pending: BytesMut,
+    framer: EventFramer,
+    scrubber: Arc<Scrubber>,
 }
 
-impl Framer {
-    /// The end of the next complete event at or after the last one found.
-    fn next_end(&mut self, buf: &[u8]) -> Option<usize> {
-        while let Some(found) = buf
-            .get(self.searched..)
-            .and_then(|rest| memchr::memchr2(b'\n', b'\r', rest))
-        {
-            let terminator = self.searched + found;
-            let next = match buf.get(terminator..terminator + 2) {
-                Some(b"\r\n") => terminator + 2,
-                _ => terminator + 1,
-            };
-            let blank = terminator == self.line_start;
-            self.line_start = next;
-            self.searched = next;
-            if blank {
-                return Some(next);
+impl EventScrub {
+    fn new(scrubber: Arc<Scrubber>) -> Self {
+        Self {
+            pending: BytesMut::new(),
+            framer: EventFramer::default(),
+            scrubber,
+        }
+    }
+
+    /// The next part of the stream; returns the events it completes, if any. Only what
+    /// arrived is searched: a long event costs its length once.
+    fn push(&mut self, chunk: Bytes) -> Result<Option<Bytes>, EventTooLarge> {
+        let end = self.framer.feed(&chunk);
+        let complete = if self.pending.is_empty() && end == Some(chunk.len()) {
+            // The common case: whole events, passed on without a copy.
+            chunk
+        } else {
+            let held = self.pending.len();
+            self.pending.extend_from_slice(&chunk);
+            match end {
+                Some(end) => self.pending.split_to(held + end).freeze(),
+                None if self.pending.len() > MAX_EVENT_BYTES => {
+                    self.pending = BytesMut::new();
+                    self.framer = EventFramer::default();
+                    return Err(EventTooLarge);
+                }
+                None => return Ok(None),
             }
-        }
-        self.searched = buf.len();
-        None
+        };
+        Ok(Some(self.pass(complete)))
     }
 
-    /// The end of the last complete event in `buf`.
-    fn last_end(&mut self, buf: &[u8]) -> Option<usize> {
-        let mut last = None;
-        while let Some(end) = self.next_end(buf) {
-            last = Some(end);
+    /// The last event, should the stream end without its blank line.
+    fn finish(&mut self) -> Option<Bytes> {
+        if self.pending.is_empty() {
+            return None;
         }
-        last
+        let rest = self.pending.split().freeze();
+        Some(self.pass(rest))
     }
 
-    /// The buffer lost its first `end` bytes (complete events).
-    fn cut(&mut self, end: usize) {
-        self.line_start = self.line_start.saturating_sub(end);
-        self.searched = self.searched.saturating_sub(end);
+    /// Complete events as they go to the client.
+    fn pass(&self, events: Bytes) -> Bytes {
+        if memchr::memmem::find(&events, ERROR_MARK).is_none()
+            && !self.scrubber.finds_secret(&events)
+        {
+            return events;
+        }
+        scrub_events(&events, &self.scrubber)
     }
 }
 
@@ -198,40 +165,36 @@ pub(crate) fn reports_an_error(value: &serde_json::Value) -> bool {
         || value.get("error").is_some_and(|e| !e.is_null())
 }
 
-/// Whether a complete SSE event is an error event: an `event: error` line, a `data:` JSON
-/// that [`reports_an_error`], or `data:` that is not JSON and mentions `error`.
+/// Whether a complete SSE event is an error event: read as a client reads it, it is named
+/// `error` (spaces aside), its data is JSON that [`reports_an_error`], or its data is not
+/// JSON and mentions `error`. Bytes that make no event for a client (comments, an event
+/// without data, lines that are not UTF-8) are judged an error event: they are only looked
+/// at when they mention `error`, and scrubbing them costs nothing a client reads.
 fn is_error_event(event: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(event);
-    let mut data = String::new();
-    for line in text.split(['\n', '\r']) {
-        if let Some(name) = line.strip_prefix("event:") {
-            if name.trim() == "error" {
-                return true;
+    let events = match SseParser::default().feed(event) {
+        Ok(events) if !events.is_empty() => events,
+        _ => return true,
+    };
+    events.iter().any(|e| {
+        e.event
+            .as_deref()
+            .is_some_and(|name| name.trim() == "error")
+            || match serde_json::from_str::<serde_json::Value>(&e.data) {
+                Ok(value) => reports_an_error(&value),
+                Err(_) => e.data.contains("error"),
             }
-        } else if let Some(payload) = line.strip_prefix("data:") {
-            if !data.is_empty() {
-                data.push('\n');
-            }
-            data.push_str(payload.strip_prefix(' ').unwrap_or(payload));
-        }
-    }
-    match serde_json::from_str::<serde_json::Value>(&data) {
-        Ok(value) => reports_an_error(&value),
-        Err(_) => data.contains("error"),
-    }
+    })
 }
 
-/// `events` (complete ones) with each error event ([`is_error_event`]) rewritten: every
-/// line scrubbed (a `data:` line's JSON with [`Scrubber::scrub_json`], so it stays JSON),
-/// lines ended with `\n`. Other events are kept byte for byte.
-fn scrub_error_events(events: &[u8], scrubber: &Scrubber) -> Bytes {
+/// `events` (complete ones) with each error event ([`is_error_event`]) and each event that
+/// holds a secret rewritten: every line scrubbed (a `data:` line's JSON with
+/// [`Scrubber::scrub_json`], so it stays JSON), lines ended with `\n`. Other events are
+/// kept byte for byte.
+fn scrub_events(events: &[u8], scrubber: &Scrubber) -> Bytes {
     let mut out = BytesMut::with_capacity(events.len());
-    let mut start = 0;
-    while start < events.len() {
-        let rest = events.get(start..).unwrap_or_default();
-        let len = Framer::default().next_end(rest).unwrap_or(rest.len());
-        let event = rest.get(..len).unwrap_or_default();
-        if memchr::memmem::find(event, ERROR_MARK).is_none() || !is_error_event(event) {
+    for event in event_stream::events(events) {
+        let error = memchr::memmem::find(event, ERROR_MARK).is_some() && is_error_event(event);
+        if !error && !scrubber.finds_secret(event) {
             out.extend_from_slice(event);
         } else {
             let text = String::from_utf8_lossy(event);
@@ -258,7 +221,6 @@ fn scrub_error_events(events: &[u8], scrubber: &Scrubber) -> Bytes {
             }
             out.extend_from_slice(b"\n");
         }
-        start += len;
     }
     out.freeze()
 }
@@ -267,20 +229,42 @@ fn scrub_error_events(events: &[u8], scrubber: &Scrubber) -> Bytes {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "tok-SECRET-123";
+
+    /// What a client gets when `stream` arrives cut at `cuts` (sorted).
+    fn through(stream: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut scrub = EventScrub::new(Arc::new(Scrubber::new([SECRET])));
+        let mut out = Vec::new();
+        let mut from = 0;
+        for &at in cuts.iter().chain([&stream.len()]) {
+            let chunk = Bytes::copy_from_slice(&stream[from..at]);
+            if let Some(events) = scrub.push(chunk).unwrap() {
+                out.extend_from_slice(&events);
+            }
+            from = at;
+        }
+        out.extend_from_slice(&scrub.finish().unwrap_or_default());
+        out
+    }
+
+    fn parse(bytes: &[u8]) -> Vec<event_stream::SseEvent> {
+        SseParser::default().feed(bytes).unwrap()
+    }
+
     #[test]
-    fn events_end_at_a_blank_line_whatever_the_line_ends() {
-        assert_eq!(Framer::default().last_end(b"data: a\n\n"), Some(9));
-        assert_eq!(Framer::default().last_end(b"data: a\r\n\r\n"), Some(11));
-        assert_eq!(Framer::default().last_end(b"data: a\r\r"), Some(9));
-        assert_eq!(
-            Framer::default().last_end(b"data: a\n\ndata: b\n\ndata: c"),
-            Some(18)
-        );
-        assert_eq!(Framer::default().last_end(b"data: a\n"), None);
-        assert_eq!(Framer::default().last_end(b"data: a"), None);
-        assert_eq!(Framer::default().last_end(b"data: a\r\n\r"), Some(10));
-        assert_eq!(Framer::default().last_end(b"\n"), Some(1));
-        assert_eq!(Framer::default().last_end(b""), None);
+    fn an_error_event_split_after_its_cr_is_still_scrubbed() {
+        let stream = b"data: {\"delta\":\"hi\"}\r\n\r\n\
+            event: error\r\ndata: {\"message\":\"bad tok-SECRET-123\"}\r\n\r\n";
+        for cut in 0..=stream.len() {
+            let out = through(stream, &[cut]);
+            let events = parse(&out);
+            assert_eq!(events.len(), 2, "cut at {cut}");
+            assert_eq!(events[1].event.as_deref(), Some("error"), "cut at {cut}");
+            assert_eq!(
+                events[1].data, r#"{"message":"bad [REDACTED]"}"#,
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]
@@ -288,10 +272,7 @@ mod tests {
         let scrubber = Scrubber::new(["tok-SECRET-123"]);
         let delta = b"event: response.output_text.delta\n\
             data: {\"type\":\"response.output_text.delta\",\"delta\":\"raise ValueError(\\\"error\\\")\\n\"}\n\n";
-        assert_eq!(
-            scrub_error_events(delta, &scrubber),
-            Bytes::from_static(delta)
-        );
+        assert_eq!(scrub_events(delta, &scrubber), Bytes::from_static(delta));
         for error in [
             &b"event: error\ndata: {\"message\":\"x\"}\n\n"[..],
             b"data: {\"type\":\"response.failed\",\"response\":{\"error\":{}}}\n\n",
@@ -303,32 +284,103 @@ mod tests {
     }
 
     #[test]
-    fn a_growing_buffer_is_searched_once() {
-        let mut framer = Framer::default();
-        let mut buf = b"data: a".to_vec();
-        assert_eq!(framer.last_end(&buf), None);
-        buf.extend_from_slice(b"bc\n");
-        assert_eq!(framer.last_end(&buf), None);
-        buf.extend_from_slice(b"\ndata: d\n");
-        assert_eq!(framer.last_end(&buf), Some(11));
-        framer.cut(11);
-        buf.drain(..11);
-        buf.extend_from_slice(b"\n");
-        assert_eq!(framer.last_end(&buf), Some(9));
-    }
-
-    #[test]
-    fn only_error_events_are_rewritten() {
+    fn only_error_events_and_echoes_are_rewritten() {
         let scrubber = Scrubber::new(["tok-SECRET-123"]);
         let stream = b"event: delta\r\ndata: {\"delta\":\"tok-SECRET-123\"}\r\n\r\n\
             event: error\r\ndata: {\"type\":\"error\",\"message\":\"bad tok-SECRET-123 \\u001b[31m\"}\r\n\r\n\
-            data: {\"delta\":\"x\"}\n\n";
-        let out = scrub_error_events(stream, &scrubber);
+            event: delta\r\ndata: {\"delta\":\"x\"}\r\n\r\n";
+        let out = scrub_events(stream, &scrubber);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "event: delta\r\ndata: {\"delta\":\"tok-SECRET-123\"}\r\n\r\n\
+            "event: delta\ndata: {\"delta\":\"[REDACTED]\"}\n\n\
              event: error\ndata: {\"message\":\"bad [REDACTED] \",\"type\":\"error\"}\n\n\
-             data: {\"delta\":\"x\"}\n\n"
+             event: delta\r\ndata: {\"delta\":\"x\"}\r\n\r\n"
         );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// An event: (is it kept as it came, its lines).
+        fn event() -> impl Strategy<Value = (bool, Vec<String>)> {
+            prop_oneof![
+                "[a-zA-Z0-9 .,:!?]{0,12}".prop_map(|t| (
+                    false,
+                    vec![format!(
+                        r#"data: {{"type":"response.output_text.delta","delta":"error {t}"}}"#
+                    )]
+                )),
+                "[a-zA-Z0-9 .,:!?]{0,12}".prop_map(|t| (
+                    true,
+                    vec![format!(
+                        r#"data: {{"type":"response.output_text.delta","delta":"{t} {SECRET}"}}"#
+                    )]
+                )),
+                "[a-z ]{0,12}".prop_map(|t| (
+                    true,
+                    vec![
+                        "event: error".to_owned(),
+                        format!(r#"data: {{"message":"{t} {SECRET}"}}"#),
+                    ]
+                )),
+                "[a-z ]{0,12}".prop_map(|t| (
+                    true,
+                    vec![format!(
+                        r#"data: {{"type":"error","error":{{"message":"{t}{SECRET}"}}}}"#
+                    )]
+                )),
+                Just((false, vec![": keep-alive".to_owned()])),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// The proxy's output, read by the client's parser, has the input's events in
+            /// order: error events and echoes without the token, every other one as it was;
+            /// whatever the line ends and wherever the stream is cut.
+            #[test]
+            fn a_client_reads_the_same_events_and_none_carries_the_token(
+                events in prop::collection::vec(event(), 0..6),
+                endings in prop::collection::vec(0usize..3, 64),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            ) {
+                let mut previous = "";
+                let mut ending = endings.iter().cycle().map(|i| {
+                    let mut e = ["\n", "\r", "\r\n"][*i];
+                    // `\r` then `\n` would be one line end.
+                    if previous == "\r" && e == "\n" {
+                        e = "\r\n";
+                    }
+                    previous = e;
+                    e
+                });
+                let mut text = String::new();
+                for (_, lines) in &events {
+                    for line in lines {
+                        text.push_str(line);
+                        text.push_str(ending.next().unwrap_or("\n"));
+                    }
+                    text.push_str(ending.next().unwrap_or("\n"));
+                }
+                let bytes = text.as_bytes();
+                let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+                points.sort_unstable();
+                let expected = parse(bytes);
+                let got = parse(&through(bytes, &points));
+                prop_assert_eq!(got.len(), expected.len());
+                let rewritten = events.iter().filter(|(_, lines)| lines.iter().any(|l| l.starts_with("data"))).map(|(e, _)| *e);
+                for ((got, expected), rewritten) in got.iter().zip(&expected).zip(rewritten) {
+                    if rewritten {
+                        prop_assert!(!got.data.contains(SECRET), "{:?}", got);
+                        prop_assert_eq!(&got.event, &expected.event);
+                    } else {
+                        prop_assert_eq!(got, expected);
+                    }
+                }
+            }
+        }
     }
 }

@@ -68,7 +68,7 @@ pub(crate) async fn relay(route: &Arc<Route>, request: Request<Body>, rest: &str
     if let Some(chosen) = chosen.as_ref().and_then(|c| c.to_str().ok()) {
         upgrade = upgrade.protocols([chosen.to_owned()]);
     }
-    let scrubber = route.scrubber();
+    let scrubber = route.scrubber(None);
     upgrade.on_upgrade(move |socket| pump(socket, upstream, scrubber))
 }
 
@@ -113,7 +113,7 @@ fn handshake_failure(route: &Route, e: RealtimeError) -> Response {
 
 /// Messages both ways until either side closes; a close is relayed with its code and its
 /// reason (scrubbed). Pings are answered by each side's own websocket layer.
-async fn pump(client: WebSocket, upstream: realtime::Socket, scrubber: Scrubber) {
+async fn pump(client: WebSocket, upstream: realtime::Socket, scrubber: Arc<Scrubber>) {
     let (mut to_client, mut from_client) = client.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
     let up = async {
@@ -176,18 +176,20 @@ fn upstream_to_client(message: Message, scrubber: &Scrubber) -> Option<ws::Messa
 }
 
 /// A text frame from the gateway, scrubbed with [`Scrubber::scrub_json`] when it is an
-/// error event ([`crate::sse::reports_an_error`]) or not a JSON object; `None` for any other
+/// error event ([`crate::sse::reports_an_error`]), not a JSON object, or holds a copy of a
+/// token (an ordinary event that echoes the handshake's credential); `None` for any other
 /// frame (the events, audio deltas, a delta that merely says "error"), which goes on as it
-/// is.
+/// is. Binary frames are not looked at.
 fn scrubbed_text(text: &str, scrubber: &Scrubber) -> Option<String> {
+    let echo = scrubber.finds_secret(text.as_bytes());
     let object = text.trim_start().starts_with('{');
-    if object && memchr::memmem::find(text.as_bytes(), b"error").is_none() {
+    if object && !echo && memchr::memmem::find(text.as_bytes(), b"error").is_none() {
         return None;
     }
     let error = serde_json::from_str::<serde_json::Value>(text).map_or(true, |value| {
         !value.is_object() || crate::sse::reports_an_error(&value)
     });
-    error.then(|| scrubber.scrub_json(text))
+    (error || echo).then(|| scrubber.scrub_json(text))
 }
 
 #[cfg(test)]
@@ -205,6 +207,18 @@ mod tests {
             ),
         );
         assert_eq!(offered_protocols(&headers), ["realtime"]);
+    }
+
+    #[test]
+    fn an_ordinary_frame_that_echoes_the_credential_is_scrubbed_and_stays_json() {
+        let scrubber = Scrubber::new(["tok-SECRET-123"]);
+        let echo = r#"{"type":"session.created","session":{"headers":{"authorization":"Bearer tok-SECRET-123"}}}"#;
+        assert_eq!(
+            scrubbed_text(echo, &scrubber).as_deref(),
+            Some(
+                r#"{"session":{"headers":{"authorization":"Bearer [REDACTED]"}},"type":"session.created"}"#
+            )
+        );
     }
 
     #[test]

@@ -532,6 +532,62 @@ async fn a_websocket_frame_that_echoes_the_token_reaches_the_client_scrubbed() {
     }
 }
 
+/// Found in trial: only the headers of 3xx/4xx/5xx answers were scrubbed, so a 2xx
+/// `x-echo-auth: Bearer ...` handed the credential to a client that holds only the proxy's
+/// key. Headers are scrubbed at every status; SSE events and websocket frames, read whole,
+/// are scrubbed when they hold a copy of the token, even when they report no error.
+#[tokio::test]
+async fn a_success_that_echoes_the_token_reaches_the_client_scrubbed() {
+    use tokio_tungstenite::tungstenite::Message;
+    const SECRET: &str = "SECRET-0123456789";
+    let hostile = test_support::HostileServer::start();
+    let script = TokenScript::new("echo sk-proxy-SECRET-0123456789");
+    let running = start(on_loopback(vec![provider(
+        &hostile.base_url("echo200"),
+        &script,
+    )]))
+    .await;
+    let client = reqwest::Client::new();
+    let models = client.get(running.url("/dev/models")).send().await.unwrap();
+    assert_eq!(models.status(), 200);
+    assert_eq!(
+        models.headers().get("x-echo-auth").unwrap(),
+        "Bearer [REDACTED]"
+    );
+    assert!(models.text().await.unwrap().contains("\"data\""));
+
+    let stream = running.post_responses().await;
+    assert_eq!(stream.status(), 200);
+    assert!(
+        !stream.headers()["x-echo-auth"]
+            .to_str()
+            .unwrap()
+            .contains(SECRET)
+    );
+    let stream = stream.text().await.unwrap();
+    assert!(!stream.contains(SECRET), "{stream}");
+    let data = stream
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap();
+    // Still the delta a client can read, as JSON.
+    let event: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["delta"], "your key is [REDACTED]");
+
+    let url = running
+        .url("/dev/realtime?model=m")
+        .replace("http://", "ws://");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    match socket.next().await.unwrap().unwrap() {
+        Message::Text(text) => {
+            let event: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            assert_eq!(event["type"], "session.created");
+            assert_eq!(event["session"]["authorization"], "Bearer [REDACTED]");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// What a client saw of one answer: its status, then how its body went.
 async fn outcome(answer: reqwest::Response, read_limit: Duration) -> (String, Vec<u8>) {
     let status = answer.status().as_u16();

@@ -40,6 +40,11 @@ pub enum Fault {
     /// 401 echoing every credential it has seen (so the client retries once, and the
     /// second answer echoes both generations).
     Echo401,
+    /// A success that echoes the credential where no error is: an `x-echo-auth: Bearer
+    /// TOKEN` header on a model list or an SSE stream whose ordinary text delta quotes the
+    /// token; over a websocket, an ordinary JSON event that quotes the handshake's
+    /// `Authorization`.
+    Echo200,
     /// An SSE stream whose event data is not JSON.
     SseGarbage,
     /// An SSE stream with a line that is not UTF-8.
@@ -83,6 +88,7 @@ impl Fault {
             "reset" => Fault::Reset,
             "echo400" => Fault::Echo400,
             "echo401" => Fault::Echo401,
+            "echo200" => Fault::Echo200,
             "sse_garbage" => Fault::SseGarbage,
             "sse_not_utf8" => Fault::SseNotUtf8,
             "sse_error" => Fault::SseError,
@@ -263,6 +269,25 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             sse(&mut stream, b"event: response.created\ndata: {not json\n\n").await
         }
         Fault::SseNotUtf8 => sse(&mut stream, b"data: \xff\xfe\xfd\n\n").await,
+        Fault::Echo200 => {
+            let (content_type, body) = if path.ends_with("/models") {
+                ("application/json", MODELS.to_owned())
+            } else {
+                let delta = serde_json::json!({
+                    "type": "response.output_text.delta",
+                    "delta": format!("your key is {token}"),
+                });
+                (
+                    "text/event-stream",
+                    format!("event: response.output_text.delta\ndata: {delta}\n\n"),
+                )
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\nx-echo-auth: Bearer {token}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await
+        }
         Fault::SseError => {
             let message = format!(
                 "\u{1b}[2J\u{1b}[31mboom: your token {token} (json {}) is bad\u{7}",
@@ -421,6 +446,13 @@ async fn serve_websocket(mut stream: TcpStream, request: &SeenRequest, fault: Fa
             reason: format!("\u{1b}[31m{token}\u{7}").into(),
         })),
         Fault::WsNotJson => Message::text(format!("\u{1b}]0;owned\u{7}not json {token}")),
+        Fault::Echo200 => Message::text(
+            serde_json::json!({
+                "type": "session.created",
+                "session": {"authorization": format!("Bearer {token}")},
+            })
+            .to_string(),
+        ),
         Fault::WsGiant => Message::text("x".repeat(17 << 20)),
         Fault::WsBinary => Message::binary(vec![0u8, 159, 146, 150]),
         _ => Message::text(r#"{"type":"session.created"}"#),
