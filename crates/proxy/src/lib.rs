@@ -53,6 +53,7 @@ mod access;
 mod error;
 mod forward;
 mod idle;
+pub mod limits;
 mod server;
 mod sse;
 mod upstream;

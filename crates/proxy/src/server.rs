@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::TRACING_TARGET;
 use crate::access::{from_another_site, loopback_host, presents_key};
 use crate::error::{ProxyError, ProxyErrorCode, answer};
+use crate::limits::Proof;
 
 /// Health: `{"status":"ok"}`.
 const HEALTH_PATH: &str = "/_modelauth/health";
@@ -109,6 +110,15 @@ pub struct ProxyConfig {
     pub body_idle_timeout: Duration,
     /// The most bytes buffered for replays at once, process-wide.
     pub replay_budget_bytes: usize,
+    /// The most client connections open at once (`None`: from the open-file limit, see
+    /// [`crate::limits`]).
+    pub max_connections: Option<usize>,
+    /// The most client connections one remote (non-loopback) address may hold (`None`: a
+    /// quarter of the total, at least 16).
+    pub max_connections_per_peer: Option<usize>,
+    /// How long a new connection has to send a request that passes the access check
+    /// ([`crate::limits::FIRST_HEAD_DEADLINE`] by default).
+    pub first_request_deadline: Duration,
 }
 
 impl ProxyConfig {
@@ -122,7 +132,23 @@ impl ProxyConfig {
             client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             replay_budget_bytes: DEFAULT_REPLAY_BUDGET_BYTES,
+            max_connections: None,
+            max_connections_per_peer: None,
+            first_request_deadline: crate::limits::FIRST_HEAD_DEADLINE,
         }
+    }
+
+    /// The same config with another first-request deadline.
+    pub fn with_first_request_deadline(mut self, deadline: Duration) -> Self {
+        self.first_request_deadline = deadline;
+        self
+    }
+
+    /// The same config with a cap on client connections (total, and per remote address).
+    pub fn with_max_connections(mut self, total: usize, per_peer: usize) -> Self {
+        self.max_connections = Some(total);
+        self.max_connections_per_peer = Some(per_peer);
+        self
     }
 
     /// The same config with another body idle timeout (see [`DEFAULT_BODY_IDLE_TIMEOUT`]).
@@ -248,6 +274,8 @@ pub(crate) struct Shared {
     pub(crate) replay_budget: Arc<crate::forward::ReplayBudget>,
     /// Requests refused by the access check (client key, `Host`, `Origin`).
     pub(crate) refused: AtomicU64,
+    /// The open client connections and their bounds.
+    pub(crate) slots: Arc<crate::limits::Slots>,
 }
 
 /// A bound proxy, ready to serve.
@@ -315,6 +343,15 @@ impl Proxy {
         let port = listener
             .local_addr()
             .map_or(config.listen.port(), |a| a.port());
+        let max_connections = config.max_connections.unwrap_or_else(|| {
+            crate::limits::default_max_connections(
+                routes.len(),
+                crate::upstream::POOL_MAX_IDLE_PER_HOST,
+            )
+        });
+        let per_peer = config
+            .max_connections_per_peer
+            .unwrap_or((max_connections / 4).max(16));
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
@@ -328,6 +365,11 @@ impl Proxy {
                     config.replay_budget_bytes,
                 )),
                 refused: AtomicU64::new(0),
+                slots: crate::limits::Slots::new(
+                    max_connections,
+                    per_peer,
+                    config.first_request_deadline,
+                ),
             }),
         })
     }
@@ -364,22 +406,44 @@ impl Proxy {
         let (stopping, stop) = tokio::sync::watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            // When the proxy is full, the next connection waits in the kernel's queue until
+            // a place frees (or an unproven connection gives its place up).
             let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
+                accepted = async {
+                    self.shared.slots.room().await;
+                    self.listener.accept().await
+                } => accepted,
                 () = &mut shutdown => break,
             };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     wait_after_accept_error(&e).await;
                     continue;
                 }
             };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+            let Some(mut slot) = self.shared.slots.take(peer.ip(), fd) else {
+                tracing::debug!(
+                    target: TRACING_TARGET,
+                    "a remote address holds its share of connections; one more is closed"
+                );
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let shared = self.shared.clone();
+            let proof = slot.proof();
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(respond(&shared, request.map(Body::new)).await) }
+                let proof = proof.clone();
+                async move {
+                    let in_flight = proof.in_flight();
+                    let (parts, body) = respond(&shared, request.map(Body::new), &proof)
+                        .await
+                        .into_parts();
+                    let body = Body::new(crate::limits::Tracked::new(body, in_flight));
+                    Ok::<_, Infallible>(Response::from_parts(parts, body))
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 // Bounds the wait for each request head, from the connection's start or the
@@ -387,7 +451,7 @@ impl Proxy {
                 // never ends, does not hold a connection for ever.
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.shared.client_idle_timeout)
-                .serve_connection(TokioIo::new(tcp), service)
+                .serve_connection(TokioIo::new(slot.watch(tcp)), service)
                 .with_upgrades();
             let mut stop = stop.clone();
             tokio::spawn(async move {
@@ -395,12 +459,15 @@ impl Proxy {
                 // A client that goes away mid-request ends only its own connection.
                 tokio::select! {
                     _ = connection.as_mut() => return,
+                    // No accepted request in time, or its place went to a waiting one.
+                    () = slot.must_close() => return,
                     _ = stop.changed() => {}
                 }
                 // Stopping: the request in flight is answered, then the connection closes.
                 connection.as_mut().graceful_shutdown();
                 let _ = connection.await;
                 drop(stop);
+                drop(slot);
             });
         }
         drop(self.listener);
@@ -427,8 +494,9 @@ async fn wait_after_accept_error(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// Every request: access control first, then health, stats or a provider.
-async fn respond(shared: &Arc<Shared>, request: Request<Body>) -> Response {
+/// Every request: access control first (a request that passes it proves its connection),
+/// then health, stats or a provider.
+async fn respond(shared: &Arc<Shared>, request: Request<Body>, proof: &Proof) -> Response {
     if let Some(refused) = refusal(shared, request.headers()) {
         shared.refused.fetch_add(1, Ordering::Relaxed);
         // The path only (never the query or a header value), and why.
@@ -441,6 +509,7 @@ async fn respond(shared: &Arc<Shared>, request: Request<Body>) -> Response {
         );
         return refused;
     }
+    proof.mark();
     let path = request.uri().path();
     if path == HEALTH_PATH || path == STATS_PATH {
         if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -463,6 +532,10 @@ async fn respond(shared: &Arc<Shared>, request: Request<Body>) -> Response {
                 "providers": collect_stats(shared),
                 "refused": shared.refused.load(Ordering::Relaxed),
                 "replay_buffered_bytes": shared.replay_budget.used(),
+                "connections": {
+                    "open": shared.slots.open(),
+                    "max": shared.slots.max(),
+                },
             })
         };
         if !unavailable.is_empty() {

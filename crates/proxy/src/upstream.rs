@@ -24,6 +24,10 @@ type ConnectError = Box<dyn std::error::Error + Send + Sync>;
 /// How long an idle keep-alive connection to a gateway stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The most idle keep-alive connections kept to one gateway: after a burst, the rest close
+/// (each is a file descriptor the proxy's client connections may need).
+pub(crate) const POOL_MAX_IDLE_PER_HOST: usize = 32;
+
 /// The pooled client of one provider.
 pub(crate) type UpstreamClient = Client<Connector, Body>;
 
@@ -48,6 +52,7 @@ pub(crate) fn client(connect_timeout: Duration) -> Result<UpstreamClient, String
         // An idle pooled connection is closed after 90 s, as reqwest does in the clients.
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .build(Connector {
             https,
             timeout: connect_timeout,

@@ -863,7 +863,7 @@ async fn health_and_stats() {
     let stats = get_json(&client, &running.url("/_modelauth/stats")).await;
     assert_eq!(
         stats,
-        serde_json::json!({"providers": {"dev": {"requests": 1, "replays": 0, "upstream_auth_failures": 0, "command_runs": 1, "errors": 0}}, "refused": 0, "replay_buffered_bytes": 0})
+        serde_json::json!({"providers": {"dev": {"requests": 1, "replays": 0, "upstream_auth_failures": 0, "command_runs": 1, "errors": 0}}, "refused": 0, "replay_buffered_bytes": 0, "connections": {"open": 1, "max": stats["connections"]["max"]}})
     );
     assert_eq!(script.runs(), 1);
     // Read-only: anything but GET and HEAD is refused, and reaches no provider.
@@ -1220,4 +1220,75 @@ async fn a_stalled_body_gets_408_and_replay_buffers_have_a_total() {
     let again = post_responses(&client, &running, &big).await;
     assert_eq!(again.status(), 200);
     assert_eq!(running.stats.get()["dev"].replays, 1);
+}
+
+/// Found in trial: the client key is checked only after a full head, so connections that
+/// never send one (or send only refused requests) held their places until the idle
+/// timeout. A connection must pass the access check within the first-request deadline;
+/// one that has is not bound by it.
+#[tokio::test]
+async fn a_connection_without_an_accepted_request_is_closed_at_the_deadline() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (gw, script, _running) = dev_setup().await;
+    let deadline = Duration::from_millis(300);
+    let running = start(
+        on_loopback(vec![provider(&gw.base_url(), &script)])
+            .with_client_key("k3y-for-the-deadline")
+            .with_first_request_deadline(deadline),
+    )
+    .await;
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    /// Reads until the peer closes (`true`) or `limit` passes (`false`).
+    async fn closed_within(tcp: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        let mut buf = vec![0u8; 4096];
+        let read_to_end = async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(limit, read_to_end).await.is_ok()
+    }
+    /// Sends a health request (with `key`, if any) and reads its answer's status line.
+    async fn health(tcp: &mut tokio::net::TcpStream, key: Option<&str>) -> String {
+        let auth = key
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        tcp.write_all(
+            format!("GET /_modelauth/health HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tcp.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut refused = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut keyed = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(
+        health(&mut refused, None).await,
+        "HTTP/1.1 401 Unauthorized"
+    );
+    assert_eq!(
+        health(&mut keyed, Some("k3y-for-the-deadline")).await,
+        "HTTP/1.1 200 OK"
+    );
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    assert!(closed_within(&mut refused, Duration::from_secs(5)).await);
+    assert!(started.elapsed() >= deadline, "{:?}", started.elapsed());
+    // Past the deadline, the connection that had a request accepted is still served.
+    assert!(!closed_within(&mut keyed, deadline * 2).await);
+    assert_eq!(
+        health(&mut keyed, Some("k3y-for-the-deadline")).await,
+        "HTTP/1.1 200 OK"
+    );
 }

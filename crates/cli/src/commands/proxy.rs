@@ -54,6 +54,10 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
             })?;
         proxy_config = proxy_config.with_client_key(key.trim());
     }
+    // Every client connection may hold a connection to a gateway: the more files the
+    // better (the connection cap follows this limit).
+    let open_files = proxy::limits::raise_open_file_limit();
+    tracing::debug!(target: proxy::TRACING_TARGET, ?open_files, "open-file limit");
     let proxy = Proxy::bind(proxy_config).await.map_err(|e| match e {
         ProxyError::NotLoopback { .. } | ProxyError::NoProviders => CliError::Usage(e.to_string()),
         other => CliError::from_error("could not start the proxy", &other),
