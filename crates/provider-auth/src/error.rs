@@ -128,6 +128,26 @@ impl AuthError {
 }
 
 impl AuthError {
+    /// The same error with a failed command's stderr excerpt cut to its last `max_chars`
+    /// characters (where a script's own error message is; the trace before it is left
+    /// out): for an answer that leaves the machine's user, such as the proxy's
+    /// `token_unavailable` body.
+    pub fn with_short_stderr(mut self, max_chars: usize) -> Self {
+        if let AuthError::Command {
+            failure: CommandFailure::Exited { stderr, .. },
+            ..
+        } = &mut self
+        {
+            let count = stderr.chars().count();
+            if count > max_chars
+                && let Some((at, _)) = stderr.char_indices().nth(count - max_chars)
+            {
+                *stderr = format!("...{}", stderr.get(at..).unwrap_or_default());
+            }
+        }
+        self
+    }
+
     /// The same error with every text from outside (a command's stderr excerpt, a source's
     /// message) scrubbed of the tokens `scrubber` knows: a refresh script that traces the
     /// previous token on stderr (`set -x`, `curl -v`) and fails must not put it in an error.

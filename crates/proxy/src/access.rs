@@ -1,7 +1,99 @@
 //! Who may use the proxy: the client key (constant-time compare), the `Host` check against
-//! DNS rebinding, and the `Origin` check against web pages on other sites.
+//! DNS rebinding, the `Origin` check against web pages on other sites, and (without a
+//! client key, on Linux) the local user behind a loopback connection.
+
+use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderMap, header};
+
+/// Whether the process behind a loopback connection belongs to another local user: the
+/// owner of the client's socket, asked of the kernel (`sock_diag`), is neither this
+/// process's user nor root. `false` when it cannot be told (not Linux, the socket
+/// already gone): the other checks still apply.
+pub(crate) fn another_local_user(peer: SocketAddr, local: SocketAddr) -> bool {
+    if !cfg!(target_os = "linux") || !peer.ip().is_loopback() {
+        return false;
+    }
+    let own = nix::unistd::geteuid().as_raw();
+    socket_owner(peer, local).is_some_and(|uid| uid != own && uid != 0)
+}
+
+/// The uid that owns the TCP socket whose local end is `peer` and remote end is `local`:
+/// one `SOCK_DIAG_BY_FAMILY` query to the kernel over netlink, for that exact socket (what
+/// `ss -tpe` asks), so the cost does not grow with the number of open sockets.
+#[cfg(target_os = "linux")]
+fn socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
+        socket,
+    };
+    use std::os::fd::AsRawFd as _;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLMSG_HEADER: usize = 16;
+    const IPPROTO_TCP: u8 = 6;
+    // `inet_diag_msg`: family, state, timer, retrans, the 48-byte socket id, expires,
+    // rqueue, wqueue, then uid.
+    const UID_AT: usize = NLMSG_HEADER + 4 + 48 + 12;
+
+    let family: u8 = match peer {
+        SocketAddr::V4(_) => 2,
+        SocketAddr::V6(_) => 10,
+    };
+    // `inet_diag_req_v2`: family, protocol, ext, pad, states (all), then the socket id:
+    // source and destination ports and addresses (network order), interface, no cookie.
+    let mut request = Vec::with_capacity(NLMSG_HEADER + 56);
+    request.extend_from_slice(&u32::try_from(NLMSG_HEADER + 56).ok()?.to_ne_bytes());
+    request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
+    request.extend_from_slice(&u32::MAX.to_ne_bytes());
+    request.extend_from_slice(&peer.port().to_be_bytes());
+    request.extend_from_slice(&local.port().to_be_bytes());
+    for addr in [peer.ip(), local.ip()] {
+        let mut bytes = [0u8; 16];
+        match addr {
+            IpAddr::V4(ip) => bytes[..4].copy_from_slice(&ip.octets()),
+            IpAddr::V6(ip) => bytes = ip.octets(),
+        }
+        request.extend_from_slice(&bytes);
+    }
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&u32::MAX.to_ne_bytes());
+    request.extend_from_slice(&u32::MAX.to_ne_bytes());
+
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+    .ok()?;
+    sendto(
+        fd.as_raw_fd(),
+        &request,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )
+    .ok()?;
+    // The kernel answers within the send: nothing to wait for.
+    let mut answer = [0u8; 512];
+    let n = recv(fd.as_raw_fd(), &mut answer, MsgFlags::MSG_DONTWAIT).ok()?;
+    let answer = answer.get(..n)?;
+    let kind = u16::from_ne_bytes(answer.get(4..6)?.try_into().ok()?);
+    if kind != SOCK_DIAG_BY_FAMILY {
+        // NLMSG_ERROR: no such socket (it closed), or the query is not allowed here.
+        return None;
+    }
+    Some(u32::from_ne_bytes(answer.get(UID_AT..UID_AT + 4)?.try_into().ok()?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn socket_owner(_peer: SocketAddr, _local: SocketAddr) -> Option<u32> {
+    None
+}
 
 /// Whether `headers` present `key` as `Authorization: Bearer KEY`, `api-key` or `x-api-key`.
 pub(crate) fn presents_key(headers: &HeaderMap, key: &[u8]) -> bool {
@@ -98,6 +190,42 @@ fn loopback_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real loopback connection's client socket is found, owned by this process's user.
+    #[test]
+    fn the_owner_of_a_loopback_client_socket_is_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        if cfg!(target_os = "linux") {
+            assert_eq!(
+                socket_owner(peer, listener.local_addr().unwrap()),
+                Some(nix::unistd::geteuid().as_raw())
+            );
+        }
+        assert!(!another_local_user(peer, listener.local_addr().unwrap()));
+        // A socket that does not exist has no owner.
+        let gone: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(socket_owner(gone, listener.local_addr().unwrap()), None);
+    }
+
+    #[test]
+    fn the_owner_of_an_ipv6_loopback_client_socket_is_read() {
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            // No IPv6 loopback on this machine.
+            return;
+        };
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        if cfg!(target_os = "linux") {
+            assert_eq!(
+                socket_owner(peer, listener.local_addr().unwrap()),
+                Some(nix::unistd::geteuid().as_raw())
+            );
+        }
+    }
 
     #[test]
     fn hosts() {

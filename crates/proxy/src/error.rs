@@ -60,6 +60,8 @@ pub enum ProxyErrorCode {
     /// 405: `CONNECT` or `TRACE`, which are never forwarded with a credential (a gateway
     /// answering `TRACE` echoes the request, credential included).
     MethodNotAllowed,
+    /// 403: without a client key, a process of another local user connected (Linux).
+    ForbiddenUser,
 }
 
 impl ProxyErrorCode {
@@ -75,6 +77,7 @@ impl ProxyErrorCode {
             ProxyErrorCode::InvalidPath => "invalid_path",
             ProxyErrorCode::ForbiddenOrigin => "forbidden_origin",
             ProxyErrorCode::MethodNotAllowed => "method_not_allowed",
+            ProxyErrorCode::ForbiddenUser => "forbidden_user",
         }
     }
 
@@ -87,9 +90,9 @@ impl ProxyErrorCode {
             }
             ProxyErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyErrorCode::ClientKeyRequired => StatusCode::UNAUTHORIZED,
-            ProxyErrorCode::ForbiddenHost | ProxyErrorCode::ForbiddenOrigin => {
-                StatusCode::FORBIDDEN
-            }
+            ProxyErrorCode::ForbiddenHost
+            | ProxyErrorCode::ForbiddenOrigin
+            | ProxyErrorCode::ForbiddenUser => StatusCode::FORBIDDEN,
             ProxyErrorCode::InvalidPath => StatusCode::BAD_REQUEST,
             ProxyErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }

@@ -1,9 +1,11 @@
 //! Forwarding one HTTP request: routing, header rules, the credential, replay after an auth
 //! failure, streaming both ways.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -23,6 +25,9 @@ use crate::sse::ScrubbedEvents;
 
 /// Most of an error answer's body read (to scrub it) before it goes back to the client.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Most characters of a failed command's stderr in a `token_unavailable` answer.
+const TOKEN_UNAVAILABLE_STDERR_CHARS: usize = 160;
 
 /// Largest error body scrubbed on the event loop itself (a fraction of a millisecond).
 const SCRUB_INLINE_BYTES: usize = 8 * 1024;
@@ -390,10 +395,18 @@ async fn forward(
         for (name, value) in credential {
             attempt.insert(name, value);
         }
+        // A streamed upload counts as the client speaking: the wait for the answer is
+        // bounded by silence on both sides, not by the upload's length.
+        let progress = Arc::new(AtomicU64::new(crate::limits::now_ms()));
         let body = match &mut payload {
             Payload::Buffered { bytes, .. } => Body::from(bytes.clone()),
             Payload::Streaming(stream) => match stream.take() {
-                Some(s) => Body::from_stream(s),
+                Some(s) => {
+                    let stamp = progress.clone();
+                    Body::from_stream(s.inspect(move |_| {
+                        stamp.store(crate::limits::now_ms(), Ordering::Relaxed);
+                    }))
+                }
                 None => Body::empty(),
             },
         };
@@ -402,7 +415,8 @@ async fn forward(
         *upstream.uri_mut() = uri.clone();
         *upstream.headers_mut() = attempt;
         let send = route.http.request(upstream);
-        let response = match tokio::time::timeout(route.info.stream_idle_timeout(), send).await {
+        let response = match within_silence(send, route.info.stream_idle_timeout(), &progress).await
+        {
             Err(_) => {
                 route.count(|c| &c.errors);
                 return (
@@ -466,7 +480,10 @@ async fn forward(
 
 /// The answer when the token command failed. The auth error already names the provider
 /// and the program, never the token or stdout.
+/// 502 `token_unavailable`: why there is no token, with at most the last 160 characters of
+/// what the command printed on stderr (already scrubbed of every token sent).
 pub(crate) fn token_unavailable(e: &AuthError) -> Response {
+    let e = e.clone().with_short_stderr(TOKEN_UNAVAILABLE_STDERR_CHARS);
     answer(ProxyErrorCode::TokenUnavailable, format!("no token: {e}"))
 }
 
@@ -497,8 +514,28 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     response
 }
 
-/// Reads a body for replay: buffered when it fits in `limit`, else streamed (what was read
-/// already goes first).
+/// `future`'s output, unless `idle` passes with neither it nor `progress` (the ms clock
+/// of the upload's last part) moving.
+async fn within_silence<F: Future>(
+    future: F,
+    idle: Duration,
+    progress: &AtomicU64,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut future = std::pin::pin!(future);
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let last = progress.load(Ordering::Relaxed);
+        let waited = crate::limits::now_ms().saturating_sub(last);
+        let left = Duration::from_millis(idle_ms.saturating_sub(waited));
+        match tokio::time::timeout(left, future.as_mut()).await {
+            Ok(output) => return Ok(output),
+            // Silent for the whole bound: the upload made no progress since `last`.
+            Err(elapsed) if progress.load(Ordering::Relaxed) == last => return Err(elapsed),
+            Err(_) => {}
+        }
+    }
+}
+
 /// Buffers a body up to the replay limit, while the process-wide replay budget has room,
 /// each part within the body idle timeout; a larger body (declared or found so), or one the
 /// budget cannot hold, streams through instead.

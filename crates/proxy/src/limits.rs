@@ -121,13 +121,13 @@ pub(crate) struct Activity {
     fd: RawFd,
 }
 
-/// The start of the proxy's clock for [`Activity`].
+/// The start of the proxy's millisecond clock ([`Activity`], upload progress).
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -405,6 +405,7 @@ impl Proxy {
         // Every connection task holds a receiver: the sender sees when the last one is gone.
         let (stopping, stop) = tokio::sync::watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
+        let local = self.local_addr();
         loop {
             // When the proxy is full, the next connection waits in the kernel's queue until
             // a place frees (or an unproven connection gives its place up).
@@ -431,6 +432,9 @@ impl Proxy {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
+            // Without a client key, only this user's processes (and root's) are served.
+            let foreign =
+                self.shared.client_key.is_none() && crate::access::another_local_user(peer, local);
             let shared = self.shared.clone();
             let proof = slot.proof();
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -438,7 +442,7 @@ impl Proxy {
                 let proof = proof.clone();
                 async move {
                     let in_flight = proof.in_flight();
-                    let (parts, body) = respond(&shared, request.map(Body::new), &proof)
+                    let (parts, body) = respond(&shared, request.map(Body::new), &proof, foreign)
                         .await
                         .into_parts();
                     let body = Body::new(crate::limits::Tracked::new(body, in_flight));
@@ -496,8 +500,13 @@ async fn wait_after_accept_error(e: &std::io::Error) {
 
 /// Every request: access control first (a request that passes it proves its connection),
 /// then health, stats or a provider.
-async fn respond(shared: &Arc<Shared>, request: Request<Body>, proof: &Proof) -> Response {
-    if let Some(refused) = refusal(shared, request.headers()) {
+async fn respond(
+    shared: &Arc<Shared>,
+    request: Request<Body>,
+    proof: &Proof,
+    foreign: bool,
+) -> Response {
+    if let Some(refused) = refusal(shared, request.headers(), foreign) {
         shared.refused.fetch_add(1, Ordering::Relaxed);
         // The path only (never the query or a header value), and why.
         tracing::info!(
@@ -505,7 +514,7 @@ async fn respond(shared: &Arc<Shared>, request: Request<Body>, proof: &Proof) ->
             method = %request.method(),
             path = %request.uri().path(),
             status = refused.status().as_u16(),
-            "refused before any provider (client key, Host or Origin)"
+            "refused before any provider (client key, local user, Host or Origin)"
         );
         return refused;
     }
@@ -584,9 +593,10 @@ fn collect_stats(shared: &Shared) -> BTreeMap<String, ProviderStats> {
         .collect()
 }
 
-/// Access control, before anything else: the client key when one is set, else a loopback
-/// `Host` and no web page from another site. The refusal, if any.
-fn refusal(shared: &Shared, headers: &http::HeaderMap) -> Option<Response> {
+/// Access control, before anything else: the client key when one is set, else a process of
+/// this user (`foreign`: another local user's), a loopback `Host` and no web page from
+/// another site. The refusal, if any.
+fn refusal(shared: &Shared, headers: &http::HeaderMap, foreign: bool) -> Option<Response> {
     match &shared.client_key {
         Some(key) => (!presents_key(headers, key)).then(|| {
             answer(
@@ -594,6 +604,10 @@ fn refusal(shared: &Shared, headers: &http::HeaderMap) -> Option<Response> {
                 "this proxy requires its client key as `Authorization: Bearer KEY`, `api-key` or `x-api-key`",
             )
         }),
+        None if foreign => Some(answer(
+            ProxyErrorCode::ForbiddenUser,
+            "without a client key, this proxy serves only the processes of the user who started it",
+        )),
         None => {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
             if !loopback_host(host, shared.port) {
