@@ -59,3 +59,27 @@ fn async_openai_lists_models_with_command_tokens() {
     );
     assert!(out.contains("token command runs: 2"), "{out}");
 }
+
+#[test]
+fn config_and_store_loads_a_config_file_and_uses_the_store() {
+    let out = run("config_and_store");
+    assert!(out.contains("corp: 2 models through "), "{out}");
+    assert!(
+        out.contains("token command runs: 1; read from the shared store: false"),
+        "{out}"
+    );
+}
+
+#[test]
+fn axum_app_serves_through_both_clients_and_recovers_from_a_rotation() {
+    let out = run("axum_app");
+    assert!(out.contains("app /models: dev-small, dev-large"), "{out}");
+    assert!(
+        out.contains("app /raw after a rotation: HTTP 200 OK"),
+        "{out}"
+    );
+    assert!(
+        out.contains("token command runs: 2 (shared by both clients)"),
+        "{out}"
+    );
+}

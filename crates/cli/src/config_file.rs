@@ -59,7 +59,12 @@ impl Source {
                 let home = std::env::var_os("HOME").map(PathBuf::from);
                 Ok(load_codex_config_file(&loc.path, home.as_deref())?)
             }
-            Some(loc) if loc.explicit || loc.path.exists() => Ok(load_config_file(&loc.path)?),
+            Some(loc) if loc.explicit || loc.path.exists() => {
+                load_config_file(&loc.path).map_err(|e| match codex_note(&loc.path) {
+                    Some(note) => CliError::Usage(format!("invalid config: {e}\n  {note}")),
+                    None => e.into(),
+                })
+            }
             None if self.codex.is_some() => Err(CliError::Usage(
                 "cannot find Codex's config: set CODEX_HOME or HOME, or give --codex-config PATH"
                     .to_owned(),
@@ -132,6 +137,40 @@ fn locate(flag: Option<&Path>) -> Option<ConfigLocation> {
         path: base.join("modelauth").join("config.toml"),
         explicit: false,
         codex: false,
+    })
+}
+
+/// Keys only Codex's own `config.toml` has at its top level.
+const CODEX_ONLY_KEYS: &[&str] = &[
+    "model",
+    "approval_policy",
+    "sandbox_mode",
+    "model_reasoning_effort",
+    "profiles",
+    "mcp_servers",
+    "projects",
+    "model_provider_id",
+];
+
+/// For a file that modelauth could not read: a note when it looks like Codex's own
+/// `config.toml` (under a `.codex` folder, or with a key only Codex has at the top).
+fn codex_note(path: &Path) -> Option<String> {
+    let under_codex = path.components().any(|c| c.as_os_str() == ".codex");
+    // Only a file the loader could have read (never a FIFO or a device).
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > provider_config::MAX_CONFIG_BYTES {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let codex_key = text.lines().any(|line| {
+        let key = line.split('=').next().unwrap_or_default().trim();
+        !line.starts_with([' ', '\t']) && CODEX_ONLY_KEYS.contains(&key)
+    });
+    (under_codex || codex_key).then(|| {
+        format!(
+            "note: this looks like Codex's own config.toml: read it with --codex-config {}",
+            path.display()
+        )
     })
 }
 

@@ -22,6 +22,10 @@ pub enum CliError {
     /// silently, with exit 0.
     #[error("stdout was closed")]
     OutputClosed,
+    /// A failure the output has already reported in full (`check --live --json`'s `ok:
+    /// false`): exit 1, nothing on stderr.
+    #[error("the failure is in the output")]
+    Reported,
     /// Something failed at run time (exit 1).
     #[error("{summary}")]
     Runtime {
@@ -79,7 +83,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => EXIT_USAGE,
-            CliError::Runtime { .. } => EXIT_RUNTIME,
+            CliError::Runtime { .. } | CliError::Reported => EXIT_RUNTIME,
             CliError::OutputClosed => EXIT_OK,
         }
     }

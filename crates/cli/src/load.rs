@@ -51,7 +51,8 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    /// The report as one JSON object (`modelauth bench --json`).
+    /// The report as one JSON object, as `modelauth bench --json` prints it (times and rates to three decimals, without
+    /// float noise such as `2002.4098829999998`).
     pub fn to_json(&self) -> serde_json::Value {
         let mut object = serde_json::json!({
             "requests": self.requests,
@@ -60,11 +61,11 @@ impl LoadReport {
             "unauthorized": self.unauthorized,
             "command_runs": self.command_runs,
             "concurrency": self.concurrency,
-            "p50_ms": self.p50_ms,
-            "p90_ms": self.p90_ms,
-            "p99_ms": self.p99_ms,
-            "max_ms": self.max_ms,
-            "rps": self.rps,
+            "p50_ms": round3(self.p50_ms),
+            "p90_ms": round3(self.p90_ms),
+            "p99_ms": round3(self.p99_ms),
+            "max_ms": round3(self.max_ms),
+            "rps": round3(self.rps),
             "elapsed_ms": self.elapsed_ms,
         });
         if let Some(first) = &self.first_error {
@@ -175,4 +176,9 @@ pub async fn run_load(
         elapsed_ms: ms(elapsed),
         first_error,
     }
+}
+
+/// `x` to three decimals (a microsecond for times in ms), as JSON writes it.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }

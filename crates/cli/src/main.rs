@@ -277,7 +277,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            if !matches!(e, CliError::OutputClosed) {
+            if !matches!(e, CliError::OutputClosed | CliError::Reported) {
                 let _ = writeln!(std::io::stderr(), "{}", e.render());
             }
             ExitCode::from(e.exit_code())
@@ -336,7 +336,10 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
                 }
                 print(&report.lines(&loaded))?;
             }
-            report.live_result()
+            // The JSON says which failed (`ok: false`, `error`): nothing on stderr then.
+            report
+                .live_result()
+                .map_err(|e| if json { CliError::Reported } else { e })
         }
         Command::Schema => print(&commands::check::schema()),
         Command::Token {

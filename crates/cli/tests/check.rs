@@ -23,14 +23,42 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every ```toml block of the README that is a modelauth config (not a Cargo manifest).
+/// The README and every page of `docs/`.
+fn documentation() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    pages.sort();
+    pages
+        .into_iter()
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every ```toml block of the README and the docs that is a modelauth config (not a Cargo
+/// manifest).
 fn readme_examples() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-            .unwrap();
+    let mut blocks = Vec::new();
+    for (_, page) in documentation() {
+        blocks.extend(toml_blocks(&page));
+    }
+    blocks
+}
+
+fn toml_blocks(page: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
-    for line in readme.lines() {
+    for line in page.lines() {
         match (&mut current, line.trim_start()) {
             (None, "```toml") => current = Some(String::new()),
             (Some(block), "```") => {
@@ -49,12 +77,96 @@ fn readme_examples() -> Vec<String> {
     blocks
 }
 
+/// Splits a shell line into words: whitespace-separated, `'...'` and `"..."` quoted.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut started = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                started = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if started || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                started = false;
+            }
+            (None, c) => word.push(c),
+        }
+    }
+    if started || !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// Every `modelauth ...` command line of the README's and the docs' shell blocks, cut at a
+/// comment, a pipe, a redirection or `&`.
+fn documented_commands() -> Vec<(String, Vec<String>)> {
+    let mut commands = Vec::new();
+    for (page, text) in documentation() {
+        let mut in_shell = false;
+        for line in text.lines() {
+            let trimmed = line.trim_start();
+            if let Some(lang) = trimmed.strip_prefix("```") {
+                in_shell = !in_shell && matches!(lang, "sh" | "bash" | "console" | "shell");
+                continue;
+            }
+            if !in_shell {
+                continue;
+            }
+            let line = trimmed.strip_prefix("$ ").unwrap_or(trimmed);
+            let Some(rest) = line.strip_prefix("modelauth ") else {
+                continue;
+            };
+            let rest = rest
+                .split(" #")
+                .next()
+                .unwrap_or_default()
+                .split(['|', '>', '&'])
+                .next()
+                .unwrap_or_default();
+            commands.push((page.clone(), shell_words(rest)));
+        }
+    }
+    commands
+}
+
+/// Every `modelauth` command the README and the docs show is one the binary accepts: its
+/// subcommand and flags parse (run with `--help` added, so that nothing is executed).
+#[test]
+fn every_documented_command_line_parses() {
+    let commands = documented_commands();
+    assert!(
+        commands.len() >= 10,
+        "{} documented commands",
+        commands.len()
+    );
+    for (page, args) in commands {
+        let mut with_help: Vec<&str> = args.iter().map(String::as_str).collect();
+        with_help.push("--help");
+        let out = modelauth(&with_help);
+        assert!(
+            out.status.success(),
+            "{page}: `modelauth {}` does not parse:\n{}",
+            args.join(" "),
+            stderr(&out)
+        );
+    }
+}
+
 #[test]
 fn every_readme_example_passes_check() {
     let examples = readme_examples();
     assert!(
-        examples.len() >= 3,
-        "README has {} toml examples",
+        examples.len() >= 8,
+        "README and docs have {} toml examples",
         examples.len()
     );
     for text in examples {

@@ -235,3 +235,46 @@ fn cli_bounds_on_concurrency_and_the_prompt() {
         "error: the prompt on stdin is larger than 8 MiB\n"
     );
 }
+
+/// Found in trial: `check --live` named the provider twice on its line.
+#[test]
+fn a_failed_live_check_names_its_provider_once() {
+    let shown = transcript(CORP, &["--config", "config.toml", "check", "--live"]);
+    assert_eq!(shown.matches("corp").count(), 3, "{shown}");
+    insta::assert_snapshot!(shown);
+}
+
+/// Found in trial: `check --live --json` wrote a failure summary on stderr, although the
+/// JSON says it all.
+#[test]
+fn check_live_json_writes_nothing_on_stderr_when_a_check_fails() {
+    let shown = transcript(
+        CORP,
+        &["--config", "config.toml", "check", "--live", "--json"],
+    );
+    let (head, stderr) = shown.split_once("--- stderr\n").unwrap();
+    assert!(head.starts_with("exit 1\n"), "{shown}");
+    assert_eq!(stderr, "", "{shown}");
+    assert!(head.contains("\"ok\":false"), "{shown}");
+}
+
+/// Found in trial: a token command that is not there was reported twice by `check --live`
+/// (a warning, then the live line's error).
+#[test]
+fn a_missing_command_is_reported_once_by_check_live() {
+    let config = CORP.replace("./fail.sh", "./not-there.sh");
+    let shown = transcript(&config, &["--config", "config.toml", "check", "--live"]);
+    assert_eq!(shown.matches("was not found").count(), 1, "{shown}");
+    insta::assert_snapshot!(shown);
+    // Without --live, the warning says it.
+    let shown = transcript(&config, &["--config", "config.toml", "check"]);
+    assert_eq!(shown.matches("was not found").count(), 1, "{shown}");
+}
+
+/// Found in trial: `--config` given Codex's own `config.toml` did not suggest
+/// `--codex-config`.
+#[test]
+fn codex_s_own_config_given_to_config_suggests_codex_config() {
+    let codex = "model = \"gpt-5\"\napproval_policy = \"never\"\n\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\n";
+    insta::assert_snapshot!(transcript(codex, &["--config", "config.toml", "check"]));
+}

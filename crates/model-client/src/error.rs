@@ -139,6 +139,11 @@ fn status_message(
         msg.push_str("; ");
         msg.push_str(hint);
     }
+    if status == 403 && !after_fresh {
+        msg.push_str(
+            "; if this gateway answers 403 for an expired or revoked token, set `auth.reauth_on = [401, 403]` so that a 403 gets a new token and one retry",
+        );
+    }
     if let Some(at) = expired_at {
         msg.push_str(&format!(
             "; the token states it expired at {at}: the helper printed an expired token (a stale cache of its own?) or this machine's clock is off"

@@ -687,6 +687,25 @@ async fn helper_headers_reach_the_gateway_rotate_with_the_token_and_are_scrubbed
     assert_eq!(script.runs(), 2);
 }
 
+/// Found in trial: a gateway that answers 403 for a revoked token left the user stuck, and
+/// the error did not say that `auth.reauth_on` can make a 403 get a new token.
+#[tokio::test]
+async fn a_403_says_how_to_make_it_get_a_new_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(403).set_body_string("token revoked"))
+        .mount(&server)
+        .await;
+    let script = TokenScript::counting();
+    let (client, _) = client(&command_provider(&format!("{}/v1", server.uri()), &script));
+    let err = client.list_models().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "provider `corp`: GET /v1/models: the gateway answered HTTP 403 Forbidden: token revoked; if this gateway answers 403 for an expired or revoked token, set `auth.reauth_on = [401, 403]` so that a 403 gets a new token and one retry"
+    );
+    assert_eq!(script.runs(), 1);
+}
+
 #[tokio::test]
 async fn a_404_names_method_and_path_and_hints_at_v1() {
     let server = MockServer::start().await;

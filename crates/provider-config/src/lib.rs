@@ -51,7 +51,9 @@ pub use codex::{
     parse_codex_config_str,
 };
 pub use error::ConfigError;
-pub use load::{Config, load_config_file, parse_config_str, without_dot_components};
+pub use load::{
+    Config, MAX_CONFIG_BYTES, load_config_file, parse_config_str, without_dot_components,
+};
 pub use schema::{SCHEMA_ID, SCHEMA_PATH_IN_REPO, config_schema, config_schema_json};
 pub use types::{
     AuthKind, ConfigToml, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_INTERACTIVE_TIMEOUT_MS,

@@ -87,7 +87,9 @@ fn socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
         // NLMSG_ERROR: no such socket (it closed), or the query is not allowed here.
         return None;
     }
-    Some(u32::from_ne_bytes(answer.get(UID_AT..UID_AT + 4)?.try_into().ok()?))
+    Some(u32::from_ne_bytes(
+        answer.get(UID_AT..UID_AT + 4)?.try_into().ok()?,
+    ))
 }
 
 #[cfg(not(target_os = "linux"))]

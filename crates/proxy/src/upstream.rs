@@ -26,7 +26,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The most idle keep-alive connections kept to one gateway: after a burst, the rest close
 /// (each is a file descriptor the proxy's client connections may need).
-pub(crate) const POOL_MAX_IDLE_PER_HOST: usize = 32;
+pub(crate) const POOL_MAX_IDLE_PER_HOST: usize = 128;
 
 /// The pooled client of one provider.
 pub(crate) type UpstreamClient = Client<Connector, Body>;

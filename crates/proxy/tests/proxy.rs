@@ -1370,7 +1370,10 @@ async fn another_local_users_process_is_refused_without_a_client_key() {
     use std::os::unix::process::CommandExt as _;
     if !nix::unistd::geteuid().is_root() {
         // `.ci/run` runs as root (it installs packages), so CI always runs the whole test.
-        assert!(std::env::var_os("CI").is_none(), "CI must run this test as root");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root"
+        );
         eprintln!("not root: another user's process cannot be started here");
         return;
     }

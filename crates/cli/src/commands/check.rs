@@ -137,17 +137,29 @@ pub async fn check(
         .map(str::to_owned)
         .collect();
     let mut live = Vec::new();
+    let mut checked_live = Vec::new();
     if settings.live {
         for id in live_ids(config, settings.provider.as_deref()) {
             if let Some(info) = config.provider(id) {
                 live.push(live_check(id, info, settings.models).await);
+                checked_live.push(id);
             }
         }
     }
+    // A token command that cannot be found is said once: by the live line when its
+    // provider was checked live, else by a warning.
+    let warnings = warnings(config)
+        .into_iter()
+        .filter(|w| {
+            !checked_live
+                .iter()
+                .any(|id| w.starts_with(&format!("warning: provider `{id}`: token command `")))
+        })
+        .collect();
     Ok(Report {
         config_note,
         ids,
-        warnings: warnings(config),
+        warnings,
         live,
         store: StoreNote::from_env(),
     })
@@ -222,6 +234,12 @@ async fn list_models(
         .await
         .map_err(|e| CliError::from_error("GET /models failed", &e))?;
     Ok((list.data.len(), started.elapsed().as_millis()))
+}
+
+/// An error on a line that starts with its provider's id: the provider is not named twice.
+fn without_provider(e: &CliError, id: &str) -> String {
+    e.render_plain()
+        .replacen(&format!("provider `{id}`: "), "", 1)
 }
 
 impl Report {
@@ -316,14 +334,14 @@ impl Live {
                 format!("{line}\n")
             }
             Ok(None) => format!("{id}: this provider sends no credentials\n"),
-            Err(e) => format!("{id}: {}\n", e.render_plain()),
+            Err(e) => format!("{id}: {}\n", without_provider(e, id)),
         };
         match &self.models {
             Some(Ok((count, ms))) => out.push_str(&format!(
                 "{id}: GET /models: {count} model{} in {ms} ms\n",
                 if *count == 1 { "" } else { "s" }
             )),
-            Some(Err(e)) => out.push_str(&format!("{id}: {}\n", e.render_plain())),
+            Some(Err(e)) => out.push_str(&format!("{id}: {}\n", without_provider(e, id))),
             None => {}
         }
         out
