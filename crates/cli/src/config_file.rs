@@ -182,6 +182,11 @@ pub fn provider<'a>(
     let id = requested.unwrap_or_else(|| config.default_provider_id());
     match config.provider(id) {
         Some(info) => Ok((id, info)),
+        None if provider_config::CODEX_CLOUD_PROVIDER_IDS.contains(&id) => {
+            Err(CliError::Usage(format!(
+                "provider `{id}` is built into Codex, which authenticates it with its own cloud credentials (AWS or Google); modelauth has no token command for it: choose another with -p"
+            )))
+        }
         None => {
             let known: Vec<&str> = config.providers().keys().map(String::as_str).collect();
             let origin = config

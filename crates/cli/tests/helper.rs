@@ -641,3 +641,66 @@ fn a_call_for_another_identity_never_gets_the_stored_token_of_the_first() {
         assert!(!name.contains("prod") && !name.contains("dev"), "{name}");
     }
 }
+
+/// SPEC §12: `--codex-config` gives the verdict the real Codex gives. Every fixture of
+/// `crates/provider-config/tests/codex/` (whose first line says what modelauth expects) is
+/// loaded by the real Codex 0.169 (`codex mcp list`, which loads the whole config and
+/// exits 0, or 1 when it refuses it) and by `modelauth --codex-config FILE check`: both
+/// accept it, or both refuse it. Where they disagree, the binary is right and the fixture
+/// (and the reader) must change.
+#[test]
+fn the_real_codex_and_modelauth_give_every_codex_fixture_the_same_verdict() {
+    let Some(codex) = codex_bin() else { return };
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../provider-config/tests/codex");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let file = entry.unwrap().path();
+        if file.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let fixture = std::fs::read_to_string(&file).unwrap();
+        let expect_accepted = fixture.starts_with("# expect: accepted");
+        // Codex keeps state beside its config: a fresh home (not under /tmp, where it
+        // warns) for each file.
+        let home = tempfile::Builder::new()
+            .prefix("codex-home")
+            .tempdir_in(std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from))
+            .unwrap();
+        std::fs::write(home.path().join("config.toml"), &fixture).unwrap();
+        let by_codex = Command::new(&codex)
+            .args(["mcp", "list"])
+            .env("CODEX_HOME", home.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let by_modelauth = Command::new(BIN)
+            .arg("--codex-config")
+            .arg(home.path().join("config.toml"))
+            .arg("check")
+            .env("HOME", home.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            by_codex.status.success(),
+            expect_accepted,
+            "{}: the real Codex {} it:\n{}",
+            file.display(),
+            if by_codex.status.success() {
+                "accepts"
+            } else {
+                "refuses"
+            },
+            text(&by_codex.stderr)
+        );
+        assert_eq!(
+            by_modelauth.status.success(),
+            expect_accepted,
+            "{}: modelauth disagrees with Codex:\n{}",
+            file.display(),
+            text(&by_modelauth.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 25, "{checked} fixtures");
+}

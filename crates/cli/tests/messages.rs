@@ -278,3 +278,13 @@ fn codex_s_own_config_given_to_config_suggests_codex_config() {
     let codex = "model = \"gpt-5\"\napproval_policy = \"never\"\n\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\n";
     insta::assert_snapshot!(transcript(codex, &["--config", "config.toml", "check"]));
 }
+
+/// Codex's cloud built-ins may be selected in Codex's config (Codex authenticates them
+/// itself): modelauth says why it has no token for one.
+#[test]
+fn a_codex_cloud_built_in_selected_says_why_there_is_no_token() {
+    insta::assert_snapshot!(transcript(
+        "model_provider = \"amazon-bedrock\"\n",
+        &["--codex-config", "config.toml", "token"]
+    ));
+}

@@ -7,7 +7,12 @@
 //!   provider or its `auth`;
 //! - every provider is validated, selected or not, and one invalid provider refuses the file;
 //! - the ids `openai`, `ollama` and `lmstudio` are reserved (exact, case-sensitive);
-//! - `name` is required and not blank; `base_url` is optional (the OpenAI API) and is not
+//! - `amazon-bedrock`, `amazon-bedrock-runtime` and `gcp` are Codex's cloud built-ins: a
+//!   config may select them, and its table for one may change only the fields Codex lists
+//!   (Codex's message says which); modelauth reads no credential for them;
+//! - `aws` is refused outside the Bedrock built-ins, `wire_api = "chat"` on any provider,
+//!   and the legacy top-level `profile = "..."`; integers beyond 64 bits are refused;
+//! - `name` is required and not blank (a missing one too, as Codex says it); `base_url` is optional (the OpenAI API) and is not
 //!   checked as a URL; retries default to 4 and 5 and are capped at 100; timeouts of 0 load;
 //! - `auth.command` is required and not blank (checked before the conflicts), `timeout_ms`
 //!   is non-zero with no upper bound, `refresh_interval_ms` may be 0 (only after a 401),
@@ -42,11 +47,28 @@ pub const CODEX_RESERVED_IDS: [&str; 3] = [
     LMSTUDIO_PROVIDER_ID,
 ];
 
+/// Codex's built-ins that Codex authenticates itself (AWS or Google credentials, not a
+/// token command): a config may select them, and change only a few of their fields, but
+/// modelauth has no credential for them.
+pub const CODEX_CLOUD_PROVIDER_IDS: [&str; 3] = ["amazon-bedrock", "amazon-bedrock-runtime", "gcp"];
+
+/// What a table for one of [`CODEX_CLOUD_PROVIDER_IDS`] may set, as Codex words it.
+fn cloud_fields(id: &str) -> &'static str {
+    if id == "gcp" {
+        "`base_url`, `auth`, `http_headers`, `project_id`, `location`, and `credential_file`"
+    } else {
+        "`base_url`, `auth`, `http_headers`, `aws.profile`, `aws.region`, `aws.credential_export`, and `aws.auth_refresh`"
+    }
+}
+
 /// The keys of a Codex config that matter here; everything else is ignored.
 #[derive(Deserialize)]
 struct CodexToml {
     #[serde(default)]
     model_provider: Option<String>,
+    /// The legacy top-level profile, which Codex refuses.
+    #[serde(default)]
+    profile: Option<toml::Value>,
     #[serde(default)]
     openai_base_url: Option<String>,
     #[serde(default)]
@@ -56,7 +78,8 @@ struct CodexToml {
 /// A provider as Codex reads it: unknown keys are ignored.
 #[derive(Deserialize)]
 struct CodexProvider {
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     base_url: Option<String>,
     #[serde(default)]
@@ -85,6 +108,40 @@ struct CodexProvider {
     requires_openai_auth: bool,
     #[serde(default)]
     auth: Option<CodexAuth>,
+    /// AWS settings: only the Bedrock built-ins take them.
+    #[serde(default)]
+    aws: Option<toml::Value>,
+    /// Google settings of the `gcp` built-in.
+    #[serde(default)]
+    project_id: Option<toml::Value>,
+    #[serde(default)]
+    location: Option<toml::Value>,
+    #[serde(default)]
+    credential_file: Option<toml::Value>,
+}
+
+impl CodexProvider {
+    /// Whether a field other than those a cloud built-in's table may change is set to
+    /// something other than its default (Codex's rule: `wire_api = "responses"` is fine).
+    fn changes_more_than(&self, id: &str) -> bool {
+        let gcp = id == "gcp";
+        self.name.as_deref().is_some_and(|n| !n.is_empty())
+            || self.env_key.is_some()
+            || self.env_key_instructions.is_some()
+            || self.experimental_bearer_token.is_some()
+            || self.wire_api != WireApi::default()
+            || !self.query_params.is_empty()
+            || !self.env_http_headers.is_empty()
+            || self.request_max_retries.is_some()
+            || self.stream_max_retries.is_some()
+            || self.stream_idle_timeout_ms.is_some()
+            || self.websocket_connect_timeout_ms.is_some()
+            || self.requires_openai_auth
+            || (!gcp
+                && (self.project_id.is_some()
+                    || self.location.is_some()
+                    || self.credential_file.is_some()))
+    }
 }
 
 /// A provider's `auth` table as Codex reads it.
@@ -138,13 +195,59 @@ pub fn parse_codex_config_str(
         key_path,
         message,
     };
+    if let Some(profile) = &codex.profile {
+        let name = profile
+            .as_str()
+            .map_or_else(|| profile.to_string(), str::to_owned);
+        return Err(invalid(
+            "profile".to_owned(),
+            format!(
+                "legacy `profile = \"{name}\"` config is no longer supported; use `--profile {name}` with `{name}.config.toml` instead"
+            ),
+        ));
+    }
+    // Codex refuses the chat wire API on any provider, before anything else.
+    if let Some((id, _)) = codex
+        .model_providers
+        .iter()
+        .find(|(_, p)| p.wire_api == WireApi::Chat)
+    {
+        return Err(invalid(
+            format!("model_providers.{id}.wire_api"),
+            "`wire_api = \"chat\"` is no longer supported; set `wire_api = \"responses\"` in the provider's table (https://github.com/openai/codex/discussions/7782)".to_owned(),
+        ));
+    }
     let mut defined = BTreeMap::new();
     for (id, provider) in codex.model_providers {
         let key_path = format!("model_providers.{id}");
         if CODEX_RESERVED_IDS.contains(&id.as_str()) {
             return Err(invalid(key_path, reserved_id_message(&id)));
         }
-        if provider.name.trim().is_empty() {
+        let bedrock =
+            id.starts_with("amazon-bedrock") && CODEX_CLOUD_PROVIDER_IDS.contains(&id.as_str());
+        if provider.aws.is_some() && !bedrock {
+            return Err(invalid(
+                key_path,
+                "provider aws is only supported for `amazon-bedrock` or `amazon-bedrock-runtime`"
+                    .to_owned(),
+            ));
+        }
+        if CODEX_CLOUD_PROVIDER_IDS.contains(&id.as_str()) {
+            // Codex's own built-in: a table may change a few fields, and modelauth cannot
+            // authenticate it (Codex does, with AWS or Google credentials).
+            if provider.changes_more_than(&id) {
+                return Err(invalid(
+                    key_path,
+                    format!(
+                        "only supports changing {}; other non-default provider fields are not supported",
+                        cloud_fields(&id)
+                    ),
+                ));
+            }
+            continue;
+        }
+        let name = provider.name.clone().unwrap_or_default();
+        if name.trim().is_empty() {
             return Err(invalid(
                 format!("{key_path}.name"),
                 "must not be empty or blank".to_owned(),
@@ -177,6 +280,7 @@ pub fn parse_codex_config_str(
     if let Some(id) = &codex.model_provider
         && !defined.contains_key(id)
         && !providers.contains_key(id)
+        && !CODEX_CLOUD_PROVIDER_IDS.contains(&id.as_str())
     {
         let known = defined.keys().chain(providers.keys());
         return Err(invalid(
@@ -213,7 +317,7 @@ fn codex_built_in_providers(
 impl CodexProvider {
     fn into_info(self, base_dir: &Path, home: Option<&Path>) -> ModelProviderInfo {
         let mut info = ModelProviderInfo::new(
-            self.name,
+            self.name.unwrap_or_default(),
             self.base_url
                 .unwrap_or_else(|| "https://api.openai.com/v1".to_owned()),
         );

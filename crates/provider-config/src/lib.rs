@@ -47,8 +47,8 @@ mod types;
 mod validate;
 
 pub use codex::{
-    CODEX_RESERVED_IDS, LMSTUDIO_PROVIDER_ID, default_codex_config_path, load_codex_config_file,
-    parse_codex_config_str,
+    CODEX_CLOUD_PROVIDER_IDS, CODEX_RESERVED_IDS, LMSTUDIO_PROVIDER_ID, default_codex_config_path,
+    load_codex_config_file, parse_codex_config_str,
 };
 pub use error::ConfigError;
 pub use load::{
