@@ -3,30 +3,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead as _, BufReader};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dev_gateway::{DevGateway, GatewayConfig};
 
+#[path = "support/proxy_setup.rs"]
+mod proxy_setup;
+use proxy_setup::{write_config, write_script};
+
 const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
-
-fn write_script(dir: &Path, body: &str) {
-    let path = dir.join("token.sh");
-    std::fs::write(&path, format!("#!/bin/sh\necho $$ >> pids\n{body}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn write_config(dir: &Path, base_url: &str) {
-    std::fs::write(
-        dir.join("config.toml"),
-        format!(
-            "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"{base_url}\"\nauth = {{ command = \"./token.sh\" }}\n"
-        ),
-    )
-    .unwrap();
-}
 
 /// Starts `modelauth proxy ARGS` and reads its address lines.
 fn spawn(dir: &Path, args: &[&str]) -> (Child, Vec<String>) {

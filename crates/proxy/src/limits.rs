@@ -3,9 +3,11 @@
 //!
 //! - **Total**: at most `max_connections` client connections are open. When the proxy is
 //!   full, a new connection takes the place of the one silent longest among those with
-//!   no request in flight that have sent nothing for [`EVICT_SILENT_AFTER`] while the
-//!   proxy waited to read: a slow head, a client that sends nothing, a keep-alive
-//!   connection idle between requests (which HTTP lets a server close). A connection with
+//!   no request in flight that have sent nothing while the proxy waited to read: for
+//!   [`EVICT_SILENT_AFTER`] when no request came on it yet (a slow head, a client that
+//!   sends nothing), for [`EVICT_IDLE_AFTER`] when it is a keep-alive connection idle
+//!   between requests (which HTTP lets a server close, though a request the client sends
+//!   at that moment fails). A connection with
 //!   bytes the proxy has not read yet (it is busy) is never taken for one. When there is
 //!   none, the proxy stops accepting until a connection closes or goes silent, and new
 //!   connections wait in the kernel's queue. So 1,100 connections that never finish their
@@ -38,9 +40,13 @@ use tokio::time::Instant;
 /// How long a connection may take to complete its first accepted request.
 pub const FIRST_HEAD_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How long a connection with no request in flight may stay silent (while the proxy
+/// How long a connection that has not sent a request yet may stay silent (while the proxy
 /// waits to read from it) and keep its place when the proxy is full and another waits.
 pub const EVICT_SILENT_AFTER: Duration = Duration::from_millis(500);
+
+/// The same for a keep-alive connection idle between requests: longer, since closing one
+/// races with the client reusing it (a request sent at that moment fails).
+pub const EVICT_IDLE_AFTER: Duration = Duration::from_secs(5);
 
 /// The most client connections by default, whatever the open-file limit.
 pub const MAX_CONNECTIONS_CEILING: usize = 8192;
@@ -117,6 +123,8 @@ pub(crate) struct Activity {
     waiting: AtomicBool,
     /// Requests whose answer has not ended.
     in_flight: AtomicUsize,
+    /// A request has come on it.
+    had_request: AtomicBool,
     /// The socket, to look for bytes not read yet.
     fd: RawFd,
 }
@@ -137,16 +145,25 @@ impl Activity {
             last_byte_ms: AtomicU64::new(now_ms()),
             waiting: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            had_request: AtomicBool::new(false),
             fd,
         }
     }
 
     /// How long it has been silent with no request in flight while the proxy waited to
-    /// read, if it has.
-    fn silent_for(&self, now_ms: u64) -> Option<u64> {
+    /// read, if it has, and how long it may be before it can give its place up.
+    fn silent_for(&self, now_ms: u64) -> Option<(u64, Duration)> {
         let idle =
             self.waiting.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0;
-        idle.then(|| now_ms.saturating_sub(self.last_byte_ms.load(Ordering::Relaxed)))
+        let bound = if self.had_request.load(Ordering::Relaxed) {
+            EVICT_IDLE_AFTER
+        } else {
+            EVICT_SILENT_AFTER
+        };
+        idle.then(|| {
+            let silent = now_ms.saturating_sub(self.last_byte_ms.load(Ordering::Relaxed));
+            (silent, bound)
+        })
     }
 
     /// Whether the client sent bytes the proxy has not read yet (a look, not a read).
@@ -183,10 +200,10 @@ impl Slots {
     }
 
     /// Waits until a new connection may be accepted: a place is free, or a connection with
-    /// no request in flight has been silent for [`EVICT_SILENT_AFTER`] while the proxy
-    /// waited on it (the one silent longest is closed).
+    /// no request in flight has been silent while the proxy waited on it for
+    /// [`EVICT_SILENT_AFTER`] (no request yet) or [`EVICT_IDLE_AFTER`] (idle between
+    /// requests); the one silent longest is closed.
     pub(crate) async fn room(&self) {
-        let limit = u64::try_from(EVICT_SILENT_AFTER.as_millis()).unwrap_or(u64::MAX);
         loop {
             let freed = self.freed.notified();
             {
@@ -198,8 +215,11 @@ impl Slots {
                 let mut silent: Vec<(u64, u64)> = state
                     .open_conns
                     .iter()
-                    .filter_map(|(id, o)| Some((o.activity.silent_for(now)?, *id)))
-                    .filter(|(silent, _)| *silent >= limit)
+                    .filter_map(|(id, o)| {
+                        let (silent, bound) = o.activity.silent_for(now)?;
+                        let bound = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+                        (silent >= bound).then_some((silent, *id))
+                    })
                     .collect();
                 // The one silent longest, unless it has sent what the proxy has not read.
                 silent.sort_unstable_by(|a, b| b.cmp(a));
@@ -363,6 +383,7 @@ impl Proof {
     /// A request is in flight until the returned guard is dropped (with its answer's body).
     pub(crate) fn in_flight(&self) -> InFlight {
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.activity.had_request.store(true, Ordering::Relaxed);
         InFlight(self.activity.clone())
     }
 }
