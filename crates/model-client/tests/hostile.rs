@@ -78,22 +78,17 @@ async fn a_tls_failure_is_not_retried_and_says_tls() {
     let info = command_provider(&format!("https://127.0.0.1:{port}/v1"), &script);
     assert_eq!(info.request_max_retries, 4);
     let (client, _) = client(&info);
-    let started = Instant::now();
     let err = client.list_models().await.unwrap_err().to_string();
     assert!(err.contains("TLS handshake failed"), "{err}");
     assert!(
         err.starts_with(&format!("provider `corp`: cannot reach 127.0.0.1:{port}")),
         "{err}"
     );
+    // The client returns after its last retry: one connection in all means none was
+    // retried (and so no backoff was waited).
     assert_eq!(
         accepted.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "a TLS failure was retried"
-    );
-    // No backoff was waited (the first would be 200 ms).
-    assert!(
-        started.elapsed() < Duration::from_millis(190),
-        "{:?}",
-        started.elapsed()
     );
 }
