@@ -35,7 +35,7 @@ pub struct Scrubber {
     /// Every `WINDOW`-byte run of the longer forms, as little-endian `u64`s, sorted.
     windows: Zeroizing<Vec<u64>>,
     /// One bit per [`filter_bit`] of each of `windows`.
-    filter: Box<[u64]>,
+    filter: Box<[u64; FILTER_BITS / 64]>,
 }
 
 /// Bits in [`Scrubber::filter`].
@@ -84,12 +84,10 @@ impl Scrubber {
         }
         windows.sort_unstable();
         windows.dedup();
-        let mut filter = vec![0u64; FILTER_BITS / 64].into_boxed_slice();
+        let mut filter = Box::new([0u64; FILTER_BITS / 64]);
         for window in windows.iter() {
             let bit = filter_bit(*window);
-            if let Some(word) = filter.get_mut(bit / 64) {
-                *word |= 1 << (bit % 64);
-            }
+            filter[(bit >> 6) & (FILTER_BITS / 64 - 1)] |= 1 << (bit & 63);
         }
         Self {
             short,
@@ -127,16 +125,19 @@ impl Scrubber {
         if self.windows.is_empty() || text.len() < WINDOW {
             return;
         }
-        for start in 0..=text.len() - WINDOW {
-            let Some(window) = text.get(start..).and_then(window_at) else {
-                break;
-            };
+        // The window rolls one byte at a time (the newest byte on top), so that it reads as
+        // `u64::from_le_bytes` of the 8 bytes ending here.
+        let (head, rest) = text.split_at(WINDOW - 1);
+        let mut window: u64 = head
+            .iter()
+            .fold(0, |w, &byte| (w >> 8) | (u64::from(byte) << 56));
+        for (at, &byte) in rest.iter().enumerate() {
+            window = (window >> 8) | (u64::from(byte) << 56);
             let bit = filter_bit(window);
-            let maybe = self
-                .filter
-                .get(bit / 64)
-                .is_some_and(|word| word & (1 << (bit % 64)) != 0);
+            // `bit` is below FILTER_BITS: the mask only spares a bounds check.
+            let maybe = self.filter[(bit >> 6) & (FILTER_BITS / 64 - 1)] & (1 << (bit & 63)) != 0;
             if maybe && self.windows.binary_search(&window).is_ok() {
+                let start = at;
                 hits.push((start, start + WINDOW));
                 if first_only {
                     return;

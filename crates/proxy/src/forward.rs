@@ -396,13 +396,15 @@ async fn forward(
             attempt.insert(name, value);
         }
         // A streamed upload counts as the client speaking: the wait for the answer is
-        // bounded by silence on both sides, not by the upload's length.
-        let progress = Arc::new(AtomicU64::new(crate::limits::now_ms()));
+        // bounded by silence on both sides, not by the upload's length. (A buffered body
+        // is sent at once: its wait needs no clock of its own.)
+        let mut progress = None;
         let body = match &mut payload {
             Payload::Buffered { bytes, .. } => Body::from(bytes.clone()),
             Payload::Streaming(stream) => match stream.take() {
                 Some(s) => {
-                    let stamp = progress.clone();
+                    let stamp = Arc::new(AtomicU64::new(crate::limits::now_ms()));
+                    progress = Some(stamp.clone());
                     Body::from_stream(s.inspect(move |_| {
                         stamp.store(crate::limits::now_ms(), Ordering::Relaxed);
                     }))
@@ -415,8 +417,12 @@ async fn forward(
         *upstream.uri_mut() = uri.clone();
         *upstream.headers_mut() = attempt;
         let send = route.http.request(upstream);
-        let response = match within_silence(send, route.info.stream_idle_timeout(), &progress).await
-        {
+        let idle = route.info.stream_idle_timeout();
+        let answered = match &progress {
+            Some(progress) => within_silence(send, idle, progress).await,
+            None => tokio::time::timeout(idle, send).await,
+        };
+        let response = match answered {
             Err(_) => {
                 route.count(|c| &c.errors);
                 return (
@@ -662,13 +668,13 @@ fn scrub_headers(scrubber: &provider_auth::Scrubber, headers: &mut HeaderMap) {
 
 /// Removes the hop-by-hop headers of a gateway answer; its `Content-Length` stays.
 fn drop_not_forwarded(headers: &mut HeaderMap) {
-    // Hop-by-hop: the fixed list, and whatever the gateway names in its own `Connection`.
-    let named_by_connection: Vec<String> = headers
+    // Hop-by-hop: the fixed list, and whatever the gateway names in its own `Connection`
+    // (compared without allocating: most answers name only `keep-alive` or `close`).
+    let connection: Vec<&[u8]> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
         .filter(|n| !n.is_empty())
         .collect();
     let dropped: Vec<HeaderName> = headers
@@ -676,7 +682,9 @@ fn drop_not_forwarded(headers: &mut HeaderMap) {
         .filter(|name| {
             *name != header::CONTENT_LENGTH
                 && (NOT_FORWARDED.contains(&name.as_str())
-                    || named_by_connection.iter().any(|n| n == name.as_str()))
+                    || connection
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(name.as_str().as_bytes())))
         })
         .cloned()
         .collect();

@@ -445,8 +445,10 @@ impl Proxy {
                     let (parts, body) = respond(&shared, request.map(Body::new), &proof, foreign)
                         .await
                         .into_parts();
-                    let body = Body::new(crate::limits::Tracked::new(body, in_flight));
-                    Ok::<_, Infallible>(Response::from_parts(parts, body))
+                    // The body as it is, wrapped (not boxed again) to count the request in
+                    // flight until it ends.
+                    let body = crate::limits::Tracked::new(body, in_flight);
+                    Ok::<_, Infallible>(http::Response::from_parts(parts, body))
                 }
             });
             let connection = hyper::server::conn::http1::Builder::new()
