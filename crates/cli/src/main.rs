@@ -544,7 +544,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 /// parsed, forwarded and answered on that thread, so no task or buffer crosses threads:
 /// nothing waits for a second thread to be scheduled (the latency tail of a shared CPU)
 /// or for an allocator lock another thread holds. One thread forwards tens of thousands
-/// of requests a second (README, "Performance"); token commands still run as
+/// of requests a second (docs/performance.md); token commands still run as
 /// their own processes.
 fn proxy_runtime() -> Result<tokio::runtime::Runtime, CliError> {
     built(tokio::runtime::Builder::new_current_thread())
