@@ -60,10 +60,15 @@ pub(crate) async fn relay(route: &Arc<Route>, request: Request<Body>, rest: &str
         extra.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
     let client = RealtimeClient::new(&route.id, route.info.clone(), route.auth.clone());
-    let (upstream, chosen) = match client.connect_socket(&url, &extra).await {
+    let open = match client.connect_socket(&url, &extra).await {
         Ok(open) => open,
         Err(e) => return handshake_failure(route, e),
     };
+    // A handshake refused and recovered with a newer token is an auth failure all the same.
+    for _ in 0..open.auth_rejections {
+        route.count(|c| &c.upstream_auth_failures);
+    }
+    let (upstream, chosen) = (open.socket, open.protocol);
     let mut upgrade = upgrade.max_message_size(MAX_MESSAGE_BYTES);
     if let Some(chosen) = chosen.as_ref().and_then(|c| c.to_str().ok()) {
         upgrade = upgrade.protocols([chosen.to_owned()]);

@@ -343,6 +343,8 @@ async fn a_websocket_handshake_401_after_a_rotation_is_recovered_once() {
     assert!(saw_done);
     assert_eq!(gw.counters().unauthorized(Route::Realtime), 1);
     assert_eq!(script.runs(), 2);
+    // The refused handshake is counted, though the retry recovered it (as an HTTP 401 is).
+    assert_eq!(running.stats.get()["dev"].upstream_auth_failures, 1);
 }
 
 #[tokio::test]

@@ -42,4 +42,6 @@ mod session;
 
 pub use error::RealtimeError;
 pub use proxy::connect_tcp;
-pub use session::{MAX_MESSAGE_BYTES, RealtimeClient, RealtimeEvent, RealtimeSession, Socket};
+pub use session::{
+    MAX_MESSAGE_BYTES, OpenSocket, RealtimeClient, RealtimeEvent, RealtimeSession, Socket,
+};

@@ -54,6 +54,27 @@ pub struct RealtimeClient {
 /// An open websocket to the gateway (plain or TLS).
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// An open websocket, as [`RealtimeClient::connect_socket`] returns it.
+#[non_exhaustive]
+pub struct OpenSocket {
+    /// The socket, after its handshake.
+    pub socket: Socket,
+    /// The subprotocol the server chose, if any.
+    pub protocol: Option<http::HeaderValue>,
+    /// Handshakes the gateway refused with an auth status (`auth.reauth_on`) before this
+    /// one succeeded with a newer token: 0, or 1 after a recovered rotation.
+    pub auth_rejections: u32,
+}
+
+impl std::fmt::Debug for OpenSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenSocket")
+            .field("protocol", &self.protocol)
+            .field("auth_rejections", &self.auth_rejections)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An open realtime session.
 #[derive(Debug)]
 pub struct RealtimeSession {
@@ -129,7 +150,10 @@ impl RealtimeClient {
 
     async fn handshake(&self, model: &str) -> Result<Socket, RealtimeError> {
         let url = self.url(model)?;
-        let (socket, _protocol) = self.connect_socket(&url, &http::HeaderMap::new()).await?;
+        let socket = self
+            .connect_socket(&url, &http::HeaderMap::new())
+            .await?
+            .socket;
         tracing::debug!(target: "realtime", provider = %self.provider, model, "realtime session opened");
         Ok(socket)
     }
@@ -137,14 +161,16 @@ impl RealtimeClient {
     /// Opens a websocket to any `ws://` or `wss://` `url` of this provider: the provider's
     /// headers, then `extra_headers` (e.g. a client's `Sec-WebSocket-Protocol`), then the
     /// credential; one reconnect after a handshake 401; the environment's proxy; bounded by
-    /// `websocket_connect_timeout_ms`. Returns the socket and the subprotocol the server
-    /// chose. This is the one websocket handshake path (the credential proxy uses it too).
+    /// `websocket_connect_timeout_ms`. Returns the socket, the subprotocol the server chose
+    /// and how many handshakes were refused on the way. This is the one websocket handshake
+    /// path (the credential proxy uses it too).
     pub async fn connect_socket(
         &self,
         url: &Url,
         extra_headers: &http::HeaderMap,
-    ) -> Result<(Socket, Option<http::HeaderValue>), RealtimeError> {
+    ) -> Result<OpenSocket, RealtimeError> {
         let mut auth = RequestAuth::new(self.auth.clone());
+        let mut auth_rejections = 0;
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES))
@@ -179,7 +205,11 @@ impl RealtimeClient {
             match result {
                 Ok((socket, protocol)) => {
                     auth.on_success();
-                    return Ok((socket, protocol));
+                    return Ok(OpenSocket {
+                        socket,
+                        protocol,
+                        auth_rejections,
+                    });
                 }
                 Err(tungstenite::Error::Http(response)) => {
                     let status = response.status().as_u16();
@@ -192,6 +222,7 @@ impl RealtimeClient {
                         })
                         .unwrap_or_default();
                     if self.info.is_reauth_status(status) {
+                        auth_rejections += 1;
                         match auth.on_unauthorized().await? {
                             AuthRetry::Retry => {
                                 tracing::debug!(target: "realtime", provider = %self.provider, "handshake 401: reconnecting with a newer token");
