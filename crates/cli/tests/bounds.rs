@@ -4,14 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use dev_gateway::{DevGateway, GatewayConfig};
 
 #[path = "support/proxy_setup.rs"]
 mod proxy_setup;
-use proxy_setup::{write_config, write_script};
+use proxy_setup::{Killed, gateway_and_config, terminate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
 
@@ -32,13 +30,7 @@ async fn slow_heads_and_a_thousand_clients_under_1024_open_files() {
         "the test needs a hard open-file limit of 4096, not {hard}"
     );
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_script(
-        dir.path(),
-        &format!("echo {}", gw.mint_token().access_token),
-    );
-    write_config(dir.path(), &gw.base_url());
+    let (_gw, dir) = gateway_and_config().await;
     let mut child = Command::new("sh")
         .args(["-c", "ulimit -n 1024 && exec \"$0\" \"$@\""])
         .arg(BIN)
@@ -51,7 +43,7 @@ async fn slow_heads_and_a_thousand_clients_under_1024_open_files() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let child = Stopped(child);
+    let child = Killed(child);
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let addr = line
@@ -138,19 +130,5 @@ async fn slow_heads_and_a_thousand_clients_under_1024_open_files() {
         }
     }
     assert_eq!(statuses, [(200, 3000)].into(), "status: count");
-    let stopped = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-}
-
-/// A child process stopped when dropped, should the test fail before it stops it.
-struct Stopped(Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    terminate(&child.0);
 }

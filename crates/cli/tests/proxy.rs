@@ -11,7 +11,7 @@ use dev_gateway::{DevGateway, GatewayConfig};
 
 #[path = "support/proxy_setup.rs"]
 mod proxy_setup;
-use proxy_setup::{write_config, write_script};
+use proxy_setup::{Killed, gateway_and_config, terminate, write_config, write_script};
 
 const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
 
@@ -63,23 +63,9 @@ fn pids(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prints_its_addresses_serves_logs_without_secrets_and_stops_on_sigterm() {
-    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_script(
-        dir.path(),
-        &format!("echo {}", gw.mint_token().access_token),
-    );
-    write_config(dir.path(), &gw.base_url());
+    let (gw, dir) = gateway_and_config().await;
     let (child, lines) = spawn(dir.path(), &["-v"]);
     let addr = lines[0]
         .strip_prefix("listening on http://")
@@ -128,14 +114,8 @@ async fn prints_its_addresses_serves_logs_without_secrets_and_stops_on_sigterm()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reaches_the_gateway_through_the_proxy_the_environment_names() {
-    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let (gw, dir) = gateway_and_config().await;
     let corporate = test_support::ConnectProxy::start();
-    let dir = tempfile::tempdir().unwrap();
-    write_script(
-        dir.path(),
-        &format!("echo {}", gw.mint_token().access_token),
-    );
-    write_config(dir.path(), &gw.base_url());
     let (child, lines) = spawn_with_env(dir.path(), &[], &[("HTTP_PROXY", &corporate.url())]);
     let _stop = Killed(child);
     let addr = lines[0]
@@ -156,14 +136,6 @@ async fn reaches_the_gateway_through_the_proxy_the_environment_names() {
 }
 
 /// Kills the proxy when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn sigterm_waits_for_a_request_in_flight_then_exits_0_with_no_command_left() {

@@ -1,7 +1,12 @@
-//! What the proxy tests of the binary share: a token script and a config that uses it.
+//! What the proxy tests of the binary share: a token script, a config that uses it, the
+//! dev gateway behind both, and how the proxy process is stopped.
+#![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::process::{Child, Command};
+
+use dev_gateway::{DevGateway, GatewayConfig};
 
 /// `dir/token.sh`: `body`, after a line that appends the script's pid to `dir/pids`.
 pub fn write_script(dir: &Path, body: &str) {
@@ -19,4 +24,36 @@ pub fn write_config(dir: &Path, base_url: &str) {
         ),
     )
     .unwrap();
+}
+
+/// The dev gateway, and a temp folder whose config points `corp` at it with a script that
+/// prints one of its tokens.
+pub async fn gateway_and_config() -> (DevGateway, tempfile::TempDir) {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_script(
+        dir.path(),
+        &format!("echo {}", gw.mint_token().access_token),
+    );
+    write_config(dir.path(), &gw.base_url());
+    (gw, dir)
+}
+
+/// Sends SIGTERM to `child`.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A child process killed when dropped, should the test fail before it stops it.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
