@@ -563,30 +563,83 @@ async fn read_for_replay(
         });
     }
     let mut stream = body.into_data_stream();
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Ok(Payload::Streaming(Some(Box::pin(stream))));
+    let declared = match declared.map(usize::try_from) {
+        Some(Ok(n)) if n <= limit => Some(n),
+        None => None,
+        Some(_) => return Ok(Payload::Streaming(Some(Box::pin(stream)))),
+    };
+    // A declared length is held against the budget at once and read into one buffer of
+    // that size: no buffer grows by copying, so the memory used is what the budget counts.
+    if let Some(n) = declared {
+        if !shared.replay_budget.take(&mut reservation, n) {
+            return Ok(Payload::Streaming(Some(Box::pin(stream))));
+        }
+        let mut buffered = BytesMut::with_capacity(n);
+        while let Some(chunk) = next_part(&mut stream, shared).await? {
+            if buffered.len() + chunk.len() > n {
+                // More than declared: the server would have refused it; never buffer it.
+                return Err(BodyFailure::Broken);
+            }
+            buffered.extend_from_slice(&chunk);
+        }
+        return Ok(Payload::Buffered {
+            bytes: buffered.freeze(),
+            _held: reservation,
+        });
     }
-    let mut buffered = BytesMut::new();
-    loop {
-        let next = tokio::time::timeout(shared.body_idle_timeout, stream.next())
-            .await
-            .map_err(|_| BodyFailure::Stalled)?;
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|_| BodyFailure::Broken)?;
-        if buffered.len() + chunk.len() > limit
-            || !shared.replay_budget.take(&mut reservation, chunk.len())
+    // No declared length: the parts are kept as they come, each held against the budget.
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut length = 0;
+    while let Some(chunk) = next_part(&mut stream, shared).await? {
+        if length + chunk.len() > limit || !shared.replay_budget.take(&mut reservation, chunk.len())
         {
             // What was read goes first; the budget it held is given back now.
             drop(reservation);
-            let read = futures::stream::iter([Ok(buffered.freeze()), Ok(chunk)]);
+            let read = futures::stream::iter(parts.into_iter().chain([chunk]).map(Ok));
             return Ok(Payload::Streaming(Some(Box::pin(read.chain(stream)))));
         }
-        buffered.extend_from_slice(&chunk);
+        length += chunk.len();
+        parts.push(chunk);
     }
+    if parts.len() <= 1 {
+        return Ok(Payload::Buffered {
+            bytes: parts.pop().unwrap_or_default(),
+            _held: reservation,
+        });
+    }
+    // Joined into one buffer, so that the replay has a length; the copy is held against the
+    // budget while both exist, and the body streams through (without replay) when it cannot
+    // be.
+    let mut copy = Reservation {
+        budget: shared.replay_budget.clone(),
+        bytes: 0,
+    };
+    if !shared.replay_budget.take(&mut copy, length) {
+        drop(reservation);
+        let read = futures::stream::iter(parts.into_iter().map(Ok));
+        return Ok(Payload::Streaming(Some(Box::pin(read))));
+    }
+    let mut joined = BytesMut::with_capacity(length);
+    for part in parts {
+        joined.extend_from_slice(&part);
+    }
+    drop(reservation);
     Ok(Payload::Buffered {
-        bytes: buffered.freeze(),
-        _held: reservation,
+        bytes: joined.freeze(),
+        _held: copy,
     })
+}
+
+/// The next part of a body being read for a replay, within the body idle timeout.
+async fn next_part<E>(
+    stream: &mut (impl Stream<Item = Result<Bytes, E>> + Unpin),
+    shared: &Shared,
+) -> Result<Option<Bytes>, BodyFailure> {
+    match tokio::time::timeout(shared.body_idle_timeout, stream.next()).await {
+        Err(_) => Err(BodyFailure::Stalled),
+        Ok(None) => Ok(None),
+        Ok(Some(chunk)) => chunk.map(Some).map_err(|_| BodyFailure::Broken),
+    }
 }
 
 /// The gateway's answer for the client: status and headers (hop-by-hop ones dropped), the

@@ -51,6 +51,11 @@ pub const EVICT_IDLE_AFTER: Duration = Duration::from_secs(5);
 /// The most client connections by default, whatever the open-file limit.
 pub const MAX_CONNECTIONS_CEILING: usize = 8192;
 
+/// The most bytes hyper buffers for one connection, each way (its default is about
+/// 400 KiB): with hundreds of uploads in flight, buffers this size keep the proxy's memory
+/// within its bound.
+pub(crate) const CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
+
 /// File descriptors kept for everything but client connections and their upstream ones
 /// (the listener, the store, token commands, logs, connections closing), besides the idle
 /// upstream pool.

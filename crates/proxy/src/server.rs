@@ -457,6 +457,7 @@ impl Proxy {
                 // never ends, does not hold a connection for ever.
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.shared.client_idle_timeout)
+                .max_buf_size(crate::limits::CONNECTION_BUFFER_BYTES)
                 .serve_connection(TokioIo::new(slot.watch(tcp)), service)
                 .with_upgrades();
             let mut stop = stop.clone();

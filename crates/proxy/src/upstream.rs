@@ -53,6 +53,7 @@ pub(crate) fn client(connect_timeout: Duration) -> Result<UpstreamClient, String
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .http1_max_buf_size(crate::limits::CONNECTION_BUFFER_BYTES)
         .build(Connector {
             https,
             timeout: connect_timeout,

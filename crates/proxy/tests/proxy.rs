@@ -254,6 +254,32 @@ async fn a_small_body_is_replayed_once_after_a_rotation() {
     assert_eq!(gw.counters().unauthorized(Route::Responses), 1);
 }
 
+/// A body sent without a length (chunked) arrives in parts; they are joined for the
+/// replay, which the gateway receives whole, with its length.
+#[tokio::test]
+async fn a_chunked_body_in_parts_is_replayed_whole() {
+    let (gw, script, running) = dev_setup().await;
+    let client = http();
+    let body = serde_json::json!({"model": "dev-small", "input": "y".repeat(3000), "stream": true})
+        .to_string()
+        .into_bytes();
+    let send = || {
+        let parts: Vec<Result<Vec<u8>, std::io::Error>> =
+            body.chunks(700).map(|part| Ok(part.to_vec())).collect();
+        client
+            .post(running.url("/dev/responses"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(parts)))
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200);
+    rotate(&gw, &script);
+    let text = send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("response.completed"), "{text}");
+    assert_eq!(running.stats.get()["dev"].replays, 1);
+    assert_eq!(gw.counters().unauthorized(Route::Responses), 1);
+}
+
 #[tokio::test]
 async fn too_many_requests_and_server_errors_pass_through_unretried() {
     let (gw, _script, running) = dev_setup().await;
