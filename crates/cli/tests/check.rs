@@ -4,6 +4,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+#[path = "support/docs.rs"]
+mod docs;
+use docs::documentation;
+
 fn modelauth(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_modelauth"))
         .args(args)
@@ -23,58 +27,15 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The README and every page of `docs/`.
-fn documentation() -> Vec<(String, String)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut pages = vec![root.join("README.md")];
-    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "md") {
-            pages.push(path);
-        }
-    }
-    pages.sort();
-    pages
-        .into_iter()
-        .map(|p| {
-            (
-                p.display().to_string(),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
-        .collect()
-}
-
 /// Every ```toml block of the README and the docs that is a modelauth config (not a Cargo
 /// manifest).
 fn readme_examples() -> Vec<String> {
-    let mut blocks = Vec::new();
-    for (_, page) in documentation() {
-        blocks.extend(toml_blocks(&page));
-    }
-    blocks
-}
-
-fn toml_blocks(page: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in page.lines() {
-        match (&mut current, line.trim_start()) {
-            (None, "```toml") => current = Some(String::new()),
-            (Some(block), "```") => {
-                if !block.starts_with("[dependencies]") {
-                    blocks.push(std::mem::take(block));
-                }
-                current = None;
-            }
-            (Some(block), _) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            _ => {}
-        }
-    }
-    blocks
+    documentation()
+        .iter()
+        .flat_map(|(_, page)| docs::fenced_blocks(page))
+        .filter(|b| b.lang == "toml" && !b.text.starts_with("[dependencies]"))
+        .map(|b| b.text)
+        .collect()
 }
 
 /// Splits a shell line into words: whitespace-separated, `'...'` and `"..."` quoted.
