@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 use dev_gateway::{DevGateway, Fault, GatewayConfig, Route};
 use test_support::TokenScript;
 
+#[path = "support/docs.rs"]
+mod docs;
+#[path = "support/proxy_setup.rs"]
+mod proxy_setup;
+use proxy_setup::Killed;
+
 const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
 
 /// A config whose token command mints from the dev gateway, and a store folder.
@@ -64,11 +70,12 @@ impl Setup {
             .unwrap()
     }
 
-    /// The same from a fresh caller each time (a new `sh` is the parent).
+    /// The same from a fresh caller each time (a new `timeout` process is the parent: a
+    /// shell wrapper would not be, the test process behind it would).
     fn run_as_new_caller(&self, args: &str) -> Output {
         self.command("sh")
             .arg("-c")
-            .arg(format!("{BIN} --config config.toml {args}; exit $?"))
+            .arg(format!("exec timeout 60 {BIN} --config config.toml {args}"))
             .output()
             .unwrap()
     }
@@ -122,6 +129,28 @@ async fn a_revoked_token_is_replaced_on_the_callers_next_call_with_one_run() {
         assert_eq!(token(&s.run_as_new_caller("token --show")), second);
     }
     assert_eq!(s.runs(), 2);
+}
+
+/// Found with the real Claude Code: it runs `apiKeyHelper` as `sh -c '...'`, a new shell on
+/// every call, so each call looked like a new caller and a revoked token was handed back
+/// until its lifetime ended. The shell is looked through: the caller is its parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_behind_a_shell_wrapper_is_the_process_that_started_the_shell() {
+    let s = Setup::new().await;
+    // `; exit $?` keeps the shell from replacing itself with modelauth.
+    let through_a_shell = || {
+        s.command("sh")
+            .arg("-c")
+            .arg(format!("{BIN} --config config.toml token --show; exit $?"))
+            .output()
+            .unwrap()
+    };
+    let first = token(&through_a_shell());
+    s.gw.rotate();
+    let second = token(&through_a_shell());
+    assert_ne!(first, second, "the revoked token was handed back");
+    assert!(accepted(&s.gw, &second).await);
+    assert_eq!(s.runs(), 2, "one run for the revocation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,6 +418,214 @@ fn codex_bin() -> Option<PathBuf> {
     None
 }
 
+/// A tool the tests run, installed by `.ci/run` into `~/.cache/modelauth-ci/<folder>` (or
+/// `$<variable>`) with npm: its binary, if installed. Without it the tests that need it say
+/// they were skipped and why; in CI (`CI=true`) a missing tool is a failure.
+fn npm_tool(variable: &str, folder: &str, bin: &str, package: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(variable).map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/modelauth-ci").join(folder))
+    })?;
+    let path = dir.join("node_modules/.bin").join(bin);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{package} is not installed at {} (.ci/run installs it with npm)",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {package} is not installed at {} (run .ci/run, or `npm install --prefix {} {package}`)",
+        path.display(),
+        dir.display()
+    );
+    None
+}
+
+/// The recipe block of the README that holds `needle`, as written.
+fn readme_recipe(needle: &str) -> String {
+    let readme = std::fs::read_to_string(docs::root().join("README.md")).unwrap();
+    docs::fenced_blocks(&readme)
+        .into_iter()
+        .find(|b| b.text.contains(needle))
+        .unwrap_or_else(|| panic!("the README has no block with `{needle}`"))
+        .text
+}
+
+/// A command that runs a README recipe as written: `modelauth` on `PATH`, and the default
+/// config file (`$MODELAUTH_CONFIG`) naming the provider `corp`, which is `s`'s gateway and
+/// token script.
+fn recipe_command(s: &Setup, program: &Path) -> Command {
+    let dir = s.script.dir();
+    let bin = dir.join("bin");
+    if !bin.exists() {
+        std::fs::create_dir(&bin).unwrap();
+        std::os::unix::fs::symlink(BIN, bin.join("modelauth")).unwrap();
+        let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+        std::fs::write(
+            dir.join("corp.toml"),
+            config
+                .replace("\"dev\"", "\"corp\"")
+                .replace("providers.dev", "providers.corp"),
+        )
+        .unwrap();
+    }
+    let mut command = s.command(program.to_str().unwrap());
+    command
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("MODELAUTH_CONFIG", dir.join("corp.toml"));
+    command
+}
+
+/// The README's Claude Code recipe, as written, with the real Claude Code (npm
+/// `@anthropic-ai/claude-code@2.1.332`) against the dev gateway's Messages API: three
+/// `claude -p` runs cost one command run. After a revocation, Claude Code's request gets a
+/// 401, it reruns `apiKeyHelper` (a re-ask) and gets a new token with one more run, within
+/// the same `claude -p`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_claude_code_recipe_with_the_real_claude_code() {
+    let Some(claude) = npm_tool(
+        "MODELAUTH_CLAUDE_DIR",
+        "claude",
+        "claude",
+        "@anthropic-ai/claude-code@2.1.332",
+    ) else {
+        return;
+    };
+    let s = Setup::new().await;
+    let home = s.script.dir().join("claude-home");
+    std::fs::create_dir_all(home.join(".claude")).unwrap();
+    std::fs::write(
+        home.join(".claude/settings.json"),
+        readme_recipe("apiKeyHelper"),
+    )
+    .unwrap();
+    let root = s.gw.base_url().trim_end_matches("/v1").to_owned();
+    let claude_p = || {
+        let out = recipe_command(&s, &claude)
+            .args(["-p", "say hi"])
+            .env("HOME", &home)
+            .env("ANTHROPIC_BASE_URL", &root)
+            .env_remove("ANTHROPIC_API_KEY")
+            .env("DISABLE_TELEMETRY", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "claude -p failed:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains("Hello from the dev gateway"),
+            "{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    };
+    for _ in 0..3 {
+        claude_p();
+    }
+    assert_eq!(s.runs(), 1, "three claude -p, one run");
+    s.gw.rotate();
+    claude_p();
+    assert_eq!(s.runs(), 2, "one extra run for the revocation");
+    assert!(s.gw.counters().unauthorized(Route::Messages) >= 1);
+}
+
+/// The README's kubectl recipe, as written, in a kubeconfig whose server is the dev gateway
+/// behind a TLS front (`kubectl get --raw /v1/models` sends the ExecCredential's token as a
+/// bearer token, over TLS only):
+/// three runs cost one command run; after a revocation the run that gets the 401 fails (kubectl
+/// does not repeat a request), its plugin is rerun for the next request, and the next
+/// kubectl run succeeds, with one extra command run in all. Uses the `kubectl` on `PATH`
+/// (1.22 or newer, for `client.authentication.k8s.io/v1`); without one, says it was skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_kubectl_recipe_with_the_real_kubectl() {
+    let Ok(kubectl) = which_on_path("kubectl") else {
+        eprintln!("skipped: no kubectl on PATH");
+        return;
+    };
+    let s = Setup::new().await;
+    // kubectl sends a credential only over TLS.
+    let gateway = reqwest::Url::parse(&s.gw.base_url()).unwrap();
+    let front = test_support::TlsFront::start(
+        format!("127.0.0.1:{}", gateway.port().unwrap())
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let ca = s.script.dir().join("ca.pem");
+    std::fs::write(&ca, &front.certificate_pem).unwrap();
+    let kubeconfig = s.script.dir().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: dev\n  cluster:\n    server: {}\n    certificate-authority: {}\ncontexts:\n- name: dev\n  context:\n    cluster: dev\n    user: corp\ncurrent-context: dev\n{}",
+            front.url,
+            ca.display(),
+            readme_recipe("client.authentication.k8s.io")
+        ),
+    )
+    .unwrap();
+    let get = || {
+        recipe_command(&s, &kubectl)
+            .args([
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "get",
+                "--raw",
+                "/v1/models",
+            ])
+            .output()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let out = get();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("dev-small"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    assert_eq!(s.runs(), 1, "three kubectl runs, one command run");
+    s.gw.rotate();
+    let mut attempts = Vec::new();
+    for _ in 0..2 {
+        let out = get();
+        attempts.push(out.status.code());
+        if out.status.success() {
+            break;
+        }
+    }
+    assert_eq!(attempts, [Some(1), Some(0)], "kubectl's exit codes");
+    assert_eq!(
+        s.runs(),
+        2,
+        "one extra run for the revocation ({attempts:?})"
+    );
+}
+
+/// The full path of `program` on `PATH`.
+fn which_on_path(program: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or(())
+}
+
 /// A `CODEX_HOME` whose provider `dev` has `base_url` and, when `auth_args` is given,
 /// `auth.command = modelauth` with those args.
 fn codex_home(s: &Setup, base_url: &str, auth_args: Option<&str>) -> PathBuf {
@@ -486,10 +723,8 @@ async fn the_real_codex_recovers_from_a_revocation_within_one_exec() {
     assert!(s.gw.counters().unauthorized(Route::Responses) >= 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_real_codex_through_the_proxy_across_a_revocation() {
-    let Some(codex) = codex_bin() else { return };
-    let s = Setup::new().await;
+/// `modelauth proxy` on the config of `s`, and its base URL.
+fn start_proxy(s: &Setup) -> (Killed, String) {
     let mut proxy = s
         .command(BIN)
         .args([
@@ -514,14 +749,56 @@ async fn the_real_codex_through_the_proxy_across_a_revocation() {
         .strip_prefix("listening on ")
         .unwrap()
         .to_owned();
+    (Killed(proxy), base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_codex_through_the_proxy_across_a_revocation() {
+    let Some(codex) = codex_bin() else { return };
+    let s = Setup::new().await;
+    let (_proxy, base) = start_proxy(&s);
     // Codex's base URL through the proxy is http://HOST:PORT/<id>, with no /v1.
     let home = codex_home(&s, &format!("{base}/dev"), None);
     codex_ok(codex_exec(&s, &codex, &home));
     s.gw.rotate();
     codex_ok(codex_exec(&s, &codex, &home));
     assert_eq!(s.runs(), 2, "one run, one more after the revocation");
-    proxy.kill().unwrap();
-    proxy.wait().unwrap();
+}
+
+/// Codex with `supports_websockets = true` speaks the Responses API over a websocket
+/// through the proxy, which puts the credential on the handshake; after a revocation the
+/// proxy's handshake gets a 401, and its one retry with a new token succeeds. Codex never
+/// falls back to `POST /responses`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_codex_over_a_websocket_through_the_proxy_across_a_revocation() {
+    let Some(codex) = codex_bin() else { return };
+    let s = Setup::new().await;
+    let (_proxy, base) = start_proxy(&s);
+    let home = codex_home(&s, &format!("{base}/dev"), None);
+    // The provider's table is the file's last one.
+    let config = home.join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("supports_websockets = true\n");
+    std::fs::write(&config, text).unwrap();
+    codex_ok(codex_exec(&s, &codex, &home));
+    let counters = s.gw.counters();
+    assert!(
+        counters.requests(Route::ResponsesSocket) >= 1,
+        "{counters:?}"
+    );
+    s.gw.rotate();
+    codex_ok(codex_exec(&s, &codex, &home));
+    let counters = s.gw.counters();
+    assert_eq!(
+        counters.requests(Route::Responses),
+        0,
+        "Codex fell back to POST /responses: {counters:?}"
+    );
+    assert!(
+        counters.unauthorized(Route::ResponsesSocket) >= 1,
+        "{counters:?}"
+    );
+    assert_eq!(s.runs(), 2, "one run, one more after the revocation");
 }
 
 /// The same leak through the store: the helper process never handed the old token out

@@ -11,6 +11,8 @@
 //! | `GET /v1/models` | `{"object":"list","data":[{"id","object":"model"}]}` |
 //! | `POST /v1/responses` | SSE `response.created`, `response.output_text.delta`..., `response.completed` (or JSON with `"stream": false`) |
 //! | `POST /v1/chat/completions` | SSE `chat.completion.chunk`s then `[DONE]` (or JSON) |
+//! | `GET /v1/responses` | websocket: each `response.create` (a Responses request's fields beside `"type"`) is answered with the events `POST` streams, one JSON text frame each; other events are ignored |
+//! | `POST /v1/messages` | Anthropic's Messages API (as Claude Code calls it): SSE `message_start`, `content_block_delta`..., `message_stop` (or JSON without `"stream": true`); the token as `Authorization: Bearer` |
 //! | `GET /v1/realtime?model=M` | websocket; the server speaks first with `session.created`; `response.create`, `session.update`, `conversation.item.create` are answered; `debug.ping` makes it ping the client and report the pong as `debug.pong_received` |
 //! | `POST /admin/rotate` | every token minted so far gets 401 from now on |
 //! | `GET /admin/counters` | the [`Counters`] as JSON |

@@ -25,8 +25,9 @@ pub(crate) fn router(shared: AppState) -> Router {
     Router::new()
         .route("/oauth/token", post(token))
         .route("/v1/models", get(models))
-        .route("/v1/responses", post(responses))
+        .route("/v1/responses", post(responses).get(responses_socket))
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/messages", post(messages))
         .route("/v1/realtime", get(realtime))
         .route("/admin/rotate", post(rotate))
         .route("/admin/counters", get(counters))
@@ -275,8 +276,17 @@ async fn responses(State(shared): State<AppState>, headers: HeaderMap, body: Byt
         }))
         .into_response();
     }
-    // As the Responses API streams a message: the item, its text deltas, the item done,
-    // then the response with its output (what Codex and the SDKs read).
+    sse(
+        typed_events(response_events(&id, &model, &words)),
+        stream_delay(fault),
+    )
+}
+
+/// The events of a streamed response, as the Responses API sends them for a message: the
+/// item, its text deltas, the item done, then the response with its output (what Codex
+/// and the SDKs read).
+fn response_events(id: &str, model: &str, words: &[String]) -> Vec<Value> {
+    let text: String = words.concat();
     let item_id = format!("msg_{:08x}", fastrand::u32(..));
     let message = |status: &str, content: Value| json!({"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content});
     let done = message(
@@ -284,32 +294,110 @@ async fn responses(State(shared): State<AppState>, headers: HeaderMap, body: Byt
         json!([{"type": "output_text", "text": text, "annotations": []}]),
     );
     let mut events = vec![
-        sse_event(
-            "response.created",
-            json!({"type": "response.created", "response": {"id": id, "status": "in_progress", "model": model}}),
-        ),
-        sse_event(
-            "response.output_item.added",
-            json!({"type": "response.output_item.added", "output_index": 0, "item": message("in_progress", json!([]))}),
-        ),
+        json!({"type": "response.created", "response": {"id": id, "status": "in_progress", "model": model}}),
+        json!({"type": "response.output_item.added", "output_index": 0, "item": message("in_progress", json!([]))}),
     ];
-    for w in &words {
-        events.push(sse_event(
-            "response.output_text.delta",
-            json!({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0, "content_index": 0, "delta": w}),
-        ));
+    for w in words {
+        events.push(json!({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0, "content_index": 0, "delta": w}));
     }
-    events.push(sse_event(
-        "response.output_item.done",
-        json!({"type": "response.output_item.done", "output_index": 0, "item": done}),
-    ));
+    events.push(json!({"type": "response.output_item.done", "output_index": 0, "item": done}));
     let usage =
         json!({"input_tokens": 1, "output_tokens": words.len(), "total_tokens": words.len() + 1});
-    events.push(sse_event(
-        "response.completed",
-        json!({"type": "response.completed", "response": {"id": id, "status": "completed", "model": model, "output": [done], "usage": usage}}),
-    ));
-    sse(events, stream_delay(fault))
+    events.push(json!({"type": "response.completed", "response": {"id": id, "status": "completed", "model": model, "output": [done], "usage": usage}}));
+    events
+}
+
+/// `GET /v1/responses`: the Responses API over a websocket. The client speaks first: each
+/// `response.create` is answered with the events a streamed `POST` sends, each a JSON text
+/// frame; anything else (`response.processed`, say) is ignored.
+async fn responses_socket(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let fault = match admit(&shared, Route::ResponsesSocket, &headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    ws.max_message_size(1 << 20)
+        .on_upgrade(move |socket| responses_session(socket, fault))
+}
+
+async fn responses_session(mut socket: WebSocket, fault: Option<Fault>) {
+    let delay = stream_delay(fault);
+    while let Some(Ok(message)) = socket.recv().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let Ok(request) = serde_json::from_str::<Value>(&text) else {
+            let error = json!({"type": "error", "error": {"message": "the event is not JSON"}});
+            if send(&mut socket, &error).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        if request.get("type").and_then(Value::as_str) != Some("response.create") {
+            continue;
+        }
+        let model = request
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("dev-small")
+            .to_owned();
+        let words = reply_words(&input_text(request.get("input").unwrap_or(&Value::Null)));
+        let id = format!("resp_{:08x}", fastrand::u32(..));
+        for event in response_events(&id, &model, &words) {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if send(&mut socket, &event).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// `POST /v1/messages`: a message in Anthropic's shape, streamed as its SSE events when the
+/// request asks for a stream.
+async fn messages(State(shared): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let (fault, request, model) = match admit_json(&shared, Route::Messages, &headers, &body) {
+        Ok(admitted) => admitted,
+        Err(r) => return r,
+    };
+    let words = reply_words(&input_text(request.get("messages").unwrap_or(&Value::Null)));
+    let text: String = words.concat();
+    let id = format!("msg_{:08x}", fastrand::u32(..));
+    let usage = json!({"input_tokens": 1, "output_tokens": words.len()});
+    let message = |content: Value, stop: Value| json!({"id": id, "type": "message", "role": "assistant", "model": model, "content": content, "stop_reason": stop, "stop_sequence": null, "usage": usage});
+    if request.get("stream").and_then(Value::as_bool) != Some(true) {
+        return axum::Json(message(
+            json!([{"type": "text", "text": text}]),
+            json!("end_turn"),
+        ))
+        .into_response();
+    }
+    let mut events = vec![
+        json!({"type": "message_start", "message": message(json!([]), Value::Null)}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ];
+    for w in &words {
+        events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}));
+    }
+    events.push(json!({"type": "content_block_stop", "index": 0}));
+    events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": words.len()}}));
+    events.push(json!({"type": "message_stop"}));
+    sse(typed_events(events), stream_delay(fault))
+}
+
+/// SSE events named by their data's `type`, as the Responses and Messages APIs send them.
+fn typed_events(events: Vec<Value>) -> Vec<Event> {
+    events
+        .into_iter()
+        .map(|event| {
+            let name = event["type"].as_str().unwrap_or_default().to_owned();
+            sse_event(&name, event)
+        })
+        .collect()
 }
 
 fn sse_event(name: &str, data: Value) -> Event {

@@ -22,6 +22,10 @@ pub enum Route {
     ChatCompletions,
     /// `GET /v1/realtime` (the handshake).
     Realtime,
+    /// `GET /v1/responses` (the handshake of the Responses API over a websocket).
+    ResponsesSocket,
+    /// `POST /v1/messages` (Anthropic's Messages API, for the tools that speak it).
+    Messages,
 }
 
 /// A fault a route can be told to produce.

@@ -6,6 +6,8 @@
 //! - [`leaked_forms`]: which forms of a secret (raw, part of it, JSON-escaped, URL-encoded,
 //!   base64) appear in a text, checked independently of the code under test.
 //! - [`ConnectProxy`]: a real `CONNECT` proxy, as a corporate network has.
+//! - [`TlsFront`]: HTTPS in front of a plain-HTTP test server, for clients that send a
+//!   credential only over TLS (kubectl).
 //! - [`alive`] and [`PeakRss`]: no surviving process, bounded memory.
 //! - [`TokenScript`]: a token command (a real shell script in a temp dir) that counts its
 //!   runs, the one every test of the workspace uses.
@@ -14,11 +16,13 @@
 mod connect_proxy;
 mod secrets;
 mod server;
+mod tls_front;
 mod token_script;
 
 pub use connect_proxy::ConnectProxy;
 pub use secrets::{echo_in_every_encoding, leaked_forms};
 pub use server::{Fault, HostileServer, SeenRequest};
+pub use tls_front::TlsFront;
 pub use token_script::{TokenScript, wait_until};
 
 use std::time::{Duration, Instant};

@@ -156,20 +156,52 @@ const REJECTED_GRACE: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT_MS: u64 = 10_000;
 
 /// The calling process: the parent's pid and, where the system says, its start time (so a
-/// reused pid is another caller).
+/// reused pid is another caller). A parent that is only a shell wrapper (`sh -c 'modelauth
+/// token ...'`, which is how Claude Code runs `apiKeyHelper` and many tools run a helper
+/// command line) is a new process on every call, so the caller is the process that started
+/// it: looked through up to four such shells.
 pub fn caller_id() -> String {
-    let parent = std::os::unix::process::parent_id();
-    let started = std::fs::read_to_string(format!("/proc/{parent}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // Field 22 (start time); the fields after the ')' that ends the name begin at 3.
-            let rest = stat.rsplit_once(')')?.1;
-            rest.split_whitespace().nth(19).map(str::to_owned)
-        });
-    match started {
-        Some(started) => format!("{parent}@{started}"),
-        None => parent.to_string(),
+    let mut caller = std::os::unix::process::parent_id();
+    for _ in 0..4 {
+        match shell_wrapper_parent(caller) {
+            Some(parent) => caller = parent,
+            None => break,
+        }
     }
+    match proc_stat_fields(caller).and_then(|fields| fields.get(19).cloned()) {
+        Some(started) => format!("{caller}@{started}"),
+        None => caller.to_string(),
+    }
+}
+
+/// Shells whose `-c` run of a command line is a wrapper, not a caller of its own.
+const SHELLS: &[&str] = &["sh", "dash", "bash", "zsh", "ksh", "mksh", "ash", "busybox"];
+
+/// The parent of `pid` when `pid` is a shell running a command line given with `-c` (Linux:
+/// read from `/proc`; elsewhere none, and the parent is the caller).
+fn shell_wrapper_parent(pid: u32) -> Option<u32> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
+    let program = args.next()?;
+    let name = program.rsplit(|b| *b == b'/').next()?;
+    if !SHELLS.iter().any(|shell| shell.as_bytes() == name) {
+        return None;
+    }
+    // `-c`, or short options that include it (`-ec`, `-lc`).
+    let runs_a_line =
+        args.any(|a| a.starts_with(b"-") && !a.starts_with(b"--") && a.contains(&b'c'));
+    if !runs_a_line {
+        return None;
+    }
+    proc_stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// The fields of `/proc/PID/stat` after the process name: state (0), ppid (1), ... start
+/// time (19).
+fn proc_stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 /// Decides whether the helper caller gets `credential` or a new token (SPEC §9.1):
