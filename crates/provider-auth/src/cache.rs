@@ -9,14 +9,12 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared, WeakShared};
 
+use crate::TRACING_TARGET;
 use crate::command::CommandRefresher;
 use crate::error::AuthError;
 use crate::refresher::{ExternalAuthRefresher, RefreshReason};
 use crate::scope::TokenScope;
-use crate::token::{Credential, FreshToken};
-
-/// Target of this crate's tracing events.
-pub const TRACING_TARGET: &str = "provider_auth";
+use crate::token::{Credential, FreshToken, lifetime};
 
 /// When and how a cache refreshes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -644,23 +642,6 @@ impl TokenCache {
             expires_at: lifetime.and_then(|l| now.checked_add(l)),
             hard_expiry,
             stated_expiry: fresh.expires_at,
-        }
-    }
-}
-
-/// A token's lifetime: the refresh interval when the token states no expiry; else (time
-/// `left` - skew), with skew = min(60 s, 10% of the time left), capped by `cap`. `None` =
-/// kept until a 401.
-pub(crate) fn lifetime(
-    interval: Option<Duration>,
-    cap: Option<Duration>,
-    left: Option<Duration>,
-) -> Option<Duration> {
-    match left {
-        None => interval,
-        Some(left) => {
-            let usable = left - (left / 10).min(Duration::from_secs(60));
-            Some(cap.map_or(usable, |l| l.min(usable)))
         }
     }
 }

@@ -67,12 +67,15 @@ mod headers;
 mod integrations;
 mod manager;
 mod refresher;
+/// Target of this crate's tracing events.
+pub const TRACING_TARGET: &str = "provider_auth";
+
 mod scope;
 mod scrub;
 mod store;
 mod token;
 
-pub use cache::{CachePolicy, CacheStats, TRACING_TARGET, TokenCache, TokenStatus};
+pub use cache::{CachePolicy, CacheStats, TokenCache, TokenStatus};
 pub use command::{
     CommandRefresher, MAX_STDERR_EXCERPT_BYTES, MAX_STDOUT_BYTES, disable_prompts,
     locate_token_command, run_token_command,

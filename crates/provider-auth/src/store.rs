@@ -788,7 +788,7 @@ impl StoreRefresher {
             .expires_at
             .map(|expires| expires.duration_since(obtained).unwrap_or(Duration::ZERO));
         let limit = match (
-            crate::cache::lifetime(self.refresh_interval, self.expiry_cap, left),
+            crate::token::lifetime(self.refresh_interval, self.expiry_cap, left),
             ahead,
         ) {
             (None, _) => Duration::MAX,
@@ -864,7 +864,7 @@ impl StoreRefresher {
             });
             hold.then(|| {
                 tracing::warn!(
-                    target: crate::cache::TRACING_TARGET,
+                    target: crate::TRACING_TARGET,
                     source = %origin,
                     backoff_ms = step,
                     "the gateway rejected a newly minted token; holding the next run back (shared store)"

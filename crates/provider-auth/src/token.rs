@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use zeroize::Zeroizing;
@@ -210,5 +210,22 @@ impl Credential {
     /// The `Authorization` header value (`Bearer ...`, marked sensitive).
     pub fn header_value(&self) -> Option<HeaderValue> {
         self.token.bearer_header()
+    }
+}
+
+/// A token's lifetime: the refresh interval when the token states no expiry; else (time
+/// `left` - skew), with skew = min(60 s, 10% of the time left), capped by `cap`. `None` =
+/// kept until a 401.
+pub(crate) fn lifetime(
+    interval: Option<Duration>,
+    cap: Option<Duration>,
+    left: Option<Duration>,
+) -> Option<Duration> {
+    match left {
+        None => interval,
+        Some(left) => {
+            let usable = left - (left / 10).min(Duration::from_secs(60));
+            Some(cap.map_or(usable, |l| l.min(usable)))
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use provider_auth::AuthError;
 
 /// Why the proxy cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -110,4 +111,16 @@ pub(crate) fn answer(code: ProxyErrorCode, message: impl Into<String>) -> Respon
         }
     });
     (code.status(), axum::Json(body)).into_response()
+}
+
+/// Most characters of a failed command's stderr in a `token_unavailable` answer.
+const TOKEN_UNAVAILABLE_STDERR_CHARS: usize = 160;
+
+/// The answer when the token command failed. The auth error already names the provider
+/// and the program, never the token or stdout.
+/// 502 `token_unavailable`: why there is no token, with at most the last 160 characters of
+/// what the command printed on stderr (already scrubbed of every token sent).
+pub(crate) fn token_unavailable(e: &AuthError) -> Response {
+    let e = e.clone().with_short_stderr(TOKEN_UNAVAILABLE_STDERR_CHARS);
+    answer(ProxyErrorCode::TokenUnavailable, format!("no token: {e}"))
 }

@@ -12,48 +12,23 @@ use axum::extract::Request;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt as _};
-use http::{HeaderMap, HeaderName, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use provider_auth::{AuthError, AuthRetry, RequestAuth};
 
 use crate::TRACING_TARGET;
-use crate::error::{ProxyErrorCode, answer};
+use crate::error::{ProxyErrorCode, answer, token_unavailable};
+use crate::headers::{drop_not_forwarded, scrub_headers};
 use crate::idle::IdleBounded;
-use crate::server::{Route, Shared};
+use crate::route::{Reservation, Route, Shared, upstream_headers, upstream_url};
 use crate::sse::ScrubbedEvents;
 
 /// Most of an error answer's body read (to scrub it) before it goes back to the client.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Most characters of a failed command's stderr in a `token_unavailable` answer.
-const TOKEN_UNAVAILABLE_STDERR_CHARS: usize = 160;
-
 /// Largest error body scrubbed on the event loop itself (a fraction of a millisecond).
 const SCRUB_INLINE_BYTES: usize = 8 * 1024;
-
-/// Inbound headers that carry the client's own (dummy) credential: never forwarded.
-const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "api-key", "x-api-key"];
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), plus those the upstream client sets itself, and
-/// `Expect`: the proxy answered the client's `100-continue` itself, and sends the body
-/// upstream without waiting.
-const NOT_FORWARDED: [&str; 13] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "expect",
-    // Bodies come back uncompressed, so error answers can be scrubbed.
-    "accept-encoding",
-];
 
 type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, axum::Error>> + Send>>;
 
@@ -66,57 +41,6 @@ enum Payload {
         _held: Reservation,
     },
     Streaming(Option<BodyStream>),
-}
-
-/// The bytes of request bodies buffered for replay, process-wide, against a limit: a body
-/// that would go over it streams through without replay instead, so a thousand slow
-/// uploads cannot take the proxy's memory.
-pub(crate) struct ReplayBudget {
-    used: std::sync::atomic::AtomicUsize,
-    limit: usize,
-}
-
-impl ReplayBudget {
-    pub(crate) fn new(limit: usize) -> Self {
-        Self {
-            used: std::sync::atomic::AtomicUsize::new(0),
-            limit,
-        }
-    }
-
-    /// The bytes buffered for replays right now.
-    pub(crate) fn used(&self) -> usize {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Takes `bytes` more for `reservation`, if the budget has them.
-    fn take(&self, reservation: &mut Reservation, bytes: usize) -> bool {
-        use std::sync::atomic::Ordering;
-        let taken = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|total| *total <= self.limit)
-            })
-            .is_ok();
-        if taken {
-            reservation.bytes += bytes;
-        }
-        taken
-    }
-}
-
-/// Bytes held against the replay budget, given back when dropped.
-pub(crate) struct Reservation {
-    budget: Arc<ReplayBudget>,
-    bytes: usize,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.budget
-            .used
-            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
-    }
 }
 
 /// Why a body could not be read for a replay.
@@ -273,72 +197,6 @@ fn is_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// `<base_url>/<rest>` with the client's query, then the provider's `query_params`: the
-/// URL [`provider_config::ModelProviderInfo::endpoint_url`] makes, written straight from
-/// the route's `base_prefix` and `base_query` (made once, at bind). `rest` and `query` are
-/// as hyper parsed them from the request target, so the result is a valid URI too.
-pub(crate) fn upstream_url(route: &Route, rest: &str, query: Option<&str>) -> String {
-    let rest = rest.trim_start_matches('/');
-    let query = query.filter(|q| !q.is_empty());
-    let mut url = String::with_capacity(
-        route.base_prefix.len()
-            + rest.len()
-            + query.map_or(0, str::len)
-            + route.base_query.as_ref().map_or(0, String::len)
-            + 3,
-    );
-    url.push_str(&route.base_prefix);
-    url.push('/');
-    url.push_str(rest);
-    for (i, part) in query
-        .into_iter()
-        .chain(route.base_query.as_deref())
-        .enumerate()
-    {
-        url.push(if i == 0 { '?' } else { '&' });
-        url.push_str(part);
-    }
-    url
-}
-
-/// The inbound headers that may go upstream: no credential, no hop-by-hop header (nor one
-/// the `Connection` header names).
-pub(crate) fn forwardable(inbound: &HeaderMap) -> HeaderMap {
-    let named_by_connection: Vec<&str> = inbound
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let mut out = HeaderMap::new();
-    for (name, value) in inbound {
-        let n = name.as_str();
-        if CREDENTIAL_HEADERS.contains(&n)
-            || NOT_FORWARDED.contains(&n)
-            || named_by_connection
-                .iter()
-                .any(|c| c.eq_ignore_ascii_case(n))
-        {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
-    }
-    out
-}
-
-/// The provider's headers over the client's; the client's `User-Agent` is kept.
-pub(crate) fn upstream_headers(route: &Route, inbound: &HeaderMap) -> HeaderMap {
-    let mut headers = forwardable(inbound);
-    for (name, value) in &route.headers {
-        if name == header::USER_AGENT && headers.contains_key(header::USER_AGENT) {
-            continue;
-        }
-        headers.insert(name.clone(), value.clone());
-    }
-    headers
-}
-
 async fn forward(
     route: &Arc<Route>,
     request: Request<Body>,
@@ -482,15 +340,6 @@ async fn forward(
         }
         return (pass_back(route, response, Some(&auth)).await, replayed);
     }
-}
-
-/// The answer when the token command failed. The auth error already names the provider
-/// and the program, never the token or stdout.
-/// 502 `token_unavailable`: why there is no token, with at most the last 160 characters of
-/// what the command printed on stderr (already scrubbed of every token sent).
-pub(crate) fn token_unavailable(e: &AuthError) -> Response {
-    let e = e.clone().with_short_stderr(TOKEN_UNAVAILABLE_STDERR_CHARS);
-    answer(ProxyErrorCode::TokenUnavailable, format!("no token: {e}"))
 }
 
 /// The innermost error: the reason itself (`Connection refused`, a TLS alert...).
@@ -700,50 +549,6 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
                 .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
         });
     events && !headers.contains_key(header::CONTENT_ENCODING)
-}
-
-/// Replaces every header value that holds a secret with its scrubbed form (or with
-/// `[REDACTED]` alone, should that form not be a valid header value). A value without one
-/// costs a scan.
-fn scrub_headers(scrubber: &provider_auth::Scrubber, headers: &mut HeaderMap) {
-    for value in headers.values_mut() {
-        if !scrubber.finds_secret(value.as_bytes()) {
-            continue;
-        }
-        let text = String::from_utf8_lossy(value.as_bytes());
-        let scrubbed = scrubber.scrub(&text);
-        if scrubbed != text {
-            *value = http::HeaderValue::from_str(&scrubbed)
-                .unwrap_or_else(|_| http::HeaderValue::from_static(provider_auth::REDACTED));
-        }
-    }
-}
-
-/// Removes the hop-by-hop headers of a gateway answer; its `Content-Length` stays.
-fn drop_not_forwarded(headers: &mut HeaderMap) {
-    // Hop-by-hop: the fixed list, and whatever the gateway names in its own `Connection`
-    // (compared without allocating: most answers name only `keep-alive` or `close`).
-    let connection: Vec<&[u8]> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|n| !n.is_empty())
-        .collect();
-    let dropped: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            *name != header::CONTENT_LENGTH
-                && (NOT_FORWARDED.contains(&name.as_str())
-                    || connection
-                        .iter()
-                        .any(|n| n.eq_ignore_ascii_case(name.as_str().as_bytes())))
-        })
-        .cloned()
-        .collect();
-    for name in dropped {
-        headers.remove(name);
-    }
 }
 
 async fn read_error_body(route: &Route, mut body: Incoming) -> Vec<u8> {

@@ -12,7 +12,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::TRACING_TARGET;
-use crate::server::Route;
+use crate::route::Route;
 
 /// The gateway went silent mid-answer for longer than the idle limit.
 #[derive(Debug, thiserror::Error)]

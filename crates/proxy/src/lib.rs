@@ -52,8 +52,10 @@
 mod access;
 mod error;
 mod forward;
+mod headers;
 mod idle;
 pub mod limits;
+mod route;
 mod server;
 mod sse;
 mod upstream;

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use provider_auth::{AuthManager, RequestAuth, Scrubber};
+use provider_auth::AuthManager;
 use provider_config::ModelProviderInfo;
 use serde::Serialize;
 
@@ -21,6 +21,7 @@ use crate::TRACING_TARGET;
 use crate::access::{from_another_site, loopback_host, presents_key};
 use crate::error::{ProxyError, ProxyErrorCode, answer};
 use crate::limits::Proof;
+use crate::route::{Counters, Route, Shared};
 
 /// Health: `{"status":"ok"}`.
 const HEALTH_PATH: &str = "/_modelauth/health";
@@ -119,6 +120,8 @@ pub struct ProxyConfig {
     /// How long a new connection has to send a request that passes the access check
     /// ([`crate::limits::FIRST_HEAD_DEADLINE`] by default).
     pub first_request_deadline: Duration,
+    /// How long requests in flight may go on once stopping ([`SHUTDOWN_GRACE`] by default).
+    pub shutdown_grace: Duration,
 }
 
 impl ProxyConfig {
@@ -135,12 +138,19 @@ impl ProxyConfig {
             max_connections: None,
             max_connections_per_peer: None,
             first_request_deadline: crate::limits::FIRST_HEAD_DEADLINE,
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 
     /// The same config with another first-request deadline.
     pub fn with_first_request_deadline(mut self, deadline: Duration) -> Self {
         self.first_request_deadline = deadline;
+        self
+    }
+
+    /// The same config with another shutdown grace.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
         self
     }
 
@@ -197,85 +207,6 @@ pub struct ProviderStats {
     pub command_runs: u64,
     /// Answers the proxy made itself (token unavailable, upstream unreachable or timed out).
     pub errors: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) requests: AtomicU64,
-    pub(crate) replays: AtomicU64,
-    pub(crate) upstream_auth_failures: AtomicU64,
-    pub(crate) errors: AtomicU64,
-}
-
-/// A provider as the request handlers see it.
-pub(crate) struct Route {
-    pub(crate) id: String,
-    pub(crate) info: ModelProviderInfo,
-    /// `base_url` with the provider's `query_params`, parsed once at bind.
-    pub(crate) base: url::Url,
-    /// `base` without its query or a trailing `/`: what every upstream URL starts with.
-    pub(crate) base_prefix: String,
-    /// The provider's `query_params`, as `base` writes them (`None` when it has none).
-    pub(crate) base_query: Option<String>,
-    pub(crate) auth: Arc<dyn AuthManager>,
-    pub(crate) headers: http::HeaderMap,
-    pub(crate) header_secrets: Vec<String>,
-    pub(crate) http: crate::upstream::UpstreamClient,
-    pub(crate) counters: Counters,
-    pub(crate) unavailable: Option<String>,
-    /// The scrubber last built for a request, and the credential generation it was built
-    /// for: answers of one generation share it.
-    pub(crate) last_scrubber: std::sync::Mutex<Option<(u64, Arc<Scrubber>)>>,
-}
-
-impl Route {
-    pub(crate) fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) {
-        counter(&self.counters).fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A scrubber for what this provider's gateway sends about a request (`auth`, or none
-    /// when there is no request): every recent token, the credential the request sent, and
-    /// every configured header value. Built once per credential generation.
-    pub(crate) fn scrubber(&self, auth: Option<&RequestAuth>) -> Arc<Scrubber> {
-        let fresh;
-        let auth = match auth {
-            Some(auth) => auth,
-            None => {
-                fresh = RequestAuth::new(self.auth.clone());
-                &fresh
-            }
-        };
-        let Some(generation) = auth.sent_generation() else {
-            return Arc::new(auth.scrubber_with(&self.header_secrets));
-        };
-        let mut last = match self.last_scrubber.lock() {
-            Ok(last) => last,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some((built_for, scrubber)) = last.as_ref()
-            && *built_for == generation
-        {
-            return scrubber.clone();
-        }
-        let scrubber = Arc::new(auth.scrubber_with(&self.header_secrets));
-        *last = Some((generation, scrubber.clone()));
-        scrubber
-    }
-}
-
-pub(crate) struct Shared {
-    pub(crate) routes: BTreeMap<String, Arc<Route>>,
-    pub(crate) client_key: Option<Vec<u8>>,
-    pub(crate) port: u16,
-    pub(crate) max_replay_bytes: usize,
-    pub(crate) client_idle_timeout: Duration,
-    pub(crate) body_idle_timeout: Duration,
-    /// Bytes of request bodies buffered for replay right now, and the most allowed.
-    pub(crate) replay_budget: Arc<crate::forward::ReplayBudget>,
-    /// Requests refused by the access check (client key, `Host`, `Origin`).
-    pub(crate) refused: AtomicU64,
-    /// The open client connections and their bounds.
-    pub(crate) slots: Arc<crate::limits::Slots>,
 }
 
 /// A bound proxy, ready to serve.
@@ -361,7 +292,8 @@ impl Proxy {
                 max_replay_bytes: config.max_replay_bytes,
                 client_idle_timeout: config.client_idle_timeout,
                 body_idle_timeout: config.body_idle_timeout,
-                replay_budget: Arc::new(crate::forward::ReplayBudget::new(
+                shutdown_grace: config.shutdown_grace,
+                replay_budget: Arc::new(crate::route::ReplayBudget::new(
                     config.replay_budget_bytes,
                 )),
                 refused: AtomicU64::new(0),
@@ -397,7 +329,7 @@ impl Proxy {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets requests in flight
-    /// finish for up to [`SHUTDOWN_GRACE`].
+    /// finish for up to the config's `shutdown_grace` ([`SHUTDOWN_GRACE`] by default).
     ///
     /// HTTP/1.1 on plain TCP, every connection on a task of its own (websocket upgrades
     /// included). Small answers go out at once: `TCP_NODELAY` on every accepted socket.
@@ -482,7 +414,7 @@ impl Proxy {
         let _ = stopping.send(true);
         tokio::select! {
             () = stopping.closed() => {}
-            () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+            () = tokio::time::sleep(self.shared.shutdown_grace) => {}
         }
     }
 }

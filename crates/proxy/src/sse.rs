@@ -22,7 +22,7 @@ use provider_auth::Scrubber;
 
 use crate::TRACING_TARGET;
 use crate::idle::IdleBounded;
-use crate::server::Route;
+use crate::route::Route;
 
 /// A cheap first test: an event without these bytes is no error event.
 const ERROR_MARK: &[u8] = b"error";

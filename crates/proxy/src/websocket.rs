@@ -16,8 +16,9 @@ use realtime::{MAX_MESSAGE_BYTES, RealtimeClient, RealtimeError};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::error::{ProxyErrorCode, answer};
-use crate::forward::{forwardable, upstream_url};
-use crate::server::Route;
+use crate::headers::forwardable;
+use crate::route::Route;
+use crate::route::upstream_url;
 
 /// Handshake headers the websocket layers set themselves.
 const HANDSHAKE_HEADERS: [&str; 4] = [
@@ -108,7 +109,7 @@ fn handshake_failure(route: &Route, e: RealtimeError) -> Response {
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             response
         }
-        RealtimeError::Auth(e) => crate::forward::token_unavailable(&e),
+        RealtimeError::Auth(e) => crate::error::token_unavailable(&e),
         RealtimeError::ConnectTimeout { .. } => {
             answer(ProxyErrorCode::UpstreamTimeout, e.to_string())
         }

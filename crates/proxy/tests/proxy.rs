@@ -1448,3 +1448,46 @@ async fn another_local_users_process_is_refused_without_a_client_key() {
         .unwrap();
     assert!(served.ends_with("\n200"), "{served}");
 }
+
+/// Stopping lets a request in flight go on for the shutdown grace, and no longer: with a
+/// grace of 300 ms (the default is 10 s), the proxy stops while the gateway still holds
+/// the answer back (for an hour).
+#[tokio::test]
+async fn stopping_waits_for_requests_in_flight_only_for_the_shutdown_grace() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3600)))
+        .mount(&upstream)
+        .await;
+    let script = TokenScript::new("echo tok-grace");
+    let proxy = Proxy::bind(
+        on_loopback(vec![provider(&format!("{}/v1", upstream.uri()), &script)])
+            .with_shutdown_grace(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/dev/models", proxy.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(proxy.serve(async {
+        let _ = stopped.await;
+    }));
+    let request = tokio::spawn(async move { http().get(url).send().await });
+    // Until the gateway has the request (the proxy is forwarding it).
+    while upstream
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        tokio::task::yield_now().await;
+    }
+    let stopping = std::time::Instant::now();
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+    let took = stopping.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "stopped after {took:?}"
+    );
+    request.abort();
+}
