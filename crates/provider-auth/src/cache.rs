@@ -4,7 +4,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// Tokio's clock (the machine's outside a runtime, or in one whose clock is not paused): tests
+// drive lifetimes, refresh ahead and the backoff with a paused clock.
+use tokio::time::Instant;
 
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared, WeakShared};

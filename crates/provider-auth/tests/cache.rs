@@ -215,43 +215,6 @@ async fn failing_command_is_not_rerun_inside_the_backoff_window() {
     assert_eq!(cache.stats().failures, 1);
 }
 
-#[tokio::test]
-async fn backoff_ends_and_a_token_that_proved_itself_resets_it() {
-    // Runs 1 and 2 fail, 3 succeeds, 4 fails, 5 succeeds.
-    let script = Script::new("case $N in 1|2|4) echo down >&2; exit 1;; esac\necho tok-$N");
-    let auth = script.auth_with_refresh(400);
-    let cache = TokenCache::new(
-        Arc::new(CommandRefresher::new("corp", auth.clone())),
-        fast_policy(auth.refresh_interval()).with_refresh_ahead(false),
-    );
-    assert!(cache.credential().await.is_err());
-    assert!(cache.credential().await.is_err());
-    assert_eq!(
-        script.runs(),
-        1,
-        "a second run inside the first step (100 ms)"
-    );
-    tokio::time::sleep(Duration::from_millis(120)).await;
-    assert!(cache.credential().await.is_err());
-    assert_eq!(script.runs(), 2);
-    // The second failure doubled the step to 200 ms.
-    tokio::time::sleep(Duration::from_millis(120)).await;
-    assert!(cache.credential().await.is_err());
-    assert_eq!(script.runs(), 2, "the doubled step was not kept");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(secret(&cache).await, "tok-3");
-    // tok-3 lives its whole 400 ms (past its probation): the steps start again at 100 ms.
-    tokio::time::sleep(Duration::from_millis(420)).await;
-    assert!(cache.credential().await.is_err());
-    assert_eq!(script.runs(), 4);
-    tokio::time::sleep(Duration::from_millis(120)).await;
-    assert_eq!(
-        secret(&cache).await,
-        "tok-5",
-        "the step was not reset to 100 ms"
-    );
-}
-
 /// Backoff steps of 100 ms doubling to 800 ms, so the breaker tests are quick.
 fn fast_policy(refresh_interval: Option<Duration>) -> CachePolicy {
     let mut policy = CachePolicy::new(refresh_interval);
