@@ -1,7 +1,5 @@
 //! The CLI's error type and its exit codes.
 
-use std::fmt::Write as _;
-
 /// Exit status for success.
 pub const EXIT_OK: u8 = 0;
 /// Exit status for a runtime failure (token command, network, gateway).
@@ -45,24 +43,10 @@ impl CliError {
         }
     }
 
-    /// A runtime failure from an error value: its display is the sentence, its sources the detail.
+    /// A runtime failure from an error value: `context`, the error and its causes, on one
+    /// line (`could not start the proxy: cannot listen on ADDR: Address already in use`).
     pub fn from_error(context: &str, err: &(dyn std::error::Error + 'static)) -> Self {
-        let summary = format!("{context}: {err}");
-        let mut detail = String::new();
-        let mut source = err.source();
-        while let Some(s) = source {
-            // A cause the message already quotes (`cannot listen on ...: {source}`) is
-            // not said twice.
-            let cause = s.to_string();
-            if !summary.contains(&cause) && !detail.contains(&cause) {
-                let _ = writeln!(detail, "  caused by: {cause}");
-            }
-            source = s.source();
-        }
-        CliError::Runtime {
-            summary,
-            detail: (!detail.is_empty()).then(|| detail.trim_end().to_owned()),
-        }
+        CliError::runtime(format!("{context}: {}", with_causes(err)))
     }
 
     /// The same error with one more line of detail (a runtime failure), or unchanged.
@@ -88,9 +72,18 @@ impl CliError {
         }
     }
 
+    /// The first line: the message, and for a config error the causes of the config error
+    /// (an I/O error reading the file).
+    fn sentence(&self) -> String {
+        match self {
+            CliError::Config(e) => format!("invalid config: {}", with_causes(e)),
+            other => other.to_string(),
+        }
+    }
+
     /// The error on one line, without the `error: ` prefix (for a line of a report).
     pub fn render_plain(&self) -> String {
-        let mut out = self.to_string();
+        let mut out = self.sentence();
         if let CliError::Runtime {
             detail: Some(detail),
             ..
@@ -106,7 +99,7 @@ impl CliError {
 
     /// The text printed on stderr.
     pub fn render(&self) -> String {
-        let mut out = format!("error: {self}");
+        let mut out = format!("error: {}", self.sentence());
         if let CliError::Runtime {
             detail: Some(detail),
             ..
@@ -117,4 +110,18 @@ impl CliError {
         }
         out
     }
+}
+
+/// An error and its causes on one line, `: `-separated. Every error type of the workspace
+/// displays only its own message and returns its cause from `source()`, so nothing is said
+/// twice.
+pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }

@@ -70,7 +70,7 @@ impl GatewayConfig {
 #[non_exhaustive]
 pub enum GatewayError {
     /// Binding the listener failed.
-    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    #[error("cannot listen on 127.0.0.1:{port}")]
     Bind {
         /// The port asked for.
         port: u16,

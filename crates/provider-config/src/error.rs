@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read the config file: {source}", file.display())]
+    #[error("{}: cannot read the config file", file.display())]
     Read {
         /// The file that was asked for.
         file: PathBuf,

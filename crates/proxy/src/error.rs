@@ -11,14 +11,14 @@ use provider_auth::AuthError;
 pub enum ProxyError {
     /// A non-loopback listen address without a client key.
     #[error(
-        "refusing to listen on {addr}: it is not a loopback address; require a client key with --client-key-env to listen there"
+        "refusing to listen on {addr}: it is not a loopback address; require a client key to listen there"
     )]
     NotLoopback {
         /// The address asked for.
         addr: std::net::SocketAddr,
     },
     /// Binding the listen address failed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: std::net::SocketAddr,
@@ -26,7 +26,7 @@ pub enum ProxyError {
         source: std::io::Error,
     },
     /// No provider to serve.
-    #[error("no provider to serve: name one with -p, or define one in the config file")]
+    #[error("no provider to serve")]
     NoProviders,
     /// A provider cannot be served (its headers or client cannot be built).
     #[error("provider `{provider}`: {detail}")]

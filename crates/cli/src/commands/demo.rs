@@ -108,7 +108,7 @@ pub async fn demo() -> Result<(), CliError> {
                 gw.token_url()
             );
             std::fs::write(&config_path, text).map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
-            let config = load_config_file(&config_path).map_err(|e| e.to_string())?;
+            let config = load_config_file(&config_path).map_err(|e| crate::error::with_causes(&e))?;
             let settings = crate::commands::check::Settings {
                 provider: Some(PROVIDER.to_owned()),
                 ..Default::default()

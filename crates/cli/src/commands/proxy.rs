@@ -58,8 +58,14 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
     // better (the connection cap follows this limit).
     let open_files = proxy::limits::raise_open_file_limit();
     tracing::debug!(target: proxy::TRACING_TARGET, ?open_files, "open-file limit");
+    // The library says what is wrong; the command line says which flag mends it.
     let proxy = Proxy::bind(proxy_config).await.map_err(|e| match e {
-        ProxyError::NotLoopback { .. } | ProxyError::NoProviders => CliError::Usage(e.to_string()),
+        ProxyError::NotLoopback { addr } => CliError::Usage(format!(
+            "refusing to listen on {addr}: it is not a loopback address; require a client key with --client-key-env to listen there"
+        )),
+        ProxyError::NoProviders => CliError::Usage(
+            "no provider to serve: name one with -p, or define one in the config file".into(),
+        ),
         other => CliError::from_error("could not start the proxy", &other),
     })?;
     let addr = proxy.local_addr();
