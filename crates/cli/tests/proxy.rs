@@ -2,6 +2,7 @@
 //! and how it stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,8 @@ use dev_gateway::{DevGateway, GatewayConfig};
 
 #[path = "support/proxy_setup.rs"]
 mod proxy_setup;
+#[path = "support/sdk.rs"]
+mod sdk;
 use proxy_setup::{Killed, gateway_and_config, terminate, write_config, write_script};
 
 const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
@@ -349,4 +352,186 @@ async fn a_provider_without_its_key_does_not_stop_the_others() {
     assert!(stopped.status.success());
     let stderr = String::from_utf8_lossy(&stopped.stderr).replace(&base, "http://[ADDR]");
     insta::assert_snapshot!(stderr, @"warning: provider `keyed` is unavailable (provider `keyed`: environment variable `MODELAUTH_TEST_UNSET_KEY` is not set or empty); http://[ADDR]/keyed answers 502 token_unavailable");
+}
+
+/// Reads OpenMetrics text with the Python `prometheus_client` parser: every sample as
+/// `[name, labels, value]`.
+fn parse_openmetrics(python: &Path, text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    use std::io::Write as _;
+    let mut child = Command::new(python)
+        .args([
+            "-c",
+            "import json, sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families\nprint(json.dumps([[s.name, s.labels, s.value] for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples]))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the metrics:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `GET /_modelauth/ready` is 503 until the provider holds a token (the probe itself starts
+/// fetching one), then 200; `GET /_modelauth/metrics` is OpenMetrics text that the Python
+/// `prometheus_client` parser reads, with the answers by status class, the command runs
+/// and the token's age, and never the token, a path or a query string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_openmetrics_and_ready_follows_the_token() {
+    let Some(python) = sdk::python() else { return };
+    let (gw, dir) = gateway_and_config().await;
+    let script = std::fs::read_to_string(dir.path().join("token.sh")).unwrap();
+    let token = script
+        .lines()
+        .last()
+        .unwrap()
+        .trim_start_matches("echo ")
+        .to_owned();
+    let (child, lines) = spawn(dir.path(), &[]);
+    let child = Killed(child);
+    let base = lines[0].strip_prefix("listening on ").unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let ready = || async {
+        let answer = client
+            .get(format!("{base}/_modelauth/ready"))
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    };
+    let (status, body) = ready().await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "not ready", "providers": {"corp": "no usable token yet; fetching one"}})
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = ready().await;
+        if status == 200 {
+            assert_eq!(body, r#"{"status":"ready"}"#);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pids(dir.path()).len(), 1, "the probes ran the command once");
+    let ok = client
+        .get(format!("{base}/corp/models?api_key=query-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let missing = client
+        .get(format!("{base}/corp/no-such-route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    // A stream still going out is in flight (the gateway sends an event every 200 ms).
+    gw.set_fault(
+        dev_gateway::Route::Responses,
+        Some(dev_gateway::Fault::SlowStream {
+            delay: Duration::from_millis(200),
+        }),
+    );
+    let mut stream = client
+        .post(format!("{base}/corp/responses"))
+        .json(&serde_json::json!({"model": "dev-small", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(stream.chunk().await.unwrap().is_some());
+    let during = client
+        .get(format!("{base}/_modelauth/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        during.contains("modelauth_streams_in_flight{provider=\"corp\"} 1"),
+        "{during}"
+    );
+    drop(stream);
+    gw.set_fault(dev_gateway::Route::Responses, None);
+    // The stream's end is seen by the proxy once the client has gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let answer = client
+            .get(format!("{base}/_modelauth/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let text = answer.text().await.unwrap();
+        if text.contains("modelauth_streams_in_flight{provider=\"corp\"} 0") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let text = answer;
+    let answer = client
+        .get(format!("{base}/_modelauth/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    for secret in [token.as_str(), "query-secret", "no-such-route", "api_key"] {
+        assert!(
+            !text.contains(secret),
+            "the metrics hold `{secret}`:\n{text}"
+        );
+    }
+    let samples = parse_openmetrics(&python, &text);
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in\n{text}"))
+    };
+    let corp = ("provider", "corp");
+    assert_eq!(
+        value("modelauth_requests_total", &[corp, ("status_class", "2xx")]),
+        2.0,
+        "the models list and the stream"
+    );
+    assert_eq!(
+        value("modelauth_requests_total", &[corp, ("status_class", "4xx")]),
+        1.0
+    );
+    assert_eq!(value("modelauth_command_runs_total", &[corp]), 1.0);
+    assert_eq!(value("modelauth_command_failures_total", &[corp]), 0.0);
+    assert_eq!(value("modelauth_provider_available", &[corp]), 1.0);
+    assert!(value("modelauth_token_age_seconds", &[corp]) < 60.0);
+    assert!(value("modelauth_token_expires_in_seconds", &[corp]) > 0.0);
+    assert_eq!(value("modelauth_streams_in_flight", &[corp]), 0.0);
+    assert!(value("modelauth_connections_open", &[]) >= 1.0);
+    assert_eq!(value("modelauth_replay_buffer_bytes", &[]), 0.0);
+    terminate(&child.0);
 }

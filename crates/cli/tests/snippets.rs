@@ -20,6 +20,8 @@
 
 #[path = "support/docs.rs"]
 mod docs;
+#[path = "support/sdk.rs"]
+mod sdk;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,30 +46,6 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("docs/helpers.md", "modelauth login -p corp", "logged in"),
     ("docs/configuration.md", "modelauth schema", ""),
 ];
-
-/// Where `.ci/run` installed the SDKs, if it did.
-fn sdk_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("MODELAUTH_SDK_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/modelauth-ci/sdk"))
-        })?;
-    let ready =
-        dir.join("py/bin/python3").exists() && dir.join("node/node_modules/openai").exists();
-    if ready {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "the OpenAI SDKs are not installed under {} (.ci/run installs them)",
-        dir.display()
-    );
-    eprintln!(
-        "skipped: Python and JavaScript snippets, the OpenAI SDKs are not installed under {} (run .ci/run)",
-        dir.display()
-    );
-    None
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -234,7 +212,7 @@ fn page_script(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_snippet_runs() {
     let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
-    let sdk = sdk_dir();
+    let sdk = sdk::sdk_dir();
     let ci = ci_documented_lines();
     let mut ran = 0;
     let mut checked: Vec<(String, String)> = Vec::new();

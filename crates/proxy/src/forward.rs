@@ -71,6 +71,18 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
         );
     };
     route.count(|c| &c.requests);
+    let response = for_route(shared, &route, request, rest, started).await;
+    route.answered(response)
+}
+
+/// A request for `route`, `rest` being the path after its id.
+async fn for_route(
+    shared: &Shared,
+    route: &Arc<Route>,
+    request: Request<Body>,
+    rest: &str,
+    started: Instant,
+) -> Response {
     if has_dot_segment(rest) {
         route.count(|c| &c.errors);
         return answer(
@@ -93,11 +105,11 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
     }
     let rest = rest.to_owned();
     let (mut response, replayed) = if is_websocket(request.headers()) {
-        (crate::websocket::relay(&route, request, &rest).await, false)
+        (crate::websocket::relay(route, request, &rest).await, false)
     } else {
-        forward(&route, request, &rest, shared).await
+        forward(route, request, &rest, shared).await
     };
-    let hint = doubled_v1_hint(&route, &rest, response.status());
+    let hint = doubled_v1_hint(route, &rest, response.status());
     if let Some(hint) = hint {
         response
             .headers_mut()

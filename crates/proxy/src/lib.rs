@@ -55,6 +55,7 @@ mod forward;
 mod headers;
 mod idle;
 pub mod limits;
+mod metrics;
 mod route;
 mod server;
 mod sse;

@@ -403,17 +403,48 @@ impl Drop for InFlight {
     }
 }
 
-/// An answer's body that keeps its request counted in flight until it ends.
+/// One more in a count (answers of a provider in flight), one less when the last clone is
+/// dropped. Rides in an answer's extensions to the server's body wrapper.
+#[derive(Clone)]
+pub(crate) struct Counted {
+    _count: Arc<CountedInner>,
+}
+
+struct CountedInner(Arc<AtomicU64>);
+
+impl Counted {
+    pub(crate) fn new(count: Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self {
+            _count: Arc::new(CountedInner(count)),
+        }
+    }
+}
+
+impl Drop for CountedInner {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body that keeps its request counted in flight until it ends, on its
+/// connection and, for a provider's answer, for the provider.
 pub(crate) struct Tracked {
     body: axum::body::Body,
     _in_flight: InFlight,
+    _provider: Option<Counted>,
 }
 
 impl Tracked {
-    pub(crate) fn new(body: axum::body::Body, in_flight: InFlight) -> Self {
+    pub(crate) fn new(
+        body: axum::body::Body,
+        in_flight: InFlight,
+        provider: Option<Counted>,
+    ) -> Self {
         Self {
             body,
             _in_flight: in_flight,
+            _provider: provider,
         }
     }
 }

@@ -19,6 +19,10 @@ pub(crate) struct Counters {
     pub(crate) replays: AtomicU64,
     pub(crate) upstream_auth_failures: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// Answers by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub(crate) by_status_class: [AtomicU64; 5],
+    /// Answers whose body is still going to the client.
+    pub(crate) in_flight: Arc<AtomicU64>,
 }
 
 /// A provider as the request handlers see it.
@@ -45,6 +49,20 @@ pub(crate) struct Route {
 impl Route {
     pub(crate) fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) {
         counter(&self.counters).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The answer on its way to the client: counted by status class, and as in flight
+    /// until its body has ended or the client went away (the server's body wrapper takes
+    /// the count from the answer's extensions).
+    pub(crate) fn answered(&self, response: axum::response::Response) -> axum::response::Response {
+        let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
+        self.counters.by_status_class[class].fetch_add(1, Ordering::Relaxed);
+        // The server's body wrapper holds it (no second wrapper per answer).
+        let mut response = response;
+        response
+            .extensions_mut()
+            .insert(crate::limits::Counted::new(self.counters.in_flight.clone()));
+        response
     }
 
     /// A scrubber for what this provider's gateway sends about a request (`auth`, or none

@@ -27,6 +27,10 @@ use crate::route::{Counters, Route, Shared};
 const HEALTH_PATH: &str = "/_modelauth/health";
 /// The counters of every provider.
 const STATS_PATH: &str = "/_modelauth/stats";
+/// Prometheus (OpenMetrics text) metrics.
+const METRICS_PATH: &str = "/_modelauth/metrics";
+/// Readiness: 200 while every provider holds a usable token (or needs none).
+const READY_PATH: &str = "/_modelauth/ready";
 
 /// Where the proxy listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8585";
@@ -374,12 +378,14 @@ impl Proxy {
                 let proof = proof.clone();
                 async move {
                     let in_flight = proof.in_flight();
-                    let (parts, body) = respond(&shared, request.map(Body::new), &proof, foreign)
-                        .await
-                        .into_parts();
+                    let (mut parts, body) =
+                        respond(&shared, request.map(Body::new), &proof, foreign)
+                            .await
+                            .into_parts();
                     // The body as it is, wrapped (not boxed again) to count the request in
-                    // flight until it ends.
-                    let body = crate::limits::Tracked::new(body, in_flight);
+                    // flight until it ends, for its connection and its provider.
+                    let provider = parts.extensions.remove::<crate::limits::Counted>();
+                    let body = crate::limits::Tracked::new(body, in_flight, provider);
                     Ok::<_, Infallible>(http::Response::from_parts(parts, body))
                 }
             });
@@ -455,7 +461,7 @@ async fn respond(
     }
     proof.mark();
     let path = request.uri().path();
-    if path == HEALTH_PATH || path == STATS_PATH {
+    if [HEALTH_PATH, STATS_PATH, METRICS_PATH, READY_PATH].contains(&path) {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             let mut answer = Response::new(Body::empty());
             *answer.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
@@ -463,6 +469,17 @@ async fn respond(
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
             return answer;
+        }
+        if path == METRICS_PATH {
+            let mut answer = Response::new(Body::from(crate::metrics::render(shared)));
+            answer.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            return answer;
+        }
+        if path == READY_PATH {
+            return readiness(shared);
         }
         let unavailable: BTreeMap<&str, &str> = shared
             .routes
@@ -488,6 +505,36 @@ async fn respond(
         return axum::Json(body).into_response();
     }
     crate::forward::handle(shared, request).await
+}
+
+/// `GET /_modelauth/ready`: 200 `{"status": "ready"}` while every provider holds a usable
+/// token or needs none; else 503 naming each provider that does not, and why. A provider
+/// without a token gets one fetched in the background (the cache's single flight and
+/// backoff apply), so that a later probe can pass without any client request.
+fn readiness(shared: &Shared) -> Response {
+    let mut not_ready = BTreeMap::new();
+    for (id, route) in &shared.routes {
+        if let Some(reason) = &route.unavailable {
+            not_ready.insert(id.as_str(), reason.clone());
+            continue;
+        }
+        // No cache: a static key, or no credential at all.
+        if route.auth.stats().is_none() || route.auth.token_status().is_some() {
+            continue;
+        }
+        not_ready.insert(id.as_str(), "no usable token yet; fetching one".to_owned());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let auth = route.auth.clone();
+            runtime.spawn(async move {
+                let _ = auth.credential().await;
+            });
+        }
+    }
+    if not_ready.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ready"})).into_response();
+    }
+    let body = serde_json::json!({"status": "not ready", "providers": not_ready});
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 /// Reads a running proxy's counters.
