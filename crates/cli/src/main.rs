@@ -109,6 +109,14 @@ enum Command {
         /// (once for every caller). Also MODELAUTH_REJECTED=1.
         #[arg(long, conflicts_with = "forget")]
         rejected: bool,
+        /// Write the token (or --json, --exec-credential) to FILE instead of stdout:
+        /// atomically (a temporary file, fsync, rename), mode 0600.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["forget", "rejected", "show"])]
+        write: Option<std::path::PathBuf>,
+        /// With --write: keep FILE fresh, writing each new token before the one in it
+        /// expires, until SIGTERM or SIGINT (then exit 0).
+        #[arg(long, requires = "write")]
+        watch: bool,
     },
     /// List model ids, one per line.
     #[command(after_help = "Examples:
@@ -349,9 +357,28 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             exec_credential,
             forget,
             rejected,
+            write,
+            watch,
         } => {
             let config = config.load()?;
             let (id, info) = config_file::provider(&config, provider.as_deref())?;
+            if let Some(file) = write {
+                let output = if json {
+                    commands::token::Output::Json { with_token: true }
+                } else if exec_credential {
+                    commands::token::Output::ExecCredential
+                } else {
+                    commands::token::Output::Bare
+                };
+                let manager = auth::manager_for(id, info)?;
+                let written = commands::token::write(id, info, &manager, output, &file, watch);
+                // --watch ends on SIGTERM or SIGINT with exit 0: it handles them itself.
+                return if watch {
+                    built(tokio::runtime::Builder::new_current_thread())?.block_on(written)
+                } else {
+                    block_on(written)
+                };
+            }
             if forget {
                 return print(&commands::token::forget(id, info, store.as_ref())?);
             }

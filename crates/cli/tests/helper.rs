@@ -981,3 +981,84 @@ fn the_real_codex_and_modelauth_give_every_codex_fixture_the_same_verdict() {
     }
     assert!(checked >= 25, "{checked} fixtures");
 }
+
+/// `token --write FILE --watch`, the token-file sidecar: the gateway's tokens live 4 s; a
+/// reader reads the file every 10 ms for 9 s and never sees a partial token, nor one the
+/// gateway refuses (expired), across at least two rotations; the file is 0600; SIGTERM
+/// ends it with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_token_file_never_holds_a_partial_or_expired_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let gw =
+        DevGateway::start(GatewayConfig::default().with_token_lifetime(Duration::from_secs(4)))
+            .await
+            .unwrap();
+    // The gateway's JSON answer, so the cache knows each token's expiry.
+    let script = TokenScript::new(&format!("exec {BIN} mint-token --url {}", gw.token_url()));
+    script.write(
+        "config.toml",
+        &format!(
+            "[model_providers.dev]\nname = \"Dev\"\nbase_url = \"{}\"\n[model_providers.dev.auth]\ncommand = \"./token.sh\"\nformat = \"json\"\n",
+            gw.base_url()
+        ),
+    );
+    let s = Setup {
+        gw,
+        store: script.dir().join("store"),
+        script,
+    };
+    let file = s.script.dir().join("token");
+    let watcher = s
+        .command(BIN)
+        .args(["--config", "config.toml", "token", "-p", "dev", "--write"])
+        .arg(&file)
+        .arg("--watch")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "the file was never written");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let token = text.trim_end_matches('\n');
+        assert!(
+            token.starts_with("dg.") && !token.contains(char::is_whitespace),
+            "a partial token: {text:?}"
+        );
+        seen.insert(token.to_owned());
+        assert!(
+            accepted(&s.gw, token).await,
+            "the file held a refused token"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        seen.len() >= 3,
+        "{} tokens in 9 s of 4-s tokens",
+        seen.len()
+    );
+    // No temporary file is left beside it.
+    let beside: Vec<_> = std::fs::read_dir(s.script.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    let status = Command::new("kill")
+        .args(["-TERM", &watcher.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = watcher.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(s.runs(), seen.len(), "one run per token written");
+}

@@ -288,3 +288,52 @@ fn verbose_logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
     assert!(plain.contains("token refreshed"), "{plain}");
     assert!(!plain.contains("\u{1b}["), "NO_COLOR ignored: {plain:?}");
 }
+
+/// `--write` to a folder that does not exist: exit 1, and the file and the OS's reason.
+#[test]
+fn a_token_file_that_cannot_be_written_says_which_and_why() {
+    let dir = setup();
+    let out = run(
+        dir.path(),
+        &[
+            "--no-shared-cache",
+            "token",
+            "--write",
+            "no/such/folder/token",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    insta::assert_snapshot!(
+        "token_write_missing_folder",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `--watch` with a failing command: a warning per failed run, the file untouched, and
+/// SIGTERM ends it with exit 0.
+#[test]
+fn a_watched_token_file_outlives_a_failing_command() {
+    use std::io::BufRead as _;
+    let dir = setup();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modelauth"))
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .args(["--no-shared-cache", "token", "-p", "bad", "--write"])
+        .arg(dir.path().join("token"))
+        .arg("--watch")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    insta::assert_snapshot!("token_watch_failing_command", first);
+    assert!(!dir.path().join("token").exists());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -474,3 +474,101 @@ pub fn human(d: Duration) -> String {
         _ => format!("{h}h {m}m {s}s"),
     }
 }
+
+/// The longest wait after a failed run in `--watch` before the next try (from 1 s,
+/// doubling); the token source's own backoff holds too.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// `token --write FILE [--watch]`: the token (in `output`'s shape) written to `file`
+/// atomically, mode 0600. With `watch`, a new token is written each time the one in the
+/// file reaches the end of its lifetime (which ends before its stated expiry, by the skew),
+/// until SIGTERM or SIGINT; a failed run keeps the file as it is and is tried again after
+/// a backoff (1 s doubling to 30 s).
+pub async fn write(
+    id: &str,
+    info: &ModelProviderInfo,
+    manager: &Arc<dyn AuthManager>,
+    output: Output,
+    file: &std::path::Path,
+    watch: bool,
+) -> Result<(), CliError> {
+    if !watch {
+        let text = token(id, info, manager, output, None).await?;
+        return write_atomically(file, &text);
+    }
+    let mut retry = Duration::from_secs(1);
+    loop {
+        let wait = match token(id, info, manager, output, None).await {
+            Ok(text) => {
+                write_atomically(file, &text)?;
+                retry = Duration::from_secs(1);
+                tracing::info!(target: "modelauth", provider = id, file = %file.display(), "token written");
+                // Past the token's lifetime the next call runs the source for a new one.
+                match manager.token_status().and_then(|s| s.expires_in) {
+                    Some(left) => left + Duration::from_millis(1),
+                    None => {
+                        // Kept until a 401 (or no credential): nothing more to write.
+                        crate::signals::terminated().await;
+                        return Ok(());
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: {}; trying again in {} s",
+                    e.render_plain(),
+                    retry.as_secs()
+                );
+                let wait = retry;
+                retry = (retry * 2).min(WATCH_RETRY_MAX);
+                wait
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = crate::signals::terminated() => return Ok(()),
+        }
+    }
+}
+
+/// Writes `text` to `file` so that a reader sees the old content or the new, never a part:
+/// a temporary file beside it (mode 0600), fsync, rename, fsync of the folder.
+fn write_atomically(file: &std::path::Path, text: &str) -> Result<(), CliError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let failed = |e: std::io::Error| {
+        CliError::runtime(format!("cannot write the token to {}: {e}", file.display()))
+    };
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    let name = file
+        .file_name()
+        .ok_or_else(|| CliError::Usage(format!("--write {}: not a file name", file.display())))?;
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&temporary);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(failed)?;
+    let written = out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, file));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(failed(e));
+    }
+    // The rename itself is durable once the folder is synced.
+    if let Ok(folder) = std::fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
+    Ok(())
+}
