@@ -211,9 +211,13 @@ enum Command {
         /// A provider to serve (repeatable; default: every provider of the config file).
         #[arg(short, long = "provider", value_name = "ID")]
         provider: Vec<String>,
-        /// Listen address (port 0: any free port).
+        /// Listen address (port 0: any free port), or unix:PATH for a Unix-domain socket
+        /// (mode 0600 unless --socket-mode).
         #[arg(long, value_name = "ADDR", default_value = proxy::DEFAULT_LISTEN)]
         listen: String,
+        /// The Unix-domain socket's permission bits, in octal (with --listen unix:PATH).
+        #[arg(long, value_name = "MODE")]
+        socket_mode: Option<String>,
         /// Require every client to present the key in this environment variable (needed to
         /// listen on a non-loopback address).
         #[arg(long, value_name = "VAR")]
@@ -465,6 +469,7 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             listen,
             client_key_env,
             max_replay_bytes,
+            socket_mode,
         } => {
             let config = config.load()?;
             let settings = commands::proxy::Settings {
@@ -472,6 +477,7 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
                 listen,
                 client_key_env,
                 max_replay_bytes,
+                socket_mode,
             };
             let runtime = proxy_runtime()?;
             let result = runtime.block_on(commands::proxy::proxy(&config, settings));

@@ -535,3 +535,85 @@ async fn metrics_are_openmetrics_and_ready_follows_the_token() {
     assert_eq!(value("modelauth_replay_buffer_bytes", &[]), 0.0);
     terminate(&child.0);
 }
+
+/// `--listen unix:PATH` (SPEC §13): the socket is made with mode 0600 (or `--socket-mode`),
+/// the OpenAI Python SDK reaches a provider through it (httpx's Unix-socket transport, a
+/// list and a stream), another user cannot connect (the file's permissions are the access
+/// rule; checked when the tests run as root), and stopping removes the socket. (The SDK's
+/// HTTP client is `httpx2`, httpx's successor, since openai 3.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_serves_the_openai_sdk_and_only_its_owner() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    use std::os::unix::process::CommandExt as _;
+    let Some(python) = sdk::python() else { return };
+    let (_gw, dir) = gateway_and_config().await;
+    let socket = dir.path().join("proxy.sock");
+    let listen = format!("unix:{}", socket.display());
+    let (child, lines) = spawn_reading(dir.path(), &["--listen", &listen], &[], 2);
+    let child = Killed(child);
+    assert_eq!(lines[0], format!("listening on {listen}"));
+    assert!(
+        lines[1].starts_with(&format!("corp  {listen} /corp  ->  http://127.0.0.1:")),
+        "{}",
+        lines[1]
+    );
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let sdk = format!(
+        "import httpx2, openai\n\
+         client = openai.OpenAI(base_url='http://localhost/corp', api_key='unused',\n\
+             http_client=httpx2.Client(transport=httpx2.HTTPTransport(uds='{}')))\n\
+         print(' '.join(m.id for m in client.models.list()))\n\
+         events = [e.type for e in client.responses.create(model='dev-small', input='hi', stream=True)]\n\
+         print(events[-1])\n",
+        socket.display()
+    );
+    let out = Command::new(&python).args(["-c", &sdk]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("dev-small"), "{printed}");
+    assert!(printed.ends_with("response.completed\n"), "{printed}");
+    if nix::unistd::geteuid().is_root() {
+        // `nobody` may not write to the socket file: its connect is refused by the system.
+        let out = Command::new("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(&socket)
+            .arg("http://localhost/corp/models")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied")
+                || String::from_utf8_lossy(&out.stderr).contains("Couldn't connect"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    terminate(&child.0);
+    let mut child = child;
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    assert!(!socket.exists(), "the socket outlived the proxy");
+
+    // Another mode, and a socket left by a stopped proxy is replaced.
+    let stale = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    drop(stale);
+    let (child, lines) = spawn_reading(
+        dir.path(),
+        &["--listen", &listen, "--socket-mode", "660"],
+        &[],
+        1,
+    );
+    let _child = Killed(child);
+    assert_eq!(lines[0], format!("listening on {listen}"));
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+}

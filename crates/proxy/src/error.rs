@@ -25,6 +25,14 @@ pub enum ProxyError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Creating the Unix-domain socket failed.
+    #[error("cannot listen on unix:{}", path.display())]
+    BindUnix {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// No provider to serve.
     #[error("no provider to serve")]
     NoProviders,

@@ -99,6 +99,9 @@ pub(crate) struct Shared {
     pub(crate) routes: BTreeMap<String, Arc<Route>>,
     pub(crate) client_key: Option<Vec<u8>>,
     pub(crate) port: u16,
+    /// Serving a Unix-domain socket: its file's permissions are the access rule, and the
+    /// `Host` header is not checked (no browser reaches a socket file).
+    pub(crate) unix_socket: bool,
     pub(crate) max_replay_bytes: usize,
     pub(crate) client_idle_timeout: Duration,
     pub(crate) body_idle_timeout: Duration,

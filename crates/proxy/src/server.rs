@@ -126,7 +126,23 @@ pub struct ProxyConfig {
     pub first_request_deadline: Duration,
     /// How long requests in flight may go on once stopping ([`SHUTDOWN_GRACE`] by default).
     pub shutdown_grace: Duration,
+    /// Listen on this Unix-domain socket instead of `listen`.
+    pub unix_socket: Option<UnixSocket>,
 }
+
+/// A Unix-domain socket to listen on: its path and its file mode (who may connect is who
+/// may write to it, so 0600 serves only this user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnixSocket {
+    /// The socket's path.
+    pub path: std::path::PathBuf,
+    /// Its permission bits (default [`DEFAULT_SOCKET_MODE`]).
+    pub mode: u32,
+}
+
+/// The mode of a Unix-domain socket the proxy creates: this user only.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 
 impl ProxyConfig {
     /// A config for `providers` on `listen`, no client key, the default replay limit.
@@ -143,12 +159,23 @@ impl ProxyConfig {
             max_connections_per_peer: None,
             first_request_deadline: crate::limits::FIRST_HEAD_DEADLINE,
             shutdown_grace: SHUTDOWN_GRACE,
+            unix_socket: None,
         }
     }
 
     /// The same config with another first-request deadline.
     pub fn with_first_request_deadline(mut self, deadline: Duration) -> Self {
         self.first_request_deadline = deadline;
+        self
+    }
+
+    /// The same config listening on the Unix-domain socket `path` (created with `mode`, a
+    /// stale socket left by a stopped proxy replaced) instead of its TCP address.
+    pub fn with_unix_socket(mut self, path: impl Into<std::path::PathBuf>, mode: u32) -> Self {
+        self.unix_socket = Some(UnixSocket {
+            path: path.into(),
+            mode,
+        });
         self
     }
 
@@ -215,8 +242,76 @@ pub struct ProviderStats {
 
 /// A bound proxy, ready to serve.
 pub struct Proxy {
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     shared: Arc<Shared>,
+}
+
+/// Where the proxy accepts connections.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    /// A Unix-domain socket, removed when the proxy stops.
+    Unix {
+        listener: tokio::net::UnixListener,
+        path: std::path::PathBuf,
+    },
+}
+
+/// An accepted connection.
+enum Accepted {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            Listener::Tcp(listener) => listener
+                .accept()
+                .await
+                .map(|(tcp, peer)| Accepted::Tcp(tcp, peer)),
+            Listener::Unix { listener, .. } => listener
+                .accept()
+                .await
+                .map(|(unix, _)| Accepted::Unix(unix)),
+        }
+    }
+}
+
+/// Binds the Unix-domain socket of `socket`: under a temporary name beside it, given its
+/// mode, then renamed into place, so that it is never reachable with wider permissions. A
+/// socket already at the path that nothing answers on (a stopped proxy's) is replaced; one
+/// that answers is in use.
+fn bind_unix(socket: &UnixSocket) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::symlink_metadata(&socket.path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(&socket.path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another process is listening on it",
+            ));
+        }
+    }
+    let mut temporary = socket.path.clone().into_os_string();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = std::path::PathBuf::from(temporary);
+    let _ = std::fs::remove_file(&temporary);
+    let listener = tokio::net::UnixListener::bind(&temporary)?;
+    let placed = std::fs::set_permissions(
+        &temporary,
+        std::fs::Permissions::from_mode(socket.mode & 0o777),
+    )
+    .and_then(|()| std::fs::rename(&temporary, &socket.path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 impl std::fmt::Debug for Proxy {
@@ -269,15 +364,34 @@ impl Proxy {
             };
             routes.insert(p.id, Arc::new(route));
         }
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .map_or(config.listen.port(), |a| a.port());
+        let (listener, port) = match &config.unix_socket {
+            Some(socket) => {
+                let listener = bind_unix(socket).map_err(|source| ProxyError::BindUnix {
+                    path: socket.path.clone(),
+                    source,
+                })?;
+                (
+                    Listener::Unix {
+                        listener,
+                        path: socket.path.clone(),
+                    },
+                    0,
+                )
+            }
+            None => {
+                let listener =
+                    tokio::net::TcpListener::bind(config.listen)
+                        .await
+                        .map_err(|source| ProxyError::Bind {
+                            addr: config.listen,
+                            source,
+                        })?;
+                let port = listener
+                    .local_addr()
+                    .map_or(config.listen.port(), |a| a.port());
+                (Listener::Tcp(listener), port)
+            }
+        };
         let max_connections = config.max_connections.unwrap_or_else(|| {
             crate::limits::default_max_connections(
                 routes.len(),
@@ -293,6 +407,7 @@ impl Proxy {
                 routes,
                 client_key: config.client_key.map(String::into_bytes),
                 port,
+                unix_socket: config.unix_socket.is_some(),
                 max_replay_bytes: config.max_replay_bytes,
                 client_idle_timeout: config.client_idle_timeout,
                 body_idle_timeout: config.body_idle_timeout,
@@ -310,11 +425,22 @@ impl Proxy {
         })
     }
 
-    /// The bound address (with the real port when the config asked for port 0).
+    /// The Unix-domain socket served, when the config named one.
+    pub fn unix_socket_path(&self) -> Option<&std::path::Path> {
+        match &self.listener {
+            Listener::Unix { path, .. } => Some(path),
+            Listener::Tcp(_) => None,
+        }
+    }
+
+    /// The bound address (with the real port when the config asked for port 0; for a
+    /// Unix-domain socket, `127.0.0.1:0`).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], self.shared.port)))
+        match &self.listener {
+            Listener::Tcp(listener) => listener.local_addr().ok(),
+            Listener::Unix { .. } => None,
+        }
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], self.shared.port)))
     }
 
     /// The served provider ids, in order.
@@ -352,68 +478,43 @@ impl Proxy {
                 } => accepted,
                 () = &mut shutdown => break,
             };
-            let (tcp, peer) = match accepted {
+            let accepted = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     wait_after_accept_error(&e).await;
                     continue;
                 }
             };
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-            let Some(mut slot) = self.shared.slots.take(peer.ip(), fd) else {
-                tracing::debug!(
-                    target: TRACING_TARGET,
-                    "a remote address holds its share of connections; one more is closed"
-                );
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            // Without a client key, only this user's processes (and root's) are served.
-            let foreign =
-                self.shared.client_key.is_none() && crate::access::another_local_user(peer, local);
-            let shared = self.shared.clone();
-            let proof = slot.proof();
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let shared = shared.clone();
-                let proof = proof.clone();
-                async move {
-                    let in_flight = proof.in_flight();
-                    let (mut parts, body) =
-                        respond(&shared, request.map(Body::new), &proof, foreign)
-                            .await
-                            .into_parts();
-                    // The body as it is, wrapped (not boxed again) to count the request in
-                    // flight until it ends, for its connection and its provider.
-                    let provider = parts.extensions.remove::<crate::limits::Counted>();
-                    let body = crate::limits::Tracked::new(body, in_flight, provider);
-                    Ok::<_, Infallible>(http::Response::from_parts(parts, body))
+            match accepted {
+                Accepted::Tcp(tcp, peer) => {
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+                    let Some(slot) = self.shared.slots.take(peer.ip(), fd) else {
+                        tracing::debug!(
+                            target: TRACING_TARGET,
+                            "a remote address holds its share of connections; one more is closed"
+                        );
+                        continue;
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    // Without a client key, only this user's processes (and root's) are
+                    // served.
+                    let foreign = self.shared.client_key.is_none()
+                        && crate::access::another_local_user(peer, local);
+                    self.spawn_connection(tcp, slot, foreign, &stop);
                 }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                // Bounds the wait for each request head, from the connection's start or the
-                // end of the previous answer: a client that sends nothing, or a head that
-                // never ends, does not hold a connection for ever.
-                .timer(TokioTimer::new())
-                .header_read_timeout(self.shared.client_idle_timeout)
-                .max_buf_size(crate::limits::CONNECTION_BUFFER_BYTES)
-                .serve_connection(TokioIo::new(slot.watch(tcp)), service)
-                .with_upgrades();
-            let mut stop = stop.clone();
-            tokio::spawn(async move {
-                let mut connection = std::pin::pin!(connection);
-                // A client that goes away mid-request ends only its own connection.
-                tokio::select! {
-                    _ = connection.as_mut() => return,
-                    // No accepted request in time, or its place went to a waiting one.
-                    () = slot.must_close() => return,
-                    _ = stop.changed() => {}
+                Accepted::Unix(unix) => {
+                    // The socket file's permissions decide who may connect.
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&unix);
+                    let local_peer = std::net::IpAddr::from([127, 0, 0, 1]);
+                    let Some(slot) = self.shared.slots.take(local_peer, fd) else {
+                        continue;
+                    };
+                    self.spawn_connection(unix, slot, false, &stop);
                 }
-                // Stopping: the request in flight is answered, then the connection closes.
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
-                drop(stop);
-                drop(slot);
-            });
+            }
+        }
+        if let Listener::Unix { path, .. } = &self.listener {
+            let _ = std::fs::remove_file(path);
         }
         drop(self.listener);
         drop(stop);
@@ -422,6 +523,61 @@ impl Proxy {
             () = stopping.closed() => {}
             () = tokio::time::sleep(self.shared.shutdown_grace) => {}
         }
+    }
+
+    /// Serves one accepted connection on a task of its own, until it ends, its place is
+    /// taken, or the proxy stops (then its request in flight is answered first).
+    fn spawn_connection<IO>(
+        &self,
+        io: IO,
+        mut slot: crate::limits::Slot,
+        foreign: bool,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let proof = slot.proof();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let shared = shared.clone();
+            let proof = proof.clone();
+            async move {
+                let in_flight = proof.in_flight();
+                let (mut parts, body) = respond(&shared, request.map(Body::new), &proof, foreign)
+                    .await
+                    .into_parts();
+                // The body as it is, wrapped (not boxed again) to count the request in
+                // flight until it ends, for its connection and its provider.
+                let provider = parts.extensions.remove::<crate::limits::Counted>();
+                let body = crate::limits::Tracked::new(body, in_flight, provider);
+                Ok::<_, Infallible>(http::Response::from_parts(parts, body))
+            }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            // Bounds the wait for each request head, from the connection's start or the
+            // end of the previous answer: a client that sends nothing, or a head that
+            // never ends, does not hold a connection for ever.
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.shared.client_idle_timeout)
+            .max_buf_size(crate::limits::CONNECTION_BUFFER_BYTES)
+            .serve_connection(TokioIo::new(slot.watch(io)), service)
+            .with_upgrades();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            // A client that goes away mid-request ends only its own connection.
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                // No accepted request in time, or its place went to a waiting one.
+                () = slot.must_close() => return,
+                _ = stop.changed() => {}
+            }
+            // Stopping: the request in flight is answered, then the connection closes.
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+            drop(stop);
+            drop(slot);
+        });
     }
 }
 
@@ -592,7 +748,7 @@ fn refusal(shared: &Shared, headers: &http::HeaderMap, foreign: bool) -> Option<
         )),
         None => {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-            if !loopback_host(host, shared.port) {
+            if !shared.unix_socket && !loopback_host(host, shared.port) {
                 return Some(answer(
                     ProxyErrorCode::ForbiddenHost,
                     "the Host header must be 127.0.0.1, localhost or [::1] with this proxy's port",

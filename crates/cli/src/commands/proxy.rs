@@ -20,11 +20,38 @@ pub struct Settings {
     pub client_key_env: Option<String>,
     /// `--max-replay-bytes`.
     pub max_replay_bytes: usize,
+    /// `--socket-mode`, for `--listen unix:PATH`.
+    pub socket_mode: Option<String>,
 }
 
 /// Serves until a signal; exit 0 after a clean stop.
 pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> {
-    let listen = listen_address(&settings.listen)?;
+    let unix = settings.listen.strip_prefix("unix:");
+    let listen = match unix {
+        Some(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+        None => listen_address(&settings.listen)?,
+    };
+    let socket_mode = match (&settings.socket_mode, unix) {
+        (None, _) => proxy::DEFAULT_SOCKET_MODE,
+        (Some(mode), Some(_)) => u32::from_str_radix(mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--socket-mode {mode}: expected permission bits in octal, such as 600 or 660"
+                ))
+            })?,
+        (Some(_), None) => {
+            return Err(CliError::Usage(
+                "--socket-mode applies only to --listen unix:PATH".into(),
+            ));
+        }
+    };
+    if unix.is_some_and(str::is_empty) {
+        return Err(CliError::Usage(
+            "--listen unix:PATH: the socket's path is missing".into(),
+        ));
+    }
     let ids: Vec<String> = if settings.providers.is_empty() {
         config.toml().model_providers.keys().cloned().collect()
     } else {
@@ -43,6 +70,9 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
     }
     let mut proxy_config =
         ProxyConfig::new(listen, providers).with_max_replay_bytes(settings.max_replay_bytes);
+    if let Some(path) = unix {
+        proxy_config = proxy_config.with_unix_socket(path, socket_mode);
+    }
     if let Some(var) = &settings.client_key_env {
         let key = std::env::var(var)
             .ok()
@@ -68,18 +98,25 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
         ),
         other => CliError::from_error("could not start the proxy", &other),
     })?;
-    let addr = proxy.local_addr();
-    let mut lines = format!("listening on http://{addr}\n");
+    // What a client uses: `http://ADDR`, or for a socket `unix:PATH` (with any `Host`).
+    let (listening, base) = match proxy.unix_socket_path() {
+        Some(path) => (
+            format!("unix:{}", path.display()),
+            format!("unix:{} ", path.display()),
+        ),
+        None => {
+            let base = format!("http://{}", proxy.local_addr());
+            (base.clone(), base)
+        }
+    };
+    let mut lines = format!("listening on {listening}\n");
     for id in proxy.provider_ids() {
         if let Some(info) = config.provider(&id) {
-            lines.push_str(&format!(
-                "{id}  http://{addr}/{id}  ->  {}\n",
-                info.base_url
-            ));
+            lines.push_str(&format!("{id}  {base}/{id}  ->  {}\n", info.base_url));
         }
         if let Some(why) = proxy.unavailable(&id) {
             eprintln!(
-                "warning: provider `{id}` is unavailable ({why}); http://{addr}/{id} answers 502 token_unavailable"
+                "warning: provider `{id}` is unavailable ({why}); {base}/{id} answers 502 token_unavailable"
             );
         }
     }
