@@ -212,7 +212,8 @@ enum Command {
         #[arg(short, long = "provider", value_name = "ID")]
         provider: Vec<String>,
         /// Listen address (port 0: any free port), or unix:PATH for a Unix-domain socket
-        /// (mode 0600 unless --socket-mode).
+        /// (mode 0600 unless --socket-mode). A socket passed by systemd (LISTEN_FDS) is
+        /// served instead.
         #[arg(long, value_name = "ADDR", default_value = proxy::DEFAULT_LISTEN)]
         listen: String,
         /// The Unix-domain socket's permission bits, in octal (with --listen unix:PATH).
@@ -478,6 +479,7 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
                 client_key_env,
                 max_replay_bytes,
                 socket_mode,
+                inherited: commands::proxy::inherited_listener()?,
             };
             let runtime = proxy_runtime()?;
             let result = runtime.block_on(commands::proxy::proxy(&config, settings));

@@ -254,3 +254,73 @@ fn config_is_found_through_env_and_xdg() {
 fn unknown_subcommand_exits_2() {
     assert_eq!(modelauth(&["frobnicate"]).status.code(), Some(2));
 }
+
+/// The service units of `deploy/` (docs/service.md): the systemd user units pass
+/// `systemd-analyze verify` (where it is installed; with the binary path made this build's),
+/// the launchd agent is a property list (Python's `plistlib` reads it, as `plutil -lint`
+/// would on macOS), and the command line each runs is one the binary accepts.
+#[test]
+fn the_service_units_are_valid_and_run_a_command_the_binary_accepts() {
+    let root = docs::root().join("deploy");
+    let service = std::fs::read_to_string(root.join("systemd/modelauth-proxy.service")).unwrap();
+    let exec = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    let out = modelauth(&[args.as_slice(), &["--help"]].concat());
+    assert!(out.status.success(), "`{exec}`: {}", stderr(&out));
+    let has_analyze = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_analyze {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("modelauth-proxy.service"),
+            service.replace("%h/.cargo/bin/modelauth", env!("CARGO_BIN_EXE_modelauth")),
+        )
+        .unwrap();
+        std::fs::copy(
+            root.join("systemd/modelauth-proxy.socket"),
+            dir.path().join("modelauth-proxy.socket"),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(dir.path().join("modelauth-proxy.socket"))
+            .arg(dir.path().join("modelauth-proxy.service"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "systemd-analyze verify: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    } else {
+        eprintln!("systemd-analyze is not installed: the units were only read");
+    }
+    let plist = root.join("launchd/com.modelauth.proxy.plist");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, plistlib, sys\nprint(json.dumps(plistlib.load(open(sys.argv[1], 'rb'))))",
+        ])
+        .arg(&plist)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let agent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agent["Label"], "com.modelauth.proxy");
+    let program: Vec<&str> = agent["ProgramArguments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(program[0].ends_with("/modelauth"), "{program:?}");
+    let out = modelauth(&[&program[1..], &["--help"]].concat());
+    assert!(out.status.success(), "{program:?}: {}", stderr(&out));
+    assert!(agent["EnvironmentVariables"]["MODELAUTH_CACHE_DIR"].is_string());
+}

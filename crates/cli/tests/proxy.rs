@@ -617,3 +617,37 @@ async fn a_unix_socket_serves_the_openai_sdk_and_only_its_owner() {
         0o660
     );
 }
+
+/// systemd's socket activation: a listening socket passed as fd 3 with `LISTEN_FDS=1` is
+/// served in place of `--listen` (here made by the test and handed over by a shell, as
+/// systemd would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_passed_by_systemd_is_served() {
+    let (_gw, dir) = gateway_and_config().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "exec 3<&0 0</dev/null; exec \"$0\" \"$@\""])
+        .arg(BIN)
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .arg("proxy")
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .current_dir(dir.path())
+        .stdin(std::os::fd::OwnedFd::from(listener))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let child = Killed(child);
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first.trim_end(), format!("listening on http://{addr}"));
+    let answer = reqwest::get(format!("http://{addr}/corp/models"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    terminate(&child.0);
+}

@@ -33,6 +33,12 @@ pub enum ProxyError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An inherited listening socket (systemd's `LISTEN_FDS`) cannot be used.
+    #[error("cannot use the inherited listening socket")]
+    Inherited {
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// No provider to serve.
     #[error("no provider to serve")]
     NoProviders,

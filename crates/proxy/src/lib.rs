@@ -65,8 +65,8 @@ mod websocket;
 pub use error::{ProxyError, ProxyErrorCode};
 pub use server::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_LISTEN,
-    DEFAULT_MAX_REPLAY_BYTES, DEFAULT_REPLAY_BUDGET_BYTES, DEFAULT_SOCKET_MODE, ProviderStats,
-    Proxy, ProxyConfig, ProxyProvider, SHUTDOWN_GRACE, StatsHandle, UnixSocket,
+    DEFAULT_MAX_REPLAY_BYTES, DEFAULT_REPLAY_BUDGET_BYTES, DEFAULT_SOCKET_MODE, InheritedListener,
+    ProviderStats, Proxy, ProxyConfig, ProxyProvider, SHUTDOWN_GRACE, StatsHandle, UnixSocket,
 };
 
 /// Target of this crate's tracing events (one per request).

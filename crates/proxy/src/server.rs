@@ -253,7 +253,21 @@ enum Listener {
     Unix {
         listener: tokio::net::UnixListener,
         path: std::path::PathBuf,
+        /// Whether the proxy made the socket (and so removes it when it stops); an
+        /// inherited one belongs to whoever made it (systemd).
+        owned: bool,
     },
+}
+
+/// A listening socket handed to the proxy ready-made: systemd's socket activation
+/// (`LISTEN_FDS`), or an application's own.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum InheritedListener {
+    /// A TCP socket.
+    Tcp(std::net::TcpListener),
+    /// A Unix-domain socket.
+    Unix(std::os::unix::net::UnixListener),
 }
 
 /// An accepted connection.
@@ -327,6 +341,86 @@ impl Proxy {
     /// Checks the config and binds the listen address. A non-loopback address without a
     /// client key is refused.
     pub async fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
+        Self::build(config, None).await
+    }
+
+    /// Checks the config and serves `listener` (systemd's socket activation: the socket
+    /// systemd made and passed in `LISTEN_FDS`), in place of the config's address. An
+    /// inherited Unix-domain socket is left in place when the proxy stops.
+    pub async fn bind_inherited(
+        config: ProxyConfig,
+        listener: InheritedListener,
+    ) -> Result<Self, ProxyError> {
+        Self::build(config, Some(listener)).await
+    }
+
+    /// Makes the listener the config asks for, and says its port (0 for a socket file).
+    async fn listen(config: &ProxyConfig) -> Result<(Listener, u16), ProxyError> {
+        Ok(match &config.unix_socket {
+            Some(socket) => {
+                let listener = bind_unix(socket).map_err(|source| ProxyError::BindUnix {
+                    path: socket.path.clone(),
+                    source,
+                })?;
+                (
+                    Listener::Unix {
+                        listener,
+                        path: socket.path.clone(),
+                        owned: true,
+                    },
+                    0,
+                )
+            }
+            None => {
+                let listener =
+                    tokio::net::TcpListener::bind(config.listen)
+                        .await
+                        .map_err(|source| ProxyError::Bind {
+                            addr: config.listen,
+                            source,
+                        })?;
+                let port = listener
+                    .local_addr()
+                    .map_or(config.listen.port(), |a| a.port());
+                (Listener::Tcp(listener), port)
+            }
+        })
+    }
+
+    /// Takes an inherited listener into the runtime.
+    fn adopt(inherited: InheritedListener) -> std::io::Result<(Listener, u16)> {
+        Ok(match inherited {
+            InheritedListener::Tcp(listener) => {
+                listener.set_nonblocking(true)?;
+                let port = listener.local_addr()?.port();
+                (
+                    Listener::Tcp(tokio::net::TcpListener::from_std(listener)?),
+                    port,
+                )
+            }
+            InheritedListener::Unix(listener) => {
+                listener.set_nonblocking(true)?;
+                let path = listener
+                    .local_addr()?
+                    .as_pathname()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
+                (
+                    Listener::Unix {
+                        listener: tokio::net::UnixListener::from_std(listener)?,
+                        path,
+                        owned: false,
+                    },
+                    0,
+                )
+            }
+        })
+    }
+
+    async fn build(
+        config: ProxyConfig,
+        inherited: Option<InheritedListener>,
+    ) -> Result<Self, ProxyError> {
         if !config.listen.ip().is_loopback() && config.client_key.is_none() {
             return Err(ProxyError::NotLoopback {
                 addr: config.listen,
@@ -335,6 +429,20 @@ impl Proxy {
         if config.providers.is_empty() {
             return Err(ProxyError::NoProviders);
         }
+        let (listener, port) = match inherited {
+            Some(inherited) => {
+                Self::adopt(inherited).map_err(|source| ProxyError::Inherited { source })?
+            }
+            None => Self::listen(&config).await?,
+        };
+        if let Listener::Tcp(tcp) = &listener
+            && let Ok(addr) = tcp.local_addr()
+            && !addr.ip().is_loopback()
+            && config.client_key.is_none()
+        {
+            return Err(ProxyError::NotLoopback { addr });
+        }
+        let unix_socket = matches!(listener, Listener::Unix { .. });
         let mut routes = BTreeMap::new();
         for p in config.providers {
             let problem = |detail: String| ProxyError::Provider {
@@ -364,34 +472,6 @@ impl Proxy {
             };
             routes.insert(p.id, Arc::new(route));
         }
-        let (listener, port) = match &config.unix_socket {
-            Some(socket) => {
-                let listener = bind_unix(socket).map_err(|source| ProxyError::BindUnix {
-                    path: socket.path.clone(),
-                    source,
-                })?;
-                (
-                    Listener::Unix {
-                        listener,
-                        path: socket.path.clone(),
-                    },
-                    0,
-                )
-            }
-            None => {
-                let listener =
-                    tokio::net::TcpListener::bind(config.listen)
-                        .await
-                        .map_err(|source| ProxyError::Bind {
-                            addr: config.listen,
-                            source,
-                        })?;
-                let port = listener
-                    .local_addr()
-                    .map_or(config.listen.port(), |a| a.port());
-                (Listener::Tcp(listener), port)
-            }
-        };
         let max_connections = config.max_connections.unwrap_or_else(|| {
             crate::limits::default_max_connections(
                 routes.len(),
@@ -407,7 +487,7 @@ impl Proxy {
                 routes,
                 client_key: config.client_key.map(String::into_bytes),
                 port,
-                unix_socket: config.unix_socket.is_some(),
+                unix_socket,
                 max_replay_bytes: config.max_replay_bytes,
                 client_idle_timeout: config.client_idle_timeout,
                 body_idle_timeout: config.body_idle_timeout,
@@ -513,7 +593,10 @@ impl Proxy {
                 }
             }
         }
-        if let Listener::Unix { path, .. } = &self.listener {
+        if let Listener::Unix {
+            path, owned: true, ..
+        } = &self.listener
+        {
             let _ = std::fs::remove_file(path);
         }
         drop(self.listener);

@@ -22,6 +22,27 @@ pub struct Settings {
     pub max_replay_bytes: usize,
     /// `--socket-mode`, for `--listen unix:PATH`.
     pub socket_mode: Option<String>,
+    /// The socket systemd passed (`LISTEN_FDS`), served in place of `--listen`.
+    pub inherited: Option<proxy::InheritedListener>,
+}
+
+/// systemd's socket activation: the first socket passed in `LISTEN_FDS` (for this process:
+/// `LISTEN_PID` unset or ours), if any. Read before any thread starts: it clears the
+/// variables, as the protocol asks.
+pub fn inherited_listener() -> Result<Option<proxy::InheritedListener>, CliError> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    if let Ok(Some(tcp)) = fds.take_tcp_listener(0) {
+        return Ok(Some(proxy::InheritedListener::Tcp(tcp)));
+    }
+    match fds.take_unix_listener(0) {
+        Ok(unix) => Ok(unix.map(proxy::InheritedListener::Unix)),
+        Err(e) => Err(CliError::Usage(format!(
+            "LISTEN_FDS: the first socket passed is not a listening TCP or Unix stream socket ({e})"
+        ))),
+    }
 }
 
 /// Serves until a signal; exit 0 after a clean stop.
@@ -89,7 +110,11 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
     let open_files = proxy::limits::raise_open_file_limit();
     tracing::debug!(target: proxy::TRACING_TARGET, ?open_files, "open-file limit");
     // The library says what is wrong; the command line says which flag mends it.
-    let proxy = Proxy::bind(proxy_config).await.map_err(|e| match e {
+    let bound = match settings.inherited {
+        Some(listener) => Proxy::bind_inherited(proxy_config, listener).await,
+        None => Proxy::bind(proxy_config).await,
+    };
+    let proxy = bound.map_err(|e| match e {
         ProxyError::NotLoopback { addr } => CliError::Usage(format!(
             "refusing to listen on {addr}: it is not a loopback address; require a client key with --client-key-env to listen there"
         )),
