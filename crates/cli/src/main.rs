@@ -219,6 +219,10 @@ enum Command {
         /// The Unix-domain socket's permission bits, in octal (with --listen unix:PATH).
         #[arg(long, value_name = "MODE")]
         socket_mode: Option<String>,
+        /// Scoped client keys (a TOML file of named keys, each with the providers and path
+        /// prefixes it may use and an optional expiry); reloaded on change and on SIGHUP.
+        #[arg(long, value_name = "FILE", conflicts_with = "client_key_env")]
+        client_keys: Option<std::path::PathBuf>,
         /// Require every client to present the key in this environment variable (needed to
         /// listen on a non-loopback address).
         #[arg(long, value_name = "VAR")]
@@ -471,6 +475,7 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             client_key_env,
             max_replay_bytes,
             socket_mode,
+            client_keys,
         } => {
             let config = config.load()?;
             let settings = commands::proxy::Settings {
@@ -480,6 +485,7 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
                 max_replay_bytes,
                 socket_mode,
                 inherited: commands::proxy::inherited_listener()?,
+                client_keys,
             };
             let runtime = proxy_runtime()?;
             let result = runtime.block_on(commands::proxy::proxy(&config, settings));

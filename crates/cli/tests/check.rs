@@ -33,7 +33,11 @@ fn readme_examples() -> Vec<String> {
     documentation()
         .iter()
         .flat_map(|(_, page)| docs::fenced_blocks(page))
-        .filter(|b| b.lang == "toml" && !b.text.starts_with("[dependencies]"))
+        .filter(|b| {
+            b.lang == "toml"
+                && !b.text.starts_with("[dependencies]")
+                && !b.text.trim_start().starts_with("[keys.")
+        })
         .map(|b| b.text)
         .collect()
 }
@@ -323,4 +327,21 @@ fn the_service_units_are_valid_and_run_a_command_the_binary_accepts() {
     let out = modelauth(&[&program[1..], &["--help"]].concat());
     assert!(out.status.success(), "{program:?}: {}", stderr(&out));
     assert!(agent["EnvironmentVariables"]["MODELAUTH_CACHE_DIR"].is_string());
+}
+
+/// Every scoped-key file the docs show (a ```toml block of `[keys.NAME]` tables) is one the
+/// proxy reads.
+#[test]
+fn every_documented_key_file_is_read_by_the_proxy() {
+    let blocks: Vec<String> = documentation()
+        .iter()
+        .flat_map(|(_, page)| docs::fenced_blocks(page))
+        .filter(|b| b.lang == "toml" && b.text.trim_start().starts_with("[keys."))
+        .map(|b| b.text)
+        .collect();
+    assert!(!blocks.is_empty());
+    for text in blocks {
+        let keys = proxy::ClientKeys::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(!keys.names().is_empty(), "{text}");
+    }
 }

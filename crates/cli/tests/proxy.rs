@@ -264,6 +264,23 @@ fn refusals_exit_2_with_the_reason() {
         "proxy_bad_listen_address",
         format!("{:?}", refusal(&["--listen", "localhost"], &[]))
     );
+    insta::assert_snapshot!(
+        "proxy_client_keys_missing",
+        format!(
+            "{:?}",
+            refusal(&["--client-keys", "/nonexistent/keys.toml"], &[])
+        )
+    );
+    insta::assert_snapshot!(
+        "proxy_socket_mode_not_octal",
+        format!(
+            "{:?}",
+            refusal(
+                &["--listen", "unix:/tmp/x.sock", "--socket-mode", "rw"],
+                &[]
+            )
+        )
+    );
 }
 
 #[test]
@@ -650,4 +667,108 @@ async fn a_socket_passed_by_systemd_is_served() {
         .unwrap();
     assert_eq!(answer.status(), 200);
     terminate(&child.0);
+}
+
+/// Scoped client keys (SPEC §13): a key reaches only its providers and path prefixes until
+/// it expires; an unknown or expired key gets 401, one out of its scope 403
+/// `key_out_of_scope`; both are counted as refusals and logged with the key's name, never
+/// the key. Removing a key from the file revokes it within a second; SIGHUP reloads the
+/// file and does not stop the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_client_keys_reach_only_their_scope_and_are_revoked_within_a_second() {
+    let (_gw, dir) = gateway_and_config().await;
+    let keys = dir.path().join("keys.toml");
+    let sha = |key: &str| {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let file = |extra: &str| {
+        format!(
+            "[keys.reader]\nkey_sha256 = \"{}\"\nproviders = [\"corp\"]\npaths = [\"/models\"]\n\n[keys.old]\nkey = \"k-old-0123\"\nexpires = \"2020-01-01T00:00:00Z\"\n{extra}",
+            sha("k-reader-0123")
+        )
+    };
+    std::fs::write(&keys, file("")).unwrap();
+    let (child, lines) = spawn_reading(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "-v",
+            "--client-keys",
+            keys.to_str().unwrap(),
+        ],
+        &[],
+        2,
+    );
+    let mut child = Killed(child);
+    let base = lines[0].strip_prefix("listening on ").unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let get = |path: &str, key: Option<&str>| {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move {
+            let answer = request.send().await.unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/corp/models", Some("k-reader-0123")).await.0, 200);
+    let (status, body) = get("/corp/responses", Some("k-reader-0123")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("\"key_out_of_scope\""), "{body}");
+    assert!(body.contains("`reader`"), "{body}");
+    assert_eq!(
+        get("/corp/models", Some("k-old-0123")).await.0,
+        401,
+        "expired"
+    );
+    assert_eq!(get("/corp/models", Some("k-unknown")).await.0, 401);
+    assert_eq!(get("/corp/models", None).await.0, 401);
+    let (_, stats) = get("/_modelauth/stats", Some("k-reader-0123")).await;
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["refused"], 4, "{stats}");
+
+    // Revoked: the file is rewritten without `reader`, and within a second it is refused.
+    std::fs::write(&keys, "[keys.other]\nkey = \"k-other-0123\"\n").unwrap();
+    let revoked = Instant::now();
+    while get("/corp/models", Some("k-reader-0123")).await.0 != 401 {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "a revoked key still served after {:?}",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(get("/corp/models", Some("k-other-0123")).await.0, 200);
+
+    // SIGHUP reloads (the file is back as it was), and the proxy goes on.
+    std::fs::write(&keys, file("")).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get("/corp/models", Some("k-reader-0123")).await.0 != 200 {
+        assert!(Instant::now() < deadline, "the reload never took effect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the proxy"
+    );
+    terminate(&child.0);
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("key=reader"), "{stderr}");
+    for key in ["k-reader-0123", "k-old-0123", "k-unknown", "k-other-0123"] {
+        assert!(!stderr.contains(key), "the log holds a key:\n{stderr}");
+    }
 }

@@ -99,6 +99,12 @@ fn socket_owner(_peer: SocketAddr, _local: SocketAddr) -> Option<u32> {
 
 /// Whether `headers` present `key` as `Authorization: Bearer KEY`, `api-key` or `x-api-key`.
 pub(crate) fn presents_key(headers: &HeaderMap, key: &[u8]) -> bool {
+    // Every candidate is compared, whatever an earlier one gave.
+    presented_keys(headers).fold(false, |found, given| constant_time_eq(given, key) | found)
+}
+
+/// What `headers` present as a key: `Authorization: Bearer KEY`, `api-key`, `x-api-key`.
+pub(crate) fn presented_keys(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     let bearer = headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -113,10 +119,7 @@ pub(crate) fn presents_key(headers: &HeaderMap, key: &[u8]) -> bool {
     let plain = ["api-key", "x-api-key"]
         .into_iter()
         .flat_map(|name| headers.get_all(name).iter().map(|v| v.as_bytes()));
-    // Every candidate is compared, whatever an earlier one gave.
-    bearer
-        .chain(plain)
-        .fold(false, |found, given| constant_time_eq(given, key) | found)
+    bearer.chain(plain)
 }
 
 /// Equality whose time depends only on the lengths, not on where the bytes differ.

@@ -77,6 +77,8 @@ pub enum ProxyErrorCode {
     MethodNotAllowed,
     /// 403: without a client key, a process of another local user connected (Linux).
     ForbiddenUser,
+    /// 403: a scoped client key (`--client-keys`) does not reach this provider or path.
+    KeyOutOfScope,
 }
 
 impl ProxyErrorCode {
@@ -93,6 +95,7 @@ impl ProxyErrorCode {
             ProxyErrorCode::ForbiddenOrigin => "forbidden_origin",
             ProxyErrorCode::MethodNotAllowed => "method_not_allowed",
             ProxyErrorCode::ForbiddenUser => "forbidden_user",
+            ProxyErrorCode::KeyOutOfScope => "key_out_of_scope",
         }
     }
 
@@ -107,7 +110,8 @@ impl ProxyErrorCode {
             ProxyErrorCode::ClientKeyRequired => StatusCode::UNAUTHORIZED,
             ProxyErrorCode::ForbiddenHost
             | ProxyErrorCode::ForbiddenOrigin
-            | ProxyErrorCode::ForbiddenUser => StatusCode::FORBIDDEN,
+            | ProxyErrorCode::ForbiddenUser
+            | ProxyErrorCode::KeyOutOfScope => StatusCode::FORBIDDEN,
             ProxyErrorCode::InvalidPath => StatusCode::BAD_REQUEST,
             ProxyErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }

@@ -70,6 +70,29 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
             format!("{asked}; this proxy serves /{}/...", known.join("/..., /")),
         );
     };
+    if let Some(key) = request.extensions().get::<crate::keys::ScopedKey>()
+        && !key.allows(&route.id, rest)
+    {
+        shared
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The key's name, never the key; the path only.
+        tracing::info!(
+            target: TRACING_TARGET,
+            provider = %route.id,
+            key = %key.name,
+            method = %request.method(),
+            path = %format!("/{rest}"),
+            "refused: the client key does not reach this provider or path"
+        );
+        return answer(
+            ProxyErrorCode::KeyOutOfScope,
+            format!(
+                "the client key `{}` does not reach provider `{}` at this path",
+                key.name, route.id
+            ),
+        );
+    }
     route.count(|c| &c.requests);
     let response = for_route(shared, &route, request, rest, started).await;
     route.answered(response)

@@ -54,6 +54,7 @@ mod error;
 mod forward;
 mod headers;
 mod idle;
+mod keys;
 pub mod limits;
 mod metrics;
 mod route;
@@ -63,8 +64,9 @@ mod upstream;
 mod websocket;
 
 pub use error::{ProxyError, ProxyErrorCode};
+pub use keys::{ClientKeys, ClientKeysError};
 pub use server::{
-    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_LISTEN,
+    ClientKeysHandle, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_MAX_REPLAY_BYTES, DEFAULT_REPLAY_BUDGET_BYTES, DEFAULT_SOCKET_MODE, InheritedListener,
     ProviderStats, Proxy, ProxyConfig, ProxyProvider, SHUTDOWN_GRACE, StatsHandle, UnixSocket,
 };

@@ -98,6 +98,8 @@ impl Route {
 pub(crate) struct Shared {
     pub(crate) routes: BTreeMap<String, Arc<Route>>,
     pub(crate) client_key: Option<Vec<u8>>,
+    /// Scoped client keys, replaced whole on a reload.
+    pub(crate) client_keys: Option<std::sync::RwLock<Arc<crate::keys::ClientKeys>>>,
     pub(crate) port: u16,
     /// Serving a Unix-domain socket: its file's permissions are the access rule, and the
     /// `Host` header is not checked (no browser reaches a socket file).
@@ -204,4 +206,29 @@ pub(crate) fn upstream_headers(route: &Route, inbound: &HeaderMap) -> HeaderMap 
         headers.insert(name.clone(), value.clone());
     }
     headers
+}
+
+impl Shared {
+    /// Whether clients must present a key (one, or one of the scoped keys).
+    pub(crate) fn keyed(&self) -> bool {
+        self.client_key.is_some() || self.client_keys.is_some()
+    }
+
+    /// The scoped key `headers` present, when the proxy has scoped keys: `Some(Ok(key))`,
+    /// or `Some(Err(()))` when none of them (valid now) is presented; `None` without them.
+    pub(crate) fn scoped_key(
+        &self,
+        headers: &HeaderMap,
+    ) -> Option<Result<crate::keys::ScopedKey, ()>> {
+        let keys = self.client_keys.as_ref()?;
+        let keys = match keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Some(
+            keys.find(headers, std::time::SystemTime::now())
+                .cloned()
+                .ok_or(()),
+        )
+    }
 }

@@ -106,6 +106,9 @@ pub struct ProxyConfig {
     pub providers: Vec<ProxyProvider>,
     /// The key every request must present, if any (required to listen off loopback).
     pub client_key: Option<String>,
+    /// Scoped client keys (`--client-keys`): each request must present one, and reaches
+    /// only what that key allows. Replaceable while serving ([`Proxy::client_keys_handle`]).
+    pub client_keys: Option<crate::keys::ClientKeys>,
     /// Largest request body buffered for a replay after an auth failure.
     pub max_replay_bytes: usize,
     /// How long a client connection may wait before its next request head is complete
@@ -151,6 +154,7 @@ impl ProxyConfig {
             listen,
             providers,
             client_key: None,
+            client_keys: None,
             max_replay_bytes: DEFAULT_MAX_REPLAY_BYTES,
             client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
@@ -205,6 +209,13 @@ impl ProxyConfig {
     }
 
     /// The same config requiring `key` from every client.
+    /// The same config with scoped client keys (see [`ProxyConfig::client_keys`]).
+    pub fn with_client_keys(mut self, keys: crate::keys::ClientKeys) -> Self {
+        self.client_keys = Some(keys);
+        self
+    }
+
+    /// The same config requiring `key` of every client (see [`ProxyConfig::client_key`]).
     pub fn with_client_key(mut self, key: impl Into<String>) -> Self {
         self.client_key = Some(key.into());
         self
@@ -421,7 +432,8 @@ impl Proxy {
         config: ProxyConfig,
         inherited: Option<InheritedListener>,
     ) -> Result<Self, ProxyError> {
-        if !config.listen.ip().is_loopback() && config.client_key.is_none() {
+        let keyed = config.client_key.is_some() || config.client_keys.is_some();
+        if !config.listen.ip().is_loopback() && !keyed {
             return Err(ProxyError::NotLoopback {
                 addr: config.listen,
             });
@@ -438,7 +450,7 @@ impl Proxy {
         if let Listener::Tcp(tcp) = &listener
             && let Ok(addr) = tcp.local_addr()
             && !addr.ip().is_loopback()
-            && config.client_key.is_none()
+            && !keyed
         {
             return Err(ProxyError::NotLoopback { addr });
         }
@@ -486,6 +498,9 @@ impl Proxy {
             shared: Arc::new(Shared {
                 routes,
                 client_key: config.client_key.map(String::into_bytes),
+                client_keys: config
+                    .client_keys
+                    .map(|keys| std::sync::RwLock::new(Arc::new(keys))),
                 port,
                 unix_socket,
                 max_replay_bytes: config.max_replay_bytes,
@@ -533,6 +548,15 @@ impl Proxy {
         self.shared.routes.get(id)?.unavailable.as_deref()
     }
 
+    /// A handle to replace the scoped client keys while the proxy serves (a reload), when
+    /// it was given some.
+    pub fn client_keys_handle(&self) -> Option<ClientKeysHandle> {
+        self.shared
+            .client_keys
+            .is_some()
+            .then(|| ClientKeysHandle(self.shared.clone()))
+    }
+
     /// A handle to read the counters while the proxy serves.
     pub fn stats_handle(&self) -> StatsHandle {
         StatsHandle(self.shared.clone())
@@ -578,8 +602,8 @@ impl Proxy {
                     let _ = tcp.set_nodelay(true);
                     // Without a client key, only this user's processes (and root's) are
                     // served.
-                    let foreign = self.shared.client_key.is_none()
-                        && crate::access::another_local_user(peer, local);
+                    let foreign =
+                        !self.shared.keyed() && crate::access::another_local_user(peer, local);
                     self.spawn_connection(tcp, slot, foreign, &stop);
                 }
                 Accepted::Unix(unix) => {
@@ -686,7 +710,20 @@ async fn respond(
     proof: &Proof,
     foreign: bool,
 ) -> Response {
-    if let Some(refused) = refusal(shared, request.headers(), foreign) {
+    let mut request = request;
+    // Scoped keys: the key decides (what it reaches is checked once the provider is known).
+    let refused = match shared.scoped_key(request.headers()) {
+        Some(Ok(key)) => {
+            request.extensions_mut().insert(key);
+            None
+        }
+        Some(Err(())) => Some(answer(
+            ProxyErrorCode::ClientKeyRequired,
+            "this proxy requires one of its client keys as `Authorization: Bearer KEY`, `api-key` or `x-api-key` (unknown, revoked and expired keys are refused)",
+        )),
+        None => refusal(shared, request.headers(), foreign),
+    };
+    if let Some(refused) = refused {
         shared.refused.fetch_add(1, Ordering::Relaxed);
         // The path only (never the query or a header value), and why.
         tracing::info!(
@@ -774,6 +811,30 @@ fn readiness(shared: &Shared) -> Response {
     }
     let body = serde_json::json!({"status": "not ready", "providers": not_ready});
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+/// Replaces a running proxy's scoped client keys: requests after the replacement are
+/// checked against the new set (a revoked key is refused from then on).
+#[derive(Clone)]
+pub struct ClientKeysHandle(Arc<Shared>);
+
+impl std::fmt::Debug for ClientKeysHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientKeysHandle")
+    }
+}
+
+impl ClientKeysHandle {
+    /// Serves `keys` from now on.
+    pub fn replace(&self, keys: crate::keys::ClientKeys) {
+        if let Some(current) = &self.0.client_keys {
+            let mut current = match current.write() {
+                Ok(current) => current,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            *current = Arc::new(keys);
+        }
+    }
 }
 
 /// Reads a running proxy's counters.

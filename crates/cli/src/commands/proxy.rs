@@ -24,6 +24,54 @@ pub struct Settings {
     pub socket_mode: Option<String>,
     /// The socket systemd passed (`LISTEN_FDS`), served in place of `--listen`.
     pub inherited: Option<proxy::InheritedListener>,
+    /// `--client-keys`.
+    pub client_keys: Option<std::path::PathBuf>,
+}
+
+/// How often the key file is looked at for a change (a revocation takes effect within a
+/// second).
+const KEYS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Reloads the key file on SIGHUP and whenever it changes; a file that cannot be read
+/// keeps the keys loaded before (and says why on stderr).
+async fn reload_keys(
+    path: std::path::PathBuf,
+    handle: proxy::ClientKeysHandle,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+) {
+    let version = |path: &std::path::Path| {
+        std::fs::metadata(path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            (m.modified().ok(), m.len(), m.ino())
+        })
+    };
+    let mut seen = version(&path);
+    loop {
+        let asked = tokio::select! {
+            Some(()) = async {
+                match &mut hangup {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+            () = tokio::time::sleep(KEYS_POLL) => false,
+        };
+        let now = version(&path);
+        if !asked && now == seen {
+            continue;
+        }
+        seen = now;
+        match proxy::ClientKeys::load(&path) {
+            Ok(keys) => {
+                tracing::info!(target: proxy::TRACING_TARGET, keys = keys.names().len(), "client keys reloaded");
+                handle.replace(keys);
+            }
+            Err(e) => eprintln!(
+                "warning: {}; keeping the client keys loaded before",
+                crate::error::with_causes(&e)
+            ),
+        }
+    }
 }
 
 /// systemd's socket activation: the first socket passed in `LISTEN_FDS` (for this process:
@@ -91,6 +139,12 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
     }
     let mut proxy_config =
         ProxyConfig::new(listen, providers).with_max_replay_bytes(settings.max_replay_bytes);
+    if let Some(path) = &settings.client_keys {
+        let keys = proxy::ClientKeys::load(path).map_err(|e| {
+            CliError::Usage(format!("--client-keys: {}", crate::error::with_causes(&e)))
+        })?;
+        proxy_config = proxy_config.with_client_keys(keys);
+    }
     if let Some(path) = unix {
         proxy_config = proxy_config.with_unix_socket(path, socket_mode);
     }
@@ -145,13 +199,31 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
             );
         }
     }
+    // With scoped keys, SIGHUP reloads them instead of stopping (its handler is in place
+    // before the address is printed).
+    let reloading = match (&settings.client_keys, proxy.client_keys_handle()) {
+        (Some(path), Some(handle)) => {
+            let hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            Some(tokio::spawn(reload_keys(path.clone(), handle, hangup)))
+        }
+        _ => None,
+    };
     print(&lines)?;
+    let reloads = reloading.is_some();
     proxy
-        .serve(async {
-            let name = crate::signals::terminated().await;
+        .serve(async move {
+            let name = if reloads {
+                crate::signals::stopped().await
+            } else {
+                crate::signals::terminated().await
+            };
             tracing::info!(target: proxy::TRACING_TARGET, signal = name, "stopping");
         })
         .await;
+    if let Some(reloading) = reloading {
+        reloading.abort();
+    }
     Ok(())
 }
 
