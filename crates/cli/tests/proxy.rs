@@ -772,3 +772,163 @@ async fn scoped_client_keys_reach_only_their_scope_and_are_revoked_within_a_seco
         assert!(!stderr.contains(key), "the log holds a key:\n{stderr}");
     }
 }
+
+/// The Kubernetes example (`deploy/kubernetes/pod.yaml`), run as its containers would run:
+/// the manifests are parsed (PyYAML), the ConfigMap's config is the config, the projected
+/// service-account token is a gateway token in a file, and the exact command lines of the
+/// two modelauth sidecars and of the readiness probe run against the dev gateway, their
+/// absolute paths moved under a temporary folder. The proxy's socket serves the
+/// application's base URL, the probe passes, and the token file is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_example_runs_as_written() {
+    let Some(python) = sdk::python() else { return };
+    let manifest = proxy_setup::repository_file("deploy/kubernetes/pod.yaml");
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import json, sys, yaml\nprint(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+        ])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let pod = docs.iter().find(|d| d["kind"] == "Pod").unwrap();
+    let container = |name: &str| {
+        pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // Every absolute path of the manifest, under the temporary folder.
+    let moved = |text: &str| {
+        [
+            "/etc/modelauth",
+            "/run/modelauth",
+            "/var/run/secrets/tokens",
+        ]
+        .into_iter()
+        .fold(text.to_owned(), |text, path| {
+            text.replace(path, &format!("{}{path}", root.path().display()))
+        })
+    };
+    for folder in [
+        "/etc/modelauth",
+        "/run/modelauth",
+        "/var/run/secrets/tokens",
+    ] {
+        std::fs::create_dir_all(format!("{}{folder}", root.path().display())).unwrap();
+    }
+    let config = moved(config_map["data"]["config.toml"].as_str().unwrap())
+        .replace("https://gateway.example.com/openai/v1", &gw.base_url());
+    std::fs::write(moved("/etc/modelauth/config.toml"), config).unwrap();
+    std::fs::write(
+        moved("/var/run/secrets/tokens/gateway-token"),
+        gw.mint_token().access_token,
+    )
+    .unwrap();
+    // A container's command line and environment, as the kubelet runs it.
+    let command_of = |c: &serde_json::Value| {
+        let mut line: Vec<String> = c["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(c["args"].as_array().unwrap())
+            .map(|a| moved(a.as_str().unwrap()))
+            .collect();
+        assert_eq!(line[0], "modelauth");
+        line[0] = BIN.to_owned();
+        let mut command = Command::new(&line[0]);
+        command.args(&line[1..]);
+        for var in c["env"].as_array().into_iter().flatten() {
+            command.env(
+                var["name"].as_str().unwrap(),
+                moved(var["value"].as_str().unwrap()),
+            );
+        }
+        command
+    };
+    let mut proxy = command_of(&container("modelauth-proxy"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(proxy.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let proxy = Killed(proxy);
+    let socket = moved("/run/modelauth/proxy.sock");
+    assert_eq!(first.trim_end(), format!("listening on unix:{socket}"));
+    // The readiness probe, as written: ready once the token is held (the probe fetches it).
+    let probe: Vec<String> = container("modelauth-proxy")["readinessProbe"]["exec"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| moved(a.as_str().unwrap()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Command::new(&probe[0])
+        .args(&probe[1..])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the readiness probe never passed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The application's base URL, through the socket.
+    let app = container("app");
+    let base_url = app["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "OPENAI_BASE_URL")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--unix-socket", &socket])
+        .arg(format!("{base_url}/models"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dev-small"));
+    // The token-file sidecar writes the file.
+    let writer = command_of(&container("modelauth-token"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let writer = Killed(writer);
+    let file = moved("/run/modelauth/token");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::path::Path::new(&file).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the token file was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(std::fs::read_to_string(&file).unwrap().starts_with("dg."));
+    terminate(&writer.0);
+    terminate(&proxy.0);
+}

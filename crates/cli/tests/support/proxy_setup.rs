@@ -39,6 +39,13 @@ pub async fn gateway_and_config() -> (DevGateway, tempfile::TempDir) {
     (gw, dir)
 }
 
+/// The path of `relative` in the repository.
+pub fn repository_file(relative: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
+}
+
 /// Sends SIGTERM to `child`.
 pub fn terminate(child: &Child) {
     let status = Command::new("kill")

@@ -1,6 +1,6 @@
 //! The tools `.ci/run` installs for the tests under `$MODELAUTH_SDK_DIR` (default
-//! `~/.cache/modelauth-ci/sdk`): a Python with the OpenAI SDK and `prometheus_client`, and
-//! the `openai` npm package.
+//! `~/.cache/modelauth-ci/sdk`): a Python with the OpenAI SDK, `prometheus_client` and
+//! PyYAML, and the `openai` npm package.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
