@@ -52,6 +52,11 @@ fn client(base_url: &str, auth: Arc<dyn AuthManager>) -> ModelClient {
 }
 
 fn start_proxy(dir: &Path, gw: &DevGateway) -> (Killed, String) {
+    start_proxy_on(dir, gw, "127.0.0.1:0")
+}
+
+/// The proxy on `listen` (`HOST:PORT` or `unix:PATH`); what follows `listening on `.
+fn start_proxy_on(dir: &Path, gw: &DevGateway, listen: &str) -> (Killed, String) {
     std::fs::write(dir.join("token"), gw.mint_token().access_token).unwrap();
     let script = dir.join("token.sh");
     std::fs::write(&script, "#!/bin/sh\ncat token\n").unwrap();
@@ -67,7 +72,7 @@ fn start_proxy(dir: &Path, gw: &DevGateway) -> (Killed, String) {
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(dir.join("config.toml"))
-        .args(["proxy", "--listen", "127.0.0.1:0"])
+        .args(["proxy", "--listen", listen])
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -77,11 +82,8 @@ fn start_proxy(dir: &Path, gw: &DevGateway) -> (Killed, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .to_owned();
+    let addr = line.trim().strip_prefix("listening on ").unwrap();
+    let addr = addr.strip_prefix("http://").unwrap_or(addr).to_owned();
     (Killed(child), addr)
 }
 
@@ -297,61 +299,106 @@ async fn main() {
         }
     }
 
-    // Added time to the first SSE byte: pairs of (direct, proxy) requests.
+    // Added time to the first SSE byte: triplets of (direct, proxy on TCP, proxy on a Unix
+    // socket) requests, interleaved.
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("proxy.sock");
+    let (unix_proxy, _) = start_proxy_on(
+        socket_dir.path(),
+        &gw,
+        &format!("unix:{}", socket.display()),
+    );
     let http = reqwest::Client::new();
-    let (mut added, mut base) = (Vec::new(), Vec::new());
+    let over_socket = reqwest::Client::builder()
+        .unix_socket(socket.clone())
+        .build()
+        .unwrap();
+    let (mut added, mut added_unix, mut base) = (Vec::new(), Vec::new(), Vec::new());
     let direct_url = format!("{}/responses", gw.base_url());
     let proxy_url = format!("http://{proxy_addr}/dev/responses");
+    let unix_url = "http://localhost/dev/responses".to_owned();
     for _ in 0..300 {
         let d = first_byte(&http, &direct_url, &token).await;
         let p = first_byte(&http, &proxy_url, "sk-dummy").await;
+        let u = first_byte(&over_socket, &unix_url, "sk-dummy").await;
         base.push(d.as_secs_f64() * 1000.0);
         added.push((p.as_secs_f64() - d.as_secs_f64()) * 1000.0);
+        added_unix.push((u.as_secs_f64() - d.as_secs_f64()) * 1000.0);
     }
+    let added_p99 = percentile(added.clone(), 0.99);
+    let added_unix_p99 = percentile(added_unix.clone(), 0.99);
     println!(
         "| first SSE byte, POST /responses: added by the proxy (300 pairs) | direct: p50 {:.2} ms, p99 {:.2} ms | added: p50 {:.2} ms, p99 {:.2} ms | - | added p99 < 1 ms |",
         percentile(base.clone(), 0.5),
         percentile(base, 0.99),
         percentile(added.clone(), 0.5),
-        percentile(added, 0.99)
+        added_p99
+    );
+    println!(
+        "| first SSE byte, added by the proxy: Unix socket vs loopback TCP (300 triplets) | TCP: p50 {:.2} ms, p99 {:.2} ms | Unix socket: p50 {:.2} ms, p99 {:.2} ms | added p99 {:.2}x | <= 1.1x |",
+        percentile(added, 0.5),
+        added_p99,
+        percentile(added_unix, 0.5),
+        added_unix_p99,
+        added_unix_p99 / added_p99
     );
 
-    // Memory: 1000 concurrent idle streams held open through the proxy.
-    let idle_before = test_support::rss_kib(proxy.0.id());
+    // Memory: 1000 concurrent idle streams held open through the proxy, on TCP and then on
+    // the Unix socket.
     gw.set_fault(
         Route::Responses,
         Some(Fault::SlowStream {
             delay: Duration::from_secs(120),
         }),
     );
-    let streams = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let mut open = Vec::new();
-    for _ in 0..1000 {
-        let s = streams.clone();
-        let url = proxy_url.clone();
-        open.push(tokio::spawn(async move {
-            s.post(url)
-                .bearer_auth("sk-dummy")
-                .json(&serde_json::json!({"model": "dev-small", "input": "hi", "stream": true}))
-                .send()
-                .await
-        }));
+    for (label, pid, client, url) in [
+        (
+            "TCP",
+            proxy.0.id(),
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+            proxy_url.clone(),
+        ),
+        (
+            "a Unix socket",
+            unix_proxy.0.id(),
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .unix_socket(socket.clone())
+                .build()
+                .unwrap(),
+            unix_url.clone(),
+        ),
+    ] {
+        let idle_before = test_support::rss_kib(pid);
+        let mut open = Vec::new();
+        for _ in 0..1000 {
+            let s = client.clone();
+            let url = url.clone();
+            open.push(tokio::spawn(async move {
+                s.post(url)
+                    .bearer_auth("sk-dummy")
+                    .json(&serde_json::json!({"model": "dev-small", "input": "hi", "stream": true}))
+                    .send()
+                    .await
+            }));
+        }
+        let mut responses = Vec::new();
+        for o in open {
+            responses.push(o.await.unwrap().unwrap());
+        }
+        let held = test_support::rss_kib(pid);
+        println!(
+            "| RSS of the proxy with 1,000 concurrent idle SSE streams on {label} | idle: {:.1} MiB | 1,000 streams: {:.1} MiB | {:.1} KiB per stream | < 64 MiB |",
+            idle_before as f64 / 1024.0,
+            held as f64 / 1024.0,
+            (held.saturating_sub(idle_before)) as f64 / 1000.0
+        );
+        drop(responses);
     }
-    let mut responses = Vec::new();
-    for o in open {
-        responses.push(o.await.unwrap().unwrap());
-    }
-    let held = test_support::rss_kib(proxy.0.id());
-    println!(
-        "| RSS of the proxy with 1,000 concurrent idle SSE streams | idle: {:.1} MiB | 1,000 streams: {:.1} MiB | {:.1} KiB per stream | < 64 MiB |",
-        idle_before as f64 / 1024.0,
-        held as f64 / 1024.0,
-        (held.saturating_sub(idle_before)) as f64 / 1000.0
-    );
-    drop(responses);
+    drop(unix_proxy);
     drop(nginx);
     drop(proxy);
 }
