@@ -4,13 +4,12 @@
 //! gigabytes of uploads for the machine.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "support/proxy_setup.rs"]
 mod proxy_setup;
-use proxy_setup::{Killed, gateway_and_config, terminate};
+use proxy_setup::{Killed, gateway_and_config, listening_address, terminate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_modelauth");
 
@@ -47,15 +46,8 @@ async fn slow_heads_and_a_thousand_clients_under_1024_open_files() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let addr = listening_address(&mut child);
     let child = Killed(child);
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim_end()
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .to_owned();
 
     let mut slow = Vec::new();
     for _ in 0..1100 {
@@ -199,16 +191,9 @@ async fn two_hundred_stalled_uploads_stay_within_the_memory_bound() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let addr = listening_address(&mut child);
     let child = Killed(child);
     let pid = child.0.id();
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim_end()
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .to_owned();
     let client = reqwest::Client::new();
     let stats = || async {
         client

@@ -396,26 +396,12 @@ fn nix_is_root() -> bool {
 /// `$MODELAUTH_CODEX_DIR` (default `~/.cache/modelauth-ci/codex`). Without it the Codex tests
 /// say they were skipped and why; in CI (`CI=true`) a missing Codex is a failure.
 fn codex_bin() -> Option<PathBuf> {
-    let dir = std::env::var_os("MODELAUTH_CODEX_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/modelauth-ci/codex"))
-        })?;
-    let bin = dir.join("node_modules/.bin/codex");
-    if bin.exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "the real Codex is not installed at {} (.ci/run installs it with npm)",
-        bin.display()
-    );
-    eprintln!(
-        "skipped: the real Codex is not installed at {} (run .ci/run, or `npm install --prefix {} @openai/codex@0.169.0`)",
-        bin.display(),
-        dir.display()
-    );
-    None
+    npm_tool(
+        "MODELAUTH_CODEX_DIR",
+        "codex",
+        "codex",
+        "@openai/codex@0.169.0",
+    )
 }
 
 /// A tool the tests run, installed by `.ci/run` into `~/.cache/modelauth-ci/<folder>` (or
@@ -738,17 +724,7 @@ fn start_proxy(s: &Setup) -> (Killed, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(proxy.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let base = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let base = format!("http://{}", proxy_setup::listening_address(&mut proxy));
     (Killed(proxy), base)
 }
 

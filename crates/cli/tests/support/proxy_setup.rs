@@ -39,6 +39,21 @@ pub async fn gateway_and_config() -> (DevGateway, tempfile::TempDir) {
     (gw, dir)
 }
 
+/// The address a freshly started `modelauth proxy` prints first (`listening on
+/// http://ADDR`): `ADDR`.
+pub fn listening_address(child: &mut Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    line.trim_end()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("the proxy printed {line:?}"))
+        .to_owned()
+}
+
 /// The path of `relative` in the repository.
 pub fn repository_file(relative: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
