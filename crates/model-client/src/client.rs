@@ -135,7 +135,10 @@ impl ModelClient {
             provider: provider.clone(),
             detail,
         };
-        let url = |path: &str| info.endpoint_url(path).map_err(config_error);
+        let url = |path: &str| {
+            info.endpoint_url(path)
+                .map_err(|e| config_error(e.to_string()))
+        };
         let models_url = url("models")?;
         let responses_url = url("responses")?;
         let chat_url = url("chat/completions")?;
@@ -144,7 +147,8 @@ impl ModelClient {
             (Some(h), None) => h.to_owned(),
             _ => info.base_url.clone(),
         };
-        let headers = provider_auth::provider_headers(&info).map_err(config_error)?;
+        let headers =
+            provider_auth::provider_headers(&info).map_err(|e| config_error(e.to_string()))?;
         let header_secrets = provider_auth::configured_header_values(&info);
         if let Some(warning) = info.cleartext_warning() {
             tracing::warn!(target: "model_client", provider = %provider, "{warning}");

@@ -378,18 +378,15 @@ impl ModelProviderInfo {
     }
 
     /// The URL of an endpoint below `base_url` (e.g. `models`), with `query_params` added.
-    pub fn endpoint_url(&self, path: &str) -> Result<url::Url, String> {
-        let mut url = url::Url::parse(&self.base_url).map_err(|e| {
-            format!(
-                "base_url `{}` does not make a valid URL: {e}",
-                crate::validate::redact_userinfo(&self.base_url)
-            )
-        })?;
+    pub fn endpoint_url(&self, path: &str) -> Result<url::Url, EndpointUrlError> {
+        let shown = || crate::validate::redact_userinfo(&self.base_url);
+        let mut url =
+            url::Url::parse(&self.base_url).map_err(|reason| EndpointUrlError::NotAUrl {
+                base_url: shown(),
+                reason,
+            })?;
         if url.cannot_be_a_base() {
-            return Err(format!(
-                "base_url `{}` cannot have endpoint paths below it",
-                crate::validate::redact_userinfo(&self.base_url)
-            ));
+            return Err(EndpointUrlError::NotABase { base_url: shown() });
         }
         // The endpoint goes on the path; a query written in base_url (only possible when
         // the struct is built in code) stays a query.
@@ -590,4 +587,25 @@ pub fn built_in_providers() -> BTreeMap<String, ModelProviderInfo> {
         (OPENAI_PROVIDER_ID.to_owned(), openai),
         (OLLAMA_PROVIDER_ID.to_owned(), ollama),
     ])
+}
+
+/// Why `base_url` cannot make an endpoint's URL (a struct built in code; a loaded config's
+/// `base_url` is checked at load). The URL is shown with any user info as `***`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointUrlError {
+    /// It does not parse as a URL.
+    #[error("base_url `{base_url}` does not make a valid URL: {reason}")]
+    NotAUrl {
+        /// `base_url`, user info redacted.
+        base_url: String,
+        /// Why not (shown in the message, not a separate cause).
+        reason: url::ParseError,
+    },
+    /// It cannot have paths below it (`mailto:`, `data:`).
+    #[error("base_url `{base_url}` cannot have endpoint paths below it")]
+    NotABase {
+        /// `base_url`, user info redacted.
+        base_url: String,
+    },
 }

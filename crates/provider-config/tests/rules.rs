@@ -280,6 +280,23 @@ fn base_url_without_a_host_or_with_a_fragment_is_rejected() {
     assert!(base_url_error("https://gw/v1#top").contains("fragment"));
 }
 
+/// A `base_url` built in code that cannot make an endpoint URL is a typed error, whose
+/// message shows the URL without its user info.
+#[test]
+fn a_base_url_that_makes_no_endpoint_is_a_typed_error() {
+    use provider_config::{EndpointUrlError, ModelProviderInfo};
+    let err = ModelProviderInfo::new("Corp", "mailto:ops@corp.example")
+        .endpoint_url("models")
+        .unwrap_err();
+    assert!(matches!(err, EndpointUrlError::NotABase { .. }), "{err:?}");
+    let err = ModelProviderInfo::new("Corp", "https://user:s3cret@[gw/v1")
+        .endpoint_url("models")
+        .unwrap_err();
+    assert!(matches!(err, EndpointUrlError::NotAUrl { .. }), "{err:?}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    assert!(err.to_string().starts_with("base_url `"), "{err}");
+}
+
 #[test]
 fn endpoint_urls_keep_a_query_written_in_code_as_a_query() {
     let mut info = provider_config::ModelProviderInfo::new("Corp", "https://gw/v1?team=a");

@@ -461,8 +461,12 @@ impl Proxy {
                 provider: p.id.clone(),
                 detail,
             };
-            let headers = provider_auth::provider_headers(&p.info).map_err(problem)?;
-            let base = p.info.endpoint_url("").map_err(problem)?;
+            let headers =
+                provider_auth::provider_headers(&p.info).map_err(|e| problem(e.to_string()))?;
+            let base = p
+                .info
+                .endpoint_url("")
+                .map_err(|e| problem(e.to_string()))?;
             let http = crate::upstream::client(p.info.connect_timeout()).map_err(problem)?;
             let mut without_query = base.clone();
             without_query.set_query(None);

@@ -129,7 +129,7 @@ impl RealtimeClient {
         let mut url = self
             .info
             .endpoint_url("realtime")
-            .map_err(|detail| self.config_error(detail))?;
+            .map_err(|e| self.config_error(e.to_string()))?;
         url.query_pairs_mut().append_pair("model", model);
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme).map_err(|()| {
@@ -182,7 +182,7 @@ impl RealtimeClient {
                 .map_err(|e| self.config_error(format!("invalid websocket request: {e}")))?;
             // The same headers as every HTTP request (one place builds them).
             let base = provider_auth::provider_headers(&self.info)
-                .map_err(|detail| self.config_error(detail))?;
+                .map_err(|e| self.config_error(e.to_string()))?;
             let headers = request.headers_mut();
             for (name, value) in base.iter().chain(extra_headers) {
                 headers.insert(name, value.clone());
