@@ -1491,3 +1491,32 @@ async fn stopping_waits_for_requests_in_flight_only_for_the_shutdown_grace() {
     );
     request.abort();
 }
+
+/// The answers of scoped client keys: 401 for a key that is not one of them (or has
+/// expired), 403 `key_out_of_scope` for one outside its providers or paths; the upstream
+/// sees neither.
+#[tokio::test]
+async fn scoped_key_refusals_have_their_codes_and_messages() {
+    let upstream = answering_every_get().await;
+    let script = TokenScript::new("echo tok-scoped");
+    let keys = proxy::ClientKeys::parse(
+        "[keys.reader]\nkey = \"k-reader\"\npaths = [\"/models\"]\n\n[keys.gone]\nkey = \"k-gone\"\nexpires = \"2020-01-01T00:00:00Z\"\n",
+    )
+    .unwrap();
+    let running = start(
+        on_loopback(vec![provider(&format!("{}/v1", upstream.uri()), &script)])
+            .with_client_keys(keys),
+    )
+    .await;
+    let client = http();
+    let get = |rest: &str, key: &str| client.get(running.url(rest)).bearer_auth(key).send();
+    assert_eq!(get("/dev/models", "k-reader").await.unwrap().status(), 200);
+    let answers = [
+        error_line(get("/dev/files", "k-reader").await.unwrap()).await,
+        error_line(get("/dev/models", "k-gone").await.unwrap()).await,
+        error_line(get("/dev/models", "k-nope").await.unwrap()).await,
+    ]
+    .join("\n");
+    insta::assert_snapshot!("proxy_scoped_key_answers", answers);
+    assert_eq!(upstream.received_requests().await.unwrap().len(), 1);
+}
