@@ -61,6 +61,7 @@
 mod cache;
 mod command;
 mod error;
+mod files;
 mod format;
 mod headers;
 #[cfg(any(feature = "tower", feature = "reqwest-middleware"))]
@@ -81,6 +82,7 @@ pub use command::{
     locate_token_command, run_token_command,
 };
 pub use error::{AuthError, CommandFailure};
+pub use files::write_private_file;
 pub use format::{format_rfc3339, jwt_not_before, parse_token_output};
 pub use headers::{InvalidHeader, USER_AGENT, configured_header_values, provider_headers};
 #[cfg(feature = "reqwest-middleware")]

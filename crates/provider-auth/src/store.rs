@@ -367,29 +367,7 @@ impl SharedStore {
         };
         let text =
             zeroize::Zeroizing::new(serde_json::to_string(&entry).map_err(std::io::Error::other)?);
-        let tmp = self.dir.join(format!(
-            ".{}.{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        let written = file
-            .write_all(text.as_bytes())
-            .and_then(|()| file.sync_data());
-        drop(file);
-        match written.and_then(|()| std::fs::rename(&tmp, path)) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
+        crate::files::write_private_file(path, text.as_bytes())
     }
 
     /// Takes the entry's lock (a `flock` on `<entry>.lock`), waiting at most `wait`. A

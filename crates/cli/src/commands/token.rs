@@ -534,39 +534,14 @@ pub async fn write(
 /// Writes `text` to `file` so that a reader sees the old content or the new, never a part:
 /// a temporary file beside it (mode 0600), fsync, rename, fsync of the folder.
 fn write_atomically(file: &std::path::Path, text: &str) -> Result<(), CliError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let failed = |e: std::io::Error| {
+    provider_auth::write_private_file(file, text.as_bytes()).map_err(|e| {
         CliError::runtime(format!("cannot write the token to {}: {e}", file.display()))
-    };
+    })?;
+    // The rename itself is durable once the folder is synced.
     let dir = match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => std::path::Path::new("."),
     };
-    let name = file
-        .file_name()
-        .ok_or_else(|| CliError::Usage(format!("--write {}: not a file name", file.display())))?;
-    let temporary = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&temporary);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(failed)?;
-    let written = out
-        .write_all(text.as_bytes())
-        .and_then(|()| out.sync_all())
-        .and_then(|()| std::fs::rename(&temporary, file));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(failed(e));
-    }
-    // The rename itself is durable once the folder is synced.
     if let Ok(folder) = std::fs::File::open(dir) {
         let _ = folder.sync_all();
     }
