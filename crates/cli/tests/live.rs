@@ -54,11 +54,14 @@ fn stable_numbers(text: &str) -> String {
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
         let mut line = line.to_owned();
-        for (marker, end) in [(" in ", " ms"), ("used for ", ";")] {
+        for (marker, end) in [(" in ", " ms"), ("used for ", ";"), ("(written ", " ago")] {
             if let Some(start) = line.find(marker) {
                 let from = start + marker.len();
                 if let Some(len) = line[from..].find(end) {
                     let label = if end == " ms" { "[N]" } else { "[T]" };
+                    if line[from..from + len].contains('[') {
+                        continue;
+                    }
                     line.replace_range(from..from + len, label);
                 }
             }
@@ -492,4 +495,85 @@ fn check_live_fails_on_a_token_expired_already_or_not_valid_yet() {
             .collect::<String>();
         insta::assert_snapshot!(format!("check_live_{name}"), shown);
     }
+}
+
+/// `auth.oauth2` as a user meets it: three providers minting at real OAuth2 servers
+/// (oauth2-mock-server, oidc-provider by discovery, a GitHub Actions stand-in), one with a
+/// wrong secret. `check --live` says the grant, the endpoint, the subject source and its
+/// age, and the lifetime; never a secret.
+#[test]
+fn check_live_reports_oauth2_grants_and_names_the_endpoint_error() {
+    let Some(servers) = test_support::OAuth2Servers::start(3600) else {
+        return;
+    };
+    let script = TokenScript::counting();
+    let subject = script.dir().join("sa-token");
+    let sa_token =
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YWk6YWdlbnQifQ.c2ln";
+    std::fs::write(&subject, sa_token).unwrap();
+    script.write(
+        "config.toml",
+        &format!(
+            "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\n\
+             [model_providers.corp.auth.oauth2]\ntoken_url = \"{mock}/token\"\ngrant = \"client_credentials\"\n\
+             client_id = \"{id}\"\nclient_secret_env = \"CORP_CLIENT_SECRET\"\nscope = \"models.read\"\n\n\
+             [model_providers.ci]\nname = \"CI\"\nbase_url = \"https://gw.example.com/v1\"\n\
+             [model_providers.ci.auth.oauth2]\ntoken_url = \"{mock}/token\"\ngrant = \"jwt_bearer\"\n\
+             subject = \"github_actions\"\nsubject_audience = \"api://gateway\"\n\n\
+             [model_providers.k8s]\nname = \"K8s\"\nbase_url = \"https://gw.example.com/v1\"\n\
+             [model_providers.k8s.auth.oauth2]\nissuer = \"{oidc}\"\ngrant = \"token_exchange\"\n\
+             client_id = \"{id}\"\nclient_secret_file = \"client-secret\"\nsubject_token_file = \"sa-token\"\naudience = \"gateway\"\n\n\
+             [model_providers.wrong]\nname = \"Wrong\"\nbase_url = \"https://gw.example.com/v1\"\n\
+             [model_providers.wrong.auth.oauth2]\ntoken_url = \"{mock}/token\"\ngrant = \"client_credentials\"\n\
+             client_id = \"{id}\"\nclient_secret_env = \"WRONG_CLIENT_SECRET\"\n",
+            mock = servers.mock_issuer(),
+            oidc = servers.oidc_issuer(),
+            id = test_support::OAUTH2_CLIENT_ID,
+        ),
+    );
+    script.write("client-secret", test_support::OAUTH2_CLIENT_SECRET);
+    let (gha_url, gha_token) = servers.github_actions();
+    let out = run_in(
+        script.dir(),
+        &["--config", "config.toml", "check", "--live"],
+        &[
+            ("CORP_CLIENT_SECRET", test_support::OAUTH2_CLIENT_SECRET),
+            ("WRONG_CLIENT_SECRET", "wrong-secret-value-8812"),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", &gha_url),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &gha_token),
+        ],
+    );
+    for stream in [&out.stdout, &out.stderr] {
+        let shown = text(stream);
+        for secret in [
+            test_support::OAUTH2_CLIENT_SECRET,
+            "wrong-secret-value-8812",
+            sa_token,
+            gha_token.as_str(),
+        ] {
+            assert!(leaked_forms(&shown, secret).is_empty(), "{shown}");
+        }
+    }
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let requests = servers.token_requests();
+    assert_eq!(requests.len(), 4, "one exchange per provider: {requests:?}");
+    insta::assert_snapshot!(transcript(&out, script.dir()));
+}
+
+/// Codex has no `oauth2` auth: its reader refuses the table as Codex does (a missing
+/// `command`).
+#[test]
+fn codex_config_refuses_an_oauth2_table() {
+    let script = TokenScript::counting();
+    script.write(
+        "config.toml",
+        "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\n\
+         [model_providers.corp.auth.oauth2]\ntoken_url = \"https://idp.example.com/token\"\ngrant = \"client_credentials\"\nclient_id = \"x\"\n",
+    );
+    let out = run_in(
+        script.dir(),
+        &["--codex-config", "config.toml", "check"],
+        &[],
+    );
+    insta::assert_snapshot!(transcript(&out, script.dir()));
 }

@@ -261,11 +261,23 @@ impl TokenCache {
         caches
             .entry(scope.clone())
             .or_insert_with(|| {
+                let store = crate::store::process_store();
                 let command: Arc<dyn ExternalAuthRefresher> =
-                    Arc::new(CommandRefresher::new(scope.provider.as_str(), auth.clone()));
+                    match crate::oauth2::OAuth2Refresher::new(scope.provider.as_str(), auth.clone())
+                    {
+                        Some(oauth2) => Arc::new(match store {
+                            Some(store) => {
+                                oauth2.with_refresh_token_file(store.refresh_token_path(scope))
+                            }
+                            None => oauth2,
+                        }),
+                        None => {
+                            Arc::new(CommandRefresher::new(scope.provider.as_str(), auth.clone()))
+                        }
+                    };
                 // With a shared store (opted in by `use_shared_store`), tokens are shared
                 // with every process of the user.
-                let source: Arc<dyn ExternalAuthRefresher> = match crate::store::process_store() {
+                let source: Arc<dyn ExternalAuthRefresher> = match store {
                     Some(store) => Arc::new(crate::store::StoreRefresher::new(
                         command,
                         store.clone(),

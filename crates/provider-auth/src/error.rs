@@ -74,6 +74,19 @@ pub enum AuthError {
         /// Time left until the next run may start.
         retry_in_ms: u64,
     },
+    /// An exchange with the OAuth2 token endpoint (or its discovery document, or the
+    /// subject token's source) failed (`auth.oauth2`).
+    #[error("provider `{provider}`: oauth2 `{grant}`: token endpoint {endpoint} {failure}")]
+    OAuth2 {
+        /// Provider id.
+        provider: Arc<str>,
+        /// The grant (`client_credentials`, ...).
+        grant: &'static str,
+        /// The endpoint's host (and port), and which endpoint when not the token endpoint.
+        endpoint: String,
+        /// What went wrong.
+        failure: OAuth2Failure,
+    },
     /// A custom [`crate::ExternalAuthRefresher`] failed.
     #[error("provider `{provider}`: token source failed: {message}")]
     Source {
@@ -121,6 +134,7 @@ impl AuthError {
             | AuthError::NoBaseSession { provider }
             | AuthError::Rejected { provider, .. }
             | AuthError::Backoff { provider, .. }
+            | AuthError::OAuth2 { provider, .. }
             | AuthError::Source { provider, .. } => *provider = id.clone(),
         }
         self
@@ -160,6 +174,14 @@ impl AuthError {
             AuthError::Source { message, .. } | AuthError::Backoff { message, .. } => {
                 *message = scrubber.scrub(message);
             }
+            AuthError::OAuth2 {
+                failure:
+                    OAuth2Failure::Refused {
+                        description: Some(description),
+                        ..
+                    },
+                ..
+            } => *description = scrubber.scrub(description),
             _ => {}
         }
         self
@@ -283,4 +305,117 @@ impl fmt::Display for CommandFailure {
             ),
         }
     }
+}
+
+/// Why an exchange with a token endpoint failed. Never holds a secret: an endpoint's
+/// `error_description` is kept only scrubbed of every secret of the exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OAuth2Failure {
+    /// The endpoint could not be reached.
+    Unreachable {
+        /// Why (the transport's error, without the URL).
+        reason: String,
+    },
+    /// The exchange took longer than `auth.timeout_ms`.
+    TimedOut {
+        /// The limit.
+        timeout_ms: u64,
+    },
+    /// The endpoint answered with a redirect, which is never followed (the secret would go
+    /// with it).
+    Redirect {
+        /// The status.
+        status: u16,
+    },
+    /// The endpoint refused the grant with an OAuth2 `error` code.
+    Refused {
+        /// The status.
+        status: u16,
+        /// The `error` code (`invalid_client`, `invalid_grant`, ...), visible ASCII only.
+        code: String,
+        /// The `error_description`, scrubbed and cut short.
+        description: Option<String>,
+    },
+    /// The endpoint answered an error status without an OAuth2 error.
+    Status {
+        /// The status.
+        status: u16,
+    },
+    /// The answer was larger than [`crate::MAX_OAUTH2_RESPONSE_BYTES`].
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The answer is not a usable token response.
+    BadResponse {
+        /// Why (never the answer itself).
+        reason: String,
+    },
+    /// A secret or the subject token could not be had.
+    Input {
+        /// What (e.g. "client secret: environment variable `X`").
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for OAuth2Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OAuth2Failure::Unreachable { reason } => write!(f, "could not be reached: {reason}"),
+            OAuth2Failure::TimedOut { timeout_ms } => {
+                write!(f, "did not answer within {timeout_ms} ms (auth.timeout_ms)")
+            }
+            OAuth2Failure::Redirect { status } => write!(
+                f,
+                "answered HTTP {status}, a redirect, which is not followed; set the endpoint's final URL"
+            ),
+            OAuth2Failure::Refused {
+                status,
+                code,
+                description,
+            } => {
+                write!(f, "refused the request (HTTP {status}): `{code}`")?;
+                if let Some(hint) = code_hint(code) {
+                    write!(f, " ({hint})")?;
+                }
+                match description {
+                    Some(d) => write!(f, "; it says: {d}"),
+                    None => Ok(()),
+                }
+            }
+            OAuth2Failure::Status { status } => {
+                write!(f, "answered HTTP {status} without an OAuth2 error code")
+            }
+            OAuth2Failure::TooLarge { limit } => write!(
+                f,
+                "answered more than {} KiB; the answer was discarded",
+                limit / 1024
+            ),
+            OAuth2Failure::BadResponse { reason } => {
+                write!(f, "answered without a usable token: {reason}")
+            }
+            OAuth2Failure::Input { what, reason } => write!(f, "was not asked: {what} {reason}"),
+        }
+    }
+}
+
+/// What to check for the common OAuth2 error codes.
+fn code_hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "invalid_client" => "check client_id and the client secret",
+        "invalid_grant" => {
+            "the subject or refresh token was not accepted: expired, revoked, or for another audience"
+        }
+        "unauthorized_client" => "this client may not use this grant",
+        "unsupported_grant_type" => "the endpoint does not offer this grant",
+        "invalid_scope" => "check scope, audience and resource",
+        "invalid_target" => "check audience and resource",
+        "invalid_request" => "a parameter is missing or not accepted",
+        "slow_down" => "asked too often",
+        "access_denied" => "the person or the policy denied it",
+        _ => return None,
+    })
 }

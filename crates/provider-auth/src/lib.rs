@@ -67,6 +67,7 @@ mod headers;
 #[cfg(any(feature = "tower", feature = "reqwest-middleware"))]
 mod integrations;
 mod manager;
+mod oauth2;
 mod refresher;
 /// Target of this crate's tracing events.
 pub const TRACING_TARGET: &str = "provider_auth";
@@ -81,7 +82,7 @@ pub use command::{
     CommandRefresher, MAX_STDERR_EXCERPT_BYTES, MAX_STDOUT_BYTES, disable_prompts,
     locate_token_command, run_token_command,
 };
-pub use error::{AuthError, CommandFailure};
+pub use error::{AuthError, CommandFailure, OAuth2Failure};
 pub use files::write_private_file;
 pub use format::{format_rfc3339, jwt_not_before, parse_token_output};
 pub use headers::{InvalidHeader, USER_AGENT, configured_header_values, provider_headers};
@@ -93,6 +94,10 @@ pub use manager::{
     AuthManager, AuthRetry, CachedAuthManager, NoAuthManager, Recovery, RequestAuth,
     StaticAuthManager, UnavailableAuthManager, auth_manager_for_provider,
     cached_credential_headers,
+};
+pub use oauth2::{
+    ExchangeReport, GITHUB_ACTIONS_TOKEN_ENV, GITHUB_ACTIONS_URL_ENV, MAX_OAUTH2_RESPONSE_BYTES,
+    OAuth2Refresher,
 };
 pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
 pub use scope::TokenScope;

@@ -319,7 +319,7 @@ pub fn auth_manager_for_provider(
         })
     };
     Ok(match (info.auth_kind(), &info.auth) {
-        (AuthKind::Command, Some(auth)) => {
+        (AuthKind::Command | AuthKind::OAuth2, Some(auth)) => {
             let header = CredentialHeader::new(&auth.header, &auth.scheme).ok_or_else(|| {
                 AuthError::Source {
                     provider: provider.clone(),

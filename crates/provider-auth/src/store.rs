@@ -265,6 +265,12 @@ impl SharedStore {
         self.dir.join(format!("{}.json", key(scope)))
     }
 
+    /// Where the refresh token of an OAuth2 scope is kept (grant `refresh_token`):
+    /// beside the entry, mode 0600, replaced atomically when the endpoint rotates it.
+    pub fn refresh_token_path(&self, scope: &TokenScope) -> PathBuf {
+        self.dir.join(format!("{}.refresh", key(scope)))
+    }
+
     /// Writes `fresh` as the entry of `scope`, replacing any (`modelauth login`).
     pub fn save(&self, scope: &TokenScope, fresh: &FreshToken) -> std::io::Result<()> {
         self.write(&self.entry_path(scope), fresh)
@@ -275,6 +281,7 @@ impl SharedStore {
     pub fn forget(&self, scope: &TokenScope) -> std::io::Result<bool> {
         let path = self.entry_path(scope);
         let _ = std::fs::remove_file(path.with_extension("state"));
+        let _ = std::fs::remove_file(path.with_extension("refresh"));
         match std::fs::remove_file(path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -628,6 +635,14 @@ fn key(scope: &TokenScope) -> String {
         .iter()
         .copied()
         .chain(auth.key_env.iter().map(String::as_str))
+        // An OAuth2 table's variables (the client secret, the first refresh token) select
+        // the identity the same way.
+        .chain(auth.oauth2.iter().flat_map(|o| {
+            [&o.client_secret_env, &o.refresh_token_env]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+        }))
         .filter_map(|name| {
             let value = match auth.env.get(name) {
                 Some(value) => value.clone(),
@@ -646,6 +661,7 @@ fn key(scope: &TokenScope) -> String {
         "cwd": cwd.to_string_lossy(),
         "env": auth.env,
         "format": format!("{:?}", auth.format),
+        "oauth2": auth.oauth2,
         "identity": identity,
     });
     hex(&Sha256::digest(canonical.to_string().as_bytes()))

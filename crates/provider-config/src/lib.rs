@@ -42,6 +42,7 @@
 mod codex;
 mod error;
 mod load;
+mod oauth2;
 mod schema;
 mod types;
 mod validate;
@@ -54,6 +55,7 @@ pub use error::ConfigError;
 pub use load::{
     Config, MAX_CONFIG_BYTES, load_config_file, parse_config_str, without_dot_components,
 };
+pub use oauth2::{ClientAuthMethod, JWT_TOKEN_TYPE, OAuth2Grant, OAuth2Info, SubjectSource};
 pub use schema::{SCHEMA_ID, SCHEMA_PATH_IN_REPO, config_schema, config_schema_json};
 pub use types::{
     AuthKind, ConfigToml, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_INTERACTIVE_TIMEOUT_MS,

@@ -129,10 +129,13 @@ pub fn parse_config_str(
     check_cross_field_rules(&toml, origin)?;
     if let Some(base) = base_dir {
         for provider in toml.model_providers.values_mut() {
-            if let Some(auth) = provider.auth.as_mut()
-                && auth.cwd.is_relative()
-            {
-                auth.cwd = without_dot_components(&base.join(&auth.cwd));
+            if let Some(auth) = provider.auth.as_mut() {
+                if auth.cwd.is_relative() {
+                    auth.cwd = without_dot_components(&base.join(&auth.cwd));
+                }
+                if let Some(oauth2) = auth.oauth2.as_mut() {
+                    oauth2.resolve_paths(base);
+                }
             }
         }
     }
@@ -204,6 +207,29 @@ fn check_cross_field_rules(toml: &ConfigToml, origin: &Path) -> Result<(), Confi
         let key_path = format!("model_providers.{id}");
         if built_ins.contains_key(id) {
             return Err(invalid(key_path, reserved_id_message(id)));
+        }
+        if let Some(auth) = &provider.auth {
+            let auth_path = format!("{key_path}.auth");
+            match &auth.oauth2 {
+                Some(_) if !auth.command.is_empty() => {
+                    return Err(invalid(
+                        format!("{auth_path}.oauth2"),
+                        "cannot be combined with auth.command; give one of them".to_owned(),
+                    ));
+                }
+                Some(oauth2) => {
+                    if let Some((key, message)) = oauth2.missing_for_grant() {
+                        return Err(invalid(format!("{auth_path}.oauth2.{key}"), message));
+                    }
+                }
+                None if auth.command.is_empty() => {
+                    return Err(invalid(
+                        format!("{auth_path}.command"),
+                        "is required (or an `oauth2` table)".to_owned(),
+                    ));
+                }
+                None => {}
+            }
         }
         if provider.auth.is_some()
             && let Some(message) = auth_clash_message(

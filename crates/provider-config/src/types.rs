@@ -8,6 +8,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::oauth2::OAuth2Info;
 use crate::validate;
 
 /// Default `auth.timeout_ms`.
@@ -186,16 +187,21 @@ pub struct ModelProviderInfo {
     pub auth: Option<ModelProviderAuthInfo>,
 }
 
-/// How a provider obtains its bearer token from a command.
+/// How a provider obtains its bearer token: from a command (`command`), or from an OAuth2
+/// token endpoint (`oauth2`); exactly one of the two. Every other key applies to both.
 #[derive(Clone, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["command"]}, {"required": ["oauth2"]}]))]
 #[non_exhaustive]
 pub struct ModelProviderAuthInfo {
     /// The program: a bare name is looked up on `PATH`, a name with a `/` is resolved
-    /// against `cwd`. It is run directly, never through a shell.
-    #[serde(deserialize_with = "validate::non_blank")]
+    /// against `cwd`. It is run directly, never through a shell. Empty when `oauth2` is set.
+    #[serde(default, deserialize_with = "validate::non_blank")]
     #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
     pub command: String,
+    /// Obtain the token from an OAuth2 token endpoint instead of a command (SPEC §14).
+    #[serde(default)]
+    pub oauth2: Option<OAuth2Info>,
     /// Arguments passed to the program.
     #[serde(default)]
     pub args: Vec<String>,
@@ -307,8 +313,10 @@ fn default_cwd() -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthKind {
-    /// A token command (`auth`).
+    /// A token command (`auth.command`).
     Command,
+    /// An OAuth2 token endpoint (`auth.oauth2`).
+    OAuth2,
     /// `experimental_bearer_token`.
     BearerToken,
     /// `env_key`.
@@ -323,6 +331,7 @@ impl fmt::Display for AuthKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             AuthKind::Command => "command",
+            AuthKind::OAuth2 => "oauth2",
             AuthKind::BearerToken => "bearer_token",
             AuthKind::EnvKey => "env_key",
             AuthKind::BaseSession => "openai_auth",
@@ -358,8 +367,12 @@ impl ModelProviderInfo {
     /// The credential kind, in the order auth managers use: `auth`, then
     /// `experimental_bearer_token`, then `env_key`, then the base session.
     pub fn auth_kind(&self) -> AuthKind {
-        if self.auth.is_some() {
-            AuthKind::Command
+        if let Some(auth) = &self.auth {
+            if auth.oauth2.is_some() {
+                AuthKind::OAuth2
+            } else {
+                AuthKind::Command
+            }
         } else if self.experimental_bearer_token.is_some() {
             AuthKind::BearerToken
         } else if self.env_key.is_some() {
@@ -478,6 +491,7 @@ impl ModelProviderAuthInfo {
     pub fn new(command: impl Into<String>) -> Self {
         Self {
             command: command.into(),
+            oauth2: None,
             args: Vec::new(),
             timeout_ms: DEFAULT_TIMEOUT_MS,
             refresh_interval_ms: None,
@@ -491,6 +505,13 @@ impl ModelProviderAuthInfo {
             interactive_timeout_ms: DEFAULT_INTERACTIVE_TIMEOUT_MS,
             key_env: Vec::new(),
         }
+    }
+
+    /// OAuth2 auth by `oauth2` with every other field at its default.
+    pub fn with_oauth2(oauth2: OAuth2Info) -> Self {
+        let mut auth = Self::new("");
+        auth.oauth2 = Some(oauth2);
+        auth
     }
 
     /// How long an interactive run may take.
@@ -560,6 +581,7 @@ impl fmt::Debug for ModelProviderAuthInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ModelProviderAuthInfo")
             .field("command", &self.command)
+            .field("oauth2", &self.oauth2)
             .field("args", &self.args)
             .field("timeout_ms", &self.timeout_ms)
             .field("refresh_interval_ms", &self.refresh_interval_ms)

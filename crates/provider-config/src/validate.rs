@@ -21,6 +21,8 @@ pub(crate) const AUTH_SCHEME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]*$";
 /// Header names that frame a request: never set from config or a helper.
 pub(crate) const RESERVED_HEADERS: [&str; 4] =
     ["host", "content-length", "connection", "transfer-encoding"];
+/// Pattern for an OAuth2 endpoint: an http(s) URL with a host, no userinfo, no fragment.
+pub(crate) const ENDPOINT_URL_PATTERN: &str = r"^https?://[^\s/?#@]+([/?][^\s#]*)?$";
 /// Pattern for an environment variable name.
 pub(crate) const ENV_NAME_PATTERN: &str = r"^[^=\u0000]+$";
 /// Pattern for an environment variable value.
@@ -92,6 +94,24 @@ pub(crate) fn check_base_url(s: &str) -> Result<(), String> {
     }
 }
 
+/// An OAuth2 endpoint (`token_url`, `issuer`, ...): like `base_url`, but a query is kept
+/// (some identity providers select a policy with one).
+pub(crate) fn check_endpoint_url(s: &str) -> Result<(), String> {
+    let authority = s.split_once("://").map_or("", |(_, rest)| {
+        rest.split(['/', '?', '#']).next().unwrap_or_default()
+    });
+    if authority.contains('@') {
+        return Err(format!(
+            "`{}` has a user name or password in it; give the client's with `client_id` and `client_secret_env` or `client_secret_file`",
+            redact_userinfo(s)
+        ));
+    }
+    match s.split_once('?') {
+        Some((before, query)) if !query.contains('#') => check_base_url(before),
+        _ => check_base_url(s),
+    }
+}
+
 /// `s` with anything before an `@` in its authority replaced by `***`.
 pub(crate) fn redact_userinfo(s: &str) -> String {
     let Some((scheme, rest)) = s.split_once("://") else {
@@ -120,6 +140,24 @@ pub(crate) fn base_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
     let s = String::deserialize(d)?;
     check_base_url(&s).map_err(D::Error::custom)?;
     Ok(s)
+}
+
+pub(crate) fn endpoint_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    check_endpoint_url(&s).map_err(D::Error::custom)?;
+    Ok(Some(s))
+}
+
+pub(crate) fn non_blank_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    non_blank(d).map(Some)
+}
+
+/// An inline secret in the config: always refused, never echoed.
+pub(crate) fn inline_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<()>, D::Error> {
+    let _ = serde::de::IgnoredAny::deserialize(d)?;
+    Err(D::Error::custom(
+        "a secret is never written in the config: use `client_secret_env` or `client_secret_file`",
+    ))
 }
 
 pub(crate) fn env_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -342,3 +342,71 @@ fn plain_http_to_a_remote_host_with_a_credential_warns() {
             .unwrap();
     assert_eq!(anonymous.provider("o").unwrap().cleartext_warning(), None);
 }
+
+/// Every `auth.oauth2` message, as a config author meets it: the key path, and what to
+/// give instead. An inline secret is refused without being repeated.
+#[test]
+fn oauth2_messages() {
+    let oauth2 = |body: &str| format!("{CORP}[model_providers.corp.auth.oauth2]\n{body}");
+    let url = "token_url = \"https://idp.example.com/token\"\n";
+    let cases = [
+        format!("{url}grant = \"client_credentials\"\nclient_id = \"x\"\nclient_secret = \"s3cr3t-inline\"\n"),
+        format!("{url}grant = \"device_code\"\nclient_id = \"x\"\n"),
+        "grant = \"client_credentials\"\nclient_id = \"x\"\n".to_owned(),
+        format!("{url}issuer = \"https://idp.example.com\"\ngrant = \"client_credentials\"\nclient_id = \"x\"\n"),
+        format!("{url}grant = \"client_credentials\"\n"),
+        format!("{url}grant = \"client_credentials\"\nclient_id = \"x\"\nclient_secret_env = \"A\"\nclient_secret_file = \"b\"\n"),
+        format!("{url}grant = \"jwt_bearer\"\nclient_secret_env = \"A\"\n"),
+        format!("{url}grant = \"jwt_bearer\"\n"),
+        format!("{url}grant = \"token_exchange\"\nsubject = \"github_actions\"\n"),
+        format!("{url}grant = \"token_exchange\"\nsubject = \"command\"\n"),
+        format!("{url}grant = \"token_exchange\"\nsubject = \"github_actions\"\nsubject_audience = \"a\"\nsubject_token_file = \"t\"\n"),
+        format!("{url}grant = \"client_credentials\"\nclient_id = \"x\"\nsubject_token_file = \"t\"\n"),
+        format!("{url}grant = \"refresh_token\"\nclient_id = \"x\"\n"),
+        format!("{url}grant = \"client_credentials\"\nclient_id = \"x\"\nrefresh_token_env = \"R\"\n"),
+        "token_url = \"https://user:pw@idp.example.com/token\"\ngrant = \"client_credentials\"\nclient_id = \"x\"\n".to_owned(),
+    ];
+    let mut shown = String::new();
+    for case in &cases {
+        let message = error(&oauth2(case));
+        assert!(!message.contains("s3cr3t-inline") && !message.contains(":pw@"));
+        shown.push_str(&message);
+        shown.push('\n');
+    }
+    shown.push_str(&error(&format!(
+        "{CORP}[model_providers.corp.auth]\ncommand = \"gcloud\"\n[model_providers.corp.auth.oauth2]\n{url}grant = \"client_credentials\"\nclient_id = \"x\"\n"
+    )));
+    shown.push('\n');
+    shown.push_str(&error(&format!(
+        "{CORP}[model_providers.corp.auth]\nheader = \"api-key\"\n"
+    )));
+    insta::assert_snapshot!(shown);
+}
+
+#[test]
+fn oauth2_relative_paths_are_relative_to_the_config_folder() {
+    let text = format!(
+        "{CORP}[model_providers.corp.auth.oauth2]\ntoken_url = \"https://idp.example.com/token\"\ngrant = \"token_exchange\"\nclient_id = \"x\"\nclient_secret_file = \"secrets/client\"\nsubject_token_file = \"/var/run/secrets/tokens/gateway\"\n"
+    );
+    let config = parse_config_str(
+        &text,
+        Path::new("/etc/modelauth/config.toml"),
+        Some(Path::new("/etc/modelauth")),
+    )
+    .unwrap();
+    let corp = config.provider("corp").unwrap();
+    assert_eq!(corp.auth_kind(), AuthKind::OAuth2);
+    let oauth2 = corp.auth.as_ref().unwrap().oauth2.as_ref().unwrap();
+    assert_eq!(
+        oauth2.client_secret_file.as_deref(),
+        Some(Path::new("/etc/modelauth/secrets/client"))
+    );
+    assert_eq!(
+        oauth2.subject_token_file.as_deref(),
+        Some(Path::new("/var/run/secrets/tokens/gateway"))
+    );
+    assert_eq!(
+        oauth2.describe(),
+        "oauth2 `token_exchange` at idp.example.com"
+    );
+}

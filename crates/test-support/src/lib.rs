@@ -6,6 +6,8 @@
 //! - [`leaked_forms`]: which forms of a secret (raw, part of it, JSON-escaped, URL-encoded,
 //!   base64) appear in a text, checked independently of the code under test.
 //! - [`ConnectProxy`]: a real `CONNECT` proxy, as a corporate network has.
+//! - [`OAuth2Servers`]: real OAuth2 servers from npm (`oauth2-mock-server`, `oidc-provider`)
+//!   and a GitHub Actions token stand-in, on loopback, recording every token request.
 //! - [`TlsFront`]: HTTPS in front of a plain-HTTP test server, for clients that send a
 //!   credential only over TLS (kubectl).
 //! - [`alive`] and [`PeakRss`]: no surviving process, bounded memory.
@@ -14,12 +16,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod connect_proxy;
+mod oauth2_servers;
 mod secrets;
 mod server;
 mod tls_front;
 mod token_script;
 
 pub use connect_proxy::ConnectProxy;
+pub use oauth2_servers::{OAUTH2_CLIENT_ID, OAUTH2_CLIENT_SECRET, OAuth2Servers};
 pub use secrets::{echo_in_every_encoding, leaked_forms};
 pub use server::{Fault, HostileServer, SeenRequest};
 pub use tls_front::TlsFront;

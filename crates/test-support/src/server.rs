@@ -389,10 +389,10 @@ async fn sse(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
 
 async fn drip(stream: &mut TcpStream, status: u16) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status} Status\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n"
+        "HTTP/1.1 {status} Status\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await?;
-    for _ in 0..100_000 {
+    for _ in 0..60_000 {
         stream.write_all(b" ").await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -319,11 +319,20 @@ impl Live {
         let mut out = match &self.credential {
             Ok(Some(obtained)) => {
                 let mut line = obtained.summary(id);
-                if let Some((shape, states_expiry)) = self.output {
-                    line.push_str(&format!("; output: {shape}"));
-                    if states_expiry {
-                        line.push_str(", states its expiry");
+                match self.output {
+                    // A token endpoint's answer has one shape: only whether it said when
+                    // the token expires.
+                    Some((_, false)) if obtained.source == "oauth2" => {
+                        line.push_str("; the answer had no expires_in");
                     }
+                    Some(_) if obtained.source == "oauth2" => {}
+                    Some((shape, states_expiry)) => {
+                        line.push_str(&format!("; output: {shape}"));
+                        if states_expiry {
+                            line.push_str(", states its expiry");
+                        }
+                    }
+                    None => {}
                 }
                 if !obtained.header_names.is_empty() {
                     line.push_str(&format!(
@@ -362,7 +371,12 @@ impl Live {
                     .into();
                 object["helper_headers"] = obtained.header_names.clone().into();
                 if let Some(runs) = obtained.command_runs {
-                    object["command_runs"] = runs.into();
+                    let key = if obtained.source == "oauth2" {
+                        "exchanges"
+                    } else {
+                        "command_runs"
+                    };
+                    object[key] = runs.into();
                 }
                 if let Some((shape, states_expiry)) = self.output {
                     object["output"] = shape.to_string().into();

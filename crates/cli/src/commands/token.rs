@@ -30,7 +30,7 @@ pub enum Output {
 pub struct Obtained {
     /// The token (printed only by `--show`, `--json --show` and `--exec-credential`).
     pub token: provider_auth::AuthToken,
-    /// `command`, `shared_store`, `env_key`, `bearer_token` or `base_session`.
+    /// `command`, `oauth2`, `shared_store`, `env_key`, `bearer_token` or `base_session`.
     pub source: &'static str,
     /// Where it came from, in words (`command \`gcloud\``).
     pub from: String,
@@ -38,7 +38,8 @@ pub struct Obtained {
     pub elapsed: Duration,
     /// The cached token's place in its lifetime (command auth only).
     pub status: Option<provider_auth::TokenStatus>,
-    /// Runs of the command so far in this process (command auth only).
+    /// Runs of the command (or OAuth2 exchanges) so far in this process (command and
+    /// OAuth2 auth only).
     pub command_runs: Option<u64>,
     /// Names of the helper's extra headers (never their values).
     pub header_names: Vec<String>,
@@ -77,10 +78,42 @@ impl Obtained {
             }
         }
         if let Some(runs) = self.command_runs {
-            line.push_str(&format!("; command runs: {runs}"));
+            let what = if self.source == "oauth2" {
+                "exchanges"
+            } else {
+                "command runs"
+            };
+            line.push_str(&format!("; {what}: {runs}"));
         }
         line
     }
+}
+
+/// How an OAuth2 token is minted, for the summary: the grant, the endpoint's host, and
+/// where the subject token comes from, with the file's age (never a value).
+fn oauth2_origin(auth: &provider_config::ModelProviderAuthInfo) -> String {
+    let Some(oauth2) = &auth.oauth2 else {
+        return String::new();
+    };
+    let mut out = oauth2.describe();
+    if !oauth2.grant.needs_subject() {
+        return out;
+    }
+    match (oauth2.subject_source(), &oauth2.subject_token_file) {
+        (Some(provider_config::SubjectSource::File), Some(path)) => {
+            out.push_str(&format!(", subject from file {}", path.display()));
+            let age = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok());
+            if let Some(age) = age {
+                out.push_str(&format!(" (written {} ago)", human(age)));
+            }
+        }
+        (Some(source), _) => out.push_str(&format!(", subject from {}", source.as_str())),
+        (None, _) => {}
+    }
+    out
 }
 
 /// Obtains the provider's credential through its manager; `None` when the provider sends
@@ -100,14 +133,21 @@ pub async fn obtain(
     let elapsed = started.elapsed();
     let status = manager.token_status();
     let source = match info.auth_kind() {
-        AuthKind::Command if status.is_some_and(|s| s.from_shared_store) => "shared_store",
+        AuthKind::Command | AuthKind::OAuth2 if status.is_some_and(|s| s.from_shared_store) => {
+            "shared_store"
+        }
         AuthKind::Command => "command",
+        AuthKind::OAuth2 => "oauth2",
         AuthKind::EnvKey => "env_key",
         AuthKind::BearerToken => "bearer_token",
         AuthKind::BaseSession => "base_session",
         _ => "none",
     };
     let from = match (info.auth_kind(), &info.auth) {
+        (AuthKind::OAuth2, Some(auth)) if source == "shared_store" => {
+            format!("the shared store ({})", oauth2_origin(auth))
+        }
+        (AuthKind::OAuth2, Some(auth)) => oauth2_origin(auth),
         (AuthKind::Command, Some(auth)) if source == "shared_store" => {
             format!("the shared store (command `{}`)", auth.command)
         }
@@ -475,13 +515,17 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// How often `--watch` looks for the token of a refresh under way.
+const WATCH_POLL: Duration = Duration::from_millis(50);
+
 /// The longest wait after a failed run in `--watch` before the next try (from 1 s,
 /// doubling); the token source's own backoff holds too.
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// `token --write FILE [--watch]`: the token (in `output`'s shape) written to `file`
 /// atomically, mode 0600. With `watch`, a new token is written each time the one in the
-/// file reaches the end of its lifetime (which ends before its stated expiry, by the skew),
+/// file reaches 80% of its lifetime (the cache's refresh ahead; the lifetime itself ends
+/// before the stated expiry, by the skew),
 /// until SIGTERM or SIGINT; a failed run keeps the file as it is and is tried again after
 /// a backoff (1 s doubling to 30 s).
 pub async fn write(
@@ -497,20 +541,45 @@ pub async fn write(
         return write_atomically(file, &text);
     }
     let mut retry = Duration::from_secs(1);
+    // What the file holds (a secret: kept as one, zeroed when dropped).
+    let mut written: Option<provider_auth::AuthToken> = None;
+    // One listener for the whole loop: a signal that comes while a token is being obtained
+    // is kept for the next look, never lost between two listeners.
+    let stop = crate::signals::terminated();
+    tokio::pin!(stop);
     loop {
-        let wait = match token(id, info, manager, output, None).await {
+        let obtained = tokio::select! {
+            obtained = token(id, info, manager, output, None) => obtained,
+            _ = &mut stop => return Ok(()),
+        };
+        let wait = match obtained {
             Ok(text) => {
-                write_atomically(file, &text)?;
+                if written.as_ref().is_none_or(|w| w.expose_secret() != text) {
+                    write_atomically(file, &text)?;
+                    tracing::info!(target: "modelauth", provider = id, file = %file.display(), "token written");
+                    written = Some(provider_auth::AuthToken::new(text));
+                }
                 retry = Duration::from_secs(1);
-                tracing::info!(target: "modelauth", provider = id, file = %file.display(), "token written");
-                // Past the token's lifetime the next call runs the source for a new one.
-                match manager.token_status().and_then(|s| s.expires_in) {
-                    Some(left) => left + Duration::from_millis(1),
-                    None => {
+                let status = manager.token_status();
+                match (
+                    status.and_then(|s| s.expires_in),
+                    status.and_then(|s| s.refresh_in),
+                ) {
+                    (None, _) => {
                         // Kept until a 401 (or no credential): nothing more to write.
-                        crate::signals::terminated().await;
+                        (&mut stop).await;
                         return Ok(());
                     }
+                    // The next token is asked for at 80% of this one's lifetime, so the
+                    // file never holds a token at the end of its life: the call after the
+                    // wait starts the refresh in the background and keeps the current one.
+                    (Some(_), Some(refresh_in)) if !refresh_in.is_zero() => {
+                        refresh_in + Duration::from_millis(1)
+                    }
+                    // The refresh is under way: look again shortly for its token.
+                    (Some(left), Some(_)) => left.min(WATCH_POLL) + Duration::from_millis(1),
+                    // No refresh ahead: past the lifetime the next call runs the source.
+                    (Some(left), None) => left + Duration::from_millis(1),
                 }
             }
             Err(e) => {
@@ -526,7 +595,7 @@ pub async fn write(
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            _ = crate::signals::terminated() => return Ok(()),
+            _ = &mut stop => return Ok(()),
         }
     }
 }
