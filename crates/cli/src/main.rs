@@ -192,9 +192,11 @@ enum Command {
     /// An end-to-end run against the embedded dev gateway (no network, no config).
     Demo,
     /// Run the provider's token command once with the terminal (an SSO or password
-    /// prompt) and fill the shared store, so that later calls need no prompt.
+    /// prompt), or its OAuth2 device flow, and fill the shared store, so that later calls
+    /// need no prompt.
     #[command(after_help = "Examples:
-  modelauth login -p corp                  answer the helper's prompt once
+  modelauth login -p corp                  answer the helper's prompt once (or approve the
+                                           device: open the printed URL, enter the code)
   modelauth token -p corp                  later calls, in any process, use the stored token")]
     Login {
         /// Provider id (default: the config's model_provider).

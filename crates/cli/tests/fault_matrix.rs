@@ -549,3 +549,102 @@ fn hostile_token_commands() {
     assert!(cases.len() >= 30);
     insta::assert_snapshot!(run_matrix(cases));
 }
+
+/// The client secret of the token-endpoint cases.
+const CLIENT_SECRET: &str = "cs/live+Zq8xWvT3Lm0pRt5Yb2Nc=";
+
+/// `auth.oauth2` against hostile token endpoints: each ends in time and memory, says what
+/// happened, and never shows the client secret (raw, encoded, or in its Basic form).
+#[test]
+fn hostile_token_endpoints() {
+    use base64::Engine as _;
+    let server = HostileServer::start();
+    let second = HostileServer::start();
+    let cases: [(&str, &str); 7] = [
+        ("silent", "did not answer within 1500 ms (auth.timeout_ms)"),
+        ("drip200", "did not answer within 1500 ms (auth.timeout_ms)"),
+        (
+            "huge",
+            "answered more than 64 KiB; the answer was discarded",
+        ),
+        (
+            "reset",
+            "answered without a usable token: the answer broke off",
+        ),
+        ("echo400", "answered HTTP 400 without an OAuth2 error code"),
+        (
+            "ok",
+            "answered without a usable token: the answer is not JSON",
+        ),
+        (
+            "redirect",
+            "answered HTTP 307, a redirect, which is not followed",
+        ),
+    ];
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "modelauth:{}",
+        CLIENT_SECRET
+            .replace('/', "%2F")
+            .replace('+', "%2B")
+            .replace('=', "%3D")
+    ));
+    let mut transcript = String::new();
+    let mut failures = Vec::new();
+    for (fault, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let base = match fault {
+            "redirect" => server.base_url(&format!("redirect-{}", second.addr().port())),
+            fault => server.base_url(fault),
+        };
+        std::fs::write(dir.path().join("secret"), CLIENT_SECRET).unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\nbase_url = \"https://gw.example.com/v1\"\n\
+                 [model_providers.corp.auth]\ntimeout_ms = 1500\n\
+                 [model_providers.corp.auth.oauth2]\ntoken_url = \"{base}/token\"\ngrant = \"client_credentials\"\n\
+                 client_id = \"modelauth\"\nclient_secret_file = \"secret\"\n"
+            ),
+        )
+        .unwrap();
+        let outcome = run_modelauth(dir.path(), TOKEN);
+        let mut problems = Vec::new();
+        if outcome.code != Some(1) {
+            problems.push(format!("exit code {:?}", outcome.code));
+        }
+        if outcome.elapsed > MAX_TIME {
+            problems.push(format!("took {:?}", outcome.elapsed));
+        }
+        if outcome.peak_kib > MAX_RSS_KIB {
+            problems.push(format!("peak RSS {} KiB", outcome.peak_kib));
+        }
+        if !outcome.stderr.contains(says) {
+            problems.push(format!("stderr does not say `{says}`: {}", outcome.stderr));
+        }
+        let both = format!("{}\n{}", outcome.stdout, outcome.stderr);
+        for secret in [CLIENT_SECRET, basic.as_str()] {
+            let leaks = leaked_forms(&both, secret);
+            if !leaks.is_empty() {
+                problems.push(format!("leaked {secret} as {leaks:?}"));
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{fault}: {}", problems.join("; ")));
+        }
+        transcript.push_str(&format!(
+            "$ modelauth token  # token endpoint: {fault}\n{}\n",
+            stable(&outcome.stderr, dir.path())
+        ));
+    }
+    assert!(second.seen().is_empty(), "the redirect was followed");
+    // The secret went only in the Basic header, never in a URL.
+    for request in server.seen() {
+        assert!(
+            !request.request_line.contains("cs/"),
+            "{}",
+            request.request_line
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    insta::assert_snapshot!(transcript);
+}

@@ -577,3 +577,153 @@ fn codex_config_refuses_an_oauth2_table() {
     );
     insta::assert_snapshot!(transcript(&out, script.dir()));
 }
+
+/// The device flow against oidc-provider: `login` prints where to go and the code, the
+/// person approves (the test does what the page does), the token and the refresh token land
+/// in the store. A later process refreshes with the kept refresh token, which oidc-provider
+/// rotates; a denied login says `access_denied`.
+#[test]
+fn login_runs_the_device_flow_and_the_refresh_token_rotates() {
+    use std::io::{BufRead as _, BufReader};
+    let Some(servers) = test_support::OAuth2Servers::start(3600) else {
+        return;
+    };
+    let script = TokenScript::counting();
+    let provider = |id: &str| {
+        format!(
+            "[model_providers.{id}]\nname = \"{id}\"\nbase_url = \"https://gw.example.com/v1\"\n\
+             [model_providers.{id}.auth.oauth2]\nissuer = \"{}\"\ngrant = \"device_code\"\n\
+             client_id = \"{}\"\nscope = \"openid offline_access\"\n",
+            servers.oidc_issuer(),
+            servers.device_client_id()
+        )
+    };
+    script.write(
+        "config.toml",
+        &format!("{}\n{}", provider("corp"), provider("other")),
+    );
+    let dir = script.dir().to_path_buf();
+    let spawn_login = |id: &str| {
+        Command::new(BIN)
+            .args(["--config", "config.toml", "login", "-p", id])
+            .current_dir(&dir)
+            .env_remove("RUST_LOG")
+            .env("XDG_CONFIG_HOME", dir.join("no-xdg"))
+            .env("MODELAUTH_CACHE_DIR", dir.join("store"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Reads the prompt up to the code; the rest of stderr stays in the pipe.
+    let prompt_of = |child: &mut std::process::Child| {
+        let mut reader = BufReader::new(child.stderr.take().unwrap());
+        let mut prompt = String::new();
+        while !prompt.contains("Waiting for the approval") {
+            assert!(reader.read_line(&mut prompt).unwrap() > 0, "{prompt}");
+        }
+        let code = prompt
+            .split("enter the code ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap()
+            .to_owned();
+        (prompt, code, reader)
+    };
+    let mut approved = spawn_login("corp");
+    let mut denied = spawn_login("other");
+    let (prompt, code, mut rest) = prompt_of(&mut approved);
+    let (_, other_code, mut other_rest) = prompt_of(&mut denied);
+    servers.approve(&code, false);
+    servers.approve(&other_code, true);
+
+    let status = approved.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut approved.stdout.take().unwrap(), &mut stdout).unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut rest, &mut stderr).unwrap();
+    let shown = format!(
+        "exit {}\n--- stdout\n{stdout}--- stderr\n{}{stderr}",
+        status.code().unwrap_or(-1),
+        prompt.replace(&code, "[CODE]")
+    );
+    // `expires at 2026-12-05T10:00:00Z (in 59m 59s)` -> `expires at [TIME] (in [T])`.
+    let shown = match shown.split_once("expires at ") {
+        Some((before, after)) => match after.split_once(')') {
+            Some((_, rest)) => format!("{before}expires at [TIME] (in [T]){rest}"),
+            None => shown.clone(),
+        },
+        None => shown.clone(),
+    };
+    insta::assert_snapshot!(stable_numbers(&shown));
+
+    let denied_status = denied.wait().unwrap();
+    let mut denied_err = String::new();
+    std::io::Read::read_to_string(&mut other_rest, &mut denied_err).unwrap();
+    assert_eq!(denied_status.code(), Some(1), "{denied_err}");
+    assert!(
+        denied_err.contains("`access_denied` (the person or the policy denied it)"),
+        "{denied_err}"
+    );
+
+    // The store holds the token and, beside it, the refresh token (0600).
+    let refresh_files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "refresh"))
+        .collect();
+    assert_eq!(refresh_files.len(), 1, "{refresh_files:?}");
+    let first_refresh = std::fs::read_to_string(&refresh_files[0]).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&refresh_files[0])
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // Another process uses the stored token: no exchange.
+    let before = servers.token_requests().len();
+    let out = run_in(
+        &dir,
+        &["--config", "config.toml", "token", "-p", "corp"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(servers.token_requests().len(), before);
+    // Without the stored token, the next process refreshes; the refresh token rotates.
+    for entry in std::fs::read_dir(dir.join("store")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let out = run_in(
+        &dir,
+        &["--config", "config.toml", "token", "-p", "corp"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("token from oauth2 `device_code`"),
+        "{}",
+        text(&out.stdout)
+    );
+    let second_refresh = std::fs::read_to_string(&refresh_files[0]).unwrap();
+    assert_ne!(second_refresh, first_refresh, "rotated");
+    let refreshes: Vec<_> = servers
+        .token_requests()
+        .into_iter()
+        .filter(|r| r["grant_type"] == "refresh_token")
+        .collect();
+    assert_eq!(refreshes.len(), 1, "{refreshes:?}");
+    assert_eq!(refreshes[0]["refresh_token"], first_refresh.as_str());
+    assert_eq!(refreshes[0]["outcome"], "success");
+    for stream in [&out.stdout, &out.stderr] {
+        for secret in [&first_refresh, &second_refresh] {
+            assert!(leaked_forms(&text(stream), secret).is_empty());
+        }
+    }
+}

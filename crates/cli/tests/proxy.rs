@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dev_gateway::{DevGateway, GatewayConfig};
+use dev_gateway::{DevGateway, GatewayConfig, Route};
 
 #[path = "support/proxy_setup.rs"]
 mod proxy_setup;
@@ -931,4 +931,57 @@ async fn the_kubernetes_example_runs_as_written() {
     assert!(std::fs::read_to_string(&file).unwrap().starts_with("dg."));
     terminate(&writer.0);
     terminate(&proxy.0);
+}
+
+/// A provider with `auth.oauth2` through the proxy: the token comes from the dev gateway's
+/// own OAuth2 endpoint (client credentials); cold requests at once share one exchange, and
+/// after the gateway revokes every token, the next request gets a new one and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth2_provider_is_served_and_recovers_from_a_revocation() {
+    let gw = DevGateway::start(GatewayConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client-secret"), "proxy-client-secret-5150").unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"{}\"\n\
+             [model_providers.corp.auth.oauth2]\ntoken_url = \"{}\"\ngrant = \"client_credentials\"\n\
+             client_id = \"modelauth\"\nclient_secret_file = \"client-secret\"\n",
+            gw.base_url(),
+            gw.token_url()
+        ),
+    )
+    .unwrap();
+    let (child, lines) = spawn(dir.path(), &[]);
+    let mut stop = Killed(child);
+    let addr = lines[0]
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{addr}/corp/models");
+    let answers = futures::future::join_all((0..20).map(|_| client.get(&url).send())).await;
+    for answer in answers {
+        assert_eq!(answer.unwrap().status(), 200);
+    }
+    let stats: serde_json::Value = client
+        .get(format!("http://{addr}/_modelauth/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runs = stats.to_string();
+    gw.rotate();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(gw.counters().unauthorized(Route::Models), 1);
+    terminate(&stop.0);
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut stop.0.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(!logs.contains("proxy-client-secret-5150"), "{logs}");
+    assert!(
+        runs.contains("\"command_runs\":1"),
+        "one exchange for 20 cold requests: {runs}"
+    );
 }

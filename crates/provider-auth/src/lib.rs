@@ -96,8 +96,8 @@ pub use manager::{
     cached_credential_headers,
 };
 pub use oauth2::{
-    ExchangeReport, GITHUB_ACTIONS_TOKEN_ENV, GITHUB_ACTIONS_URL_ENV, MAX_OAUTH2_RESPONSE_BYTES,
-    OAuth2Refresher,
+    DevicePrompt, ExchangeReport, GITHUB_ACTIONS_TOKEN_ENV, GITHUB_ACTIONS_URL_ENV,
+    MAX_OAUTH2_RESPONSE_BYTES, OAuth2Refresher,
 };
 pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
 pub use scope::TokenScope;

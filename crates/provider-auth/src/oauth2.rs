@@ -40,6 +40,7 @@ pub const GITHUB_ACTIONS_TOKEN_ENV: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";
 #[derive(Debug, Clone)]
 struct Endpoints {
     token: url::Url,
+    device: Option<url::Url>,
 }
 
 /// What the last exchange used, for `check --live` (never a value).
@@ -151,7 +152,13 @@ impl OAuth2Refresher {
                     let token = parse_url(token_url).map_err(|reason| {
                         self.fail(token_url, OAuth2Failure::BadResponse { reason })
                     })?;
-                    return Ok(Endpoints { token });
+                    let device = match &self.oauth2.device_authorization_url {
+                        Some(u) => Some(parse_url(u).map_err(|reason| {
+                            self.fail(u, OAuth2Failure::BadResponse { reason })
+                        })?),
+                        None => None,
+                    };
+                    return Ok(Endpoints { token, device });
                 }
                 let issuer = self.oauth2.issuer.as_deref().unwrap_or_default();
                 self.discover(issuer).await
@@ -203,7 +210,13 @@ impl OAuth2Refresher {
                 reason: "the discovery document names no `token_endpoint`".to_owned(),
             })
         })?;
-        Ok(Endpoints { token })
+        let device = match &self.oauth2.device_authorization_url {
+            Some(u) => {
+                Some(parse_url(u).map_err(|reason| fail(OAuth2Failure::BadResponse { reason }))?)
+            }
+            None => endpoint("device_authorization_endpoint")?,
+        };
+        Ok(Endpoints { token, device })
     }
 
     /// Sends `request` with the exchange's bounds: the whole of it within
@@ -237,7 +250,7 @@ impl OAuth2Refresher {
                 response
                     .chunk()
                     .await
-                    .map_err(|e| OAuth2Failure::Unreachable {
+                    .map_err(|e| OAuth2Failure::BadResponse {
                         reason: transport_reason(&e),
                     })?
             {
@@ -398,7 +411,12 @@ impl OAuth2Refresher {
         }
         Err(OAuth2Failure::Input {
             what: "refresh token".to_owned(),
-            reason: "is not configured (refresh_token_env or refresh_token_file)".to_owned(),
+            reason: if self.oauth2.grant == OAuth2Grant::DeviceCode {
+                "is not there yet: nobody has approved this device (the device flow, `login`)"
+                    .to_owned()
+            } else {
+                "is not configured (refresh_token_env or refresh_token_file)".to_owned()
+            },
         })
     }
 
@@ -457,10 +475,11 @@ impl OAuth2Refresher {
                 }
                 secrets.push(subject);
             }
-            OAuth2Grant::RefreshToken => {
+            OAuth2Grant::RefreshToken | OAuth2Grant::DeviceCode => {
                 let refresh = self
                     .current_refresh_token()
                     .map_err(|f| self.fail(&host, f))?;
+                form[0].1 = "refresh_token".to_owned();
                 form.push(("refresh_token", refresh.expose_secret().to_owned()));
                 secrets.push(refresh);
             }
@@ -484,8 +503,41 @@ impl OAuth2Refresher {
             }
         }
         let secret = self.client_secret().map_err(|f| self.fail(&host, f))?;
-        let mut request = self.client().await?.post(endpoints.token.clone());
-        match (&self.oauth2.client_id, &secret) {
+        let (status, body) = self
+            .post_form(&endpoints.token, form, secret.as_ref())
+            .await
+            .map_err(|f| self.fail(&host, f))?;
+        if let Some(secret) = secret {
+            secrets.push(secret);
+        }
+        let scrubber = Scrubber::new(secrets.iter().map(AuthToken::expose_secret));
+        if !(200..300).contains(&status) {
+            return Err(self.fail(&host, refusal(status, &body, &scrubber)));
+        }
+        let parsed = parse_token_response(&body).map_err(|f| self.fail(&host, f))?;
+        if let Some(refresh) = parsed.refresh_token {
+            self.keep_refresh_token(refresh);
+        }
+        *lock(&self.last) = Some(report);
+        Ok(parsed.fresh)
+    }
+
+    /// POSTs `form` to `url` with the client's authentication, within the exchange's
+    /// bounds: the status and the body.
+    async fn post_form(
+        &self,
+        url: &url::Url,
+        mut form: Vec<(&str, String)>,
+        secret: Option<&AuthToken>,
+    ) -> Result<(u16, Vec<u8>), OAuth2Failure> {
+        let client = self
+            .client()
+            .await
+            .map_err(|_| OAuth2Failure::Unreachable {
+                reason: "the HTTP client cannot be built".to_owned(),
+            })?;
+        let mut request = client.post(url.clone());
+        match (&self.oauth2.client_id, secret) {
             (Some(id), Some(secret)) if self.oauth2.client_auth == ClientAuthMethod::Basic => {
                 request = request.header(
                     http::header::AUTHORIZATION,
@@ -499,10 +551,7 @@ impl OAuth2Refresher {
             (Some(id), None) => form.push(("client_id", id.clone())),
             (None, _) => {}
         }
-        if let Some(secret) = secret {
-            secrets.push(secret);
-        }
-        let body = form_body(&form);
+        let body = zeroize::Zeroizing::new(form_body(&form));
         drop(form);
         let request = request
             .header(
@@ -510,21 +559,100 @@ impl OAuth2Refresher {
                 "application/x-www-form-urlencoded",
             )
             .header(http::header::ACCEPT, "application/json")
-            .body(body);
+            .body(body.to_vec());
+        self.exchange(request).await
+    }
+
+    /// The device flow (RFC 8628, grant `device_code`): asks the device authorization
+    /// endpoint for a code, hands `show` what the person must open and type, then polls the
+    /// token endpoint (every `interval`, 5 s unless the endpoint says, 5 s more after each
+    /// `slow_down`) until the person approves, denies or the code expires. The refresh
+    /// token it gives is kept like a rotated one.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::OAuth2`]: the grant is not `device_code`, an endpoint failed, or the
+    /// person denied (`access_denied`) or was too late (`expired_token`).
+    pub async fn device_login(
+        &self,
+        show: &mut (dyn FnMut(&DevicePrompt) + Send),
+    ) -> Result<FreshToken, AuthError> {
+        let endpoints = self.endpoints().await?;
+        let host = host_of(&endpoints.token);
+        let Some(device_url) = endpoints.device.clone() else {
+            return Err(self.fail(
+                &host,
+                OAuth2Failure::Input {
+                    what: "the device authorization endpoint".to_owned(),
+                    reason: "is not known: set device_authorization_url, or an issuer whose discovery document names one".to_owned(),
+                },
+            ));
+        };
+        let device_host = format!("{} (device authorization)", host_of(&device_url));
+        let secret = self.client_secret().map_err(|f| self.fail(&host, f))?;
+        let mut scrub_with: Vec<AuthToken> = secret.iter().cloned().collect();
+        let mut form: Vec<(&str, String)> = Vec::new();
+        for (name, value) in [
+            ("scope", &self.oauth2.scope),
+            ("audience", &self.oauth2.audience),
+            ("resource", &self.oauth2.resource),
+        ] {
+            if let Some(v) = value {
+                form.push((name, v.clone()));
+            }
+        }
         let (status, body) = self
-            .exchange(request)
+            .post_form(&device_url, form, secret.as_ref())
             .await
-            .map_err(|f| self.fail(&host, f))?;
-        let scrubber = Scrubber::new(secrets.iter().map(AuthToken::expose_secret));
+            .map_err(|f| self.fail(&device_host, f))?;
+        let scrubber = Scrubber::new(scrub_with.iter().map(AuthToken::expose_secret));
         if !(200..300).contains(&status) {
-            return Err(self.fail(&host, refusal(status, &body, &scrubber)));
+            return Err(self.fail(&device_host, refusal(status, &body, &scrubber)));
         }
-        let parsed = parse_token_response(&body).map_err(|f| self.fail(&host, f))?;
-        if let Some(refresh) = parsed.refresh_token {
-            self.keep_refresh_token(refresh);
+        let (prompt, device_code, mut interval, expires_in) =
+            parse_device_answer(&body).map_err(|f| self.fail(&device_host, f))?;
+        scrub_with.push(device_code.clone());
+        show(&prompt);
+        let scrubber = Scrubber::new(scrub_with.iter().map(AuthToken::expose_secret));
+        let deadline = tokio::time::Instant::now() + expires_in;
+        loop {
+            tokio::time::sleep(interval).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.fail(
+                    &host,
+                    OAuth2Failure::Refused {
+                        status: 400,
+                        code: "expired_token".to_owned(),
+                        description: Some("the code expired before it was approved".to_owned()),
+                    },
+                ));
+            }
+            let form = vec![
+                (
+                    "grant_type",
+                    OAuth2Grant::DeviceCode.grant_type().to_owned(),
+                ),
+                ("device_code", device_code.expose_secret().to_owned()),
+            ];
+            let (status, body) = self
+                .post_form(&endpoints.token, form, secret.as_ref())
+                .await
+                .map_err(|f| self.fail(&host, f))?;
+            if (200..300).contains(&status) {
+                let parsed = parse_token_response(&body).map_err(|f| self.fail(&host, f))?;
+                if let Some(refresh) = parsed.refresh_token {
+                    self.keep_refresh_token(refresh);
+                }
+                return Ok(parsed.fresh);
+            }
+            match refusal(status, &body, &scrubber) {
+                OAuth2Failure::Refused { code, .. } if code == "authorization_pending" => {}
+                OAuth2Failure::Refused { code, .. } if code == "slow_down" => {
+                    interval += Duration::from_secs(5);
+                }
+                other => return Err(self.fail(&host, other)),
+            }
         }
-        *lock(&self.last) = Some(report);
-        Ok(parsed.fresh)
     }
 }
 
@@ -537,6 +665,64 @@ impl ExternalAuthRefresher for OAuth2Refresher {
     fn describe(&self) -> String {
         self.oauth2.describe()
     }
+}
+
+/// What the person must do to approve a device login: open `verification_uri` and type
+/// `user_code` (or open `verification_uri_complete`, which carries it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DevicePrompt {
+    /// The page to open.
+    pub verification_uri: String,
+    /// The page with the code in it, when the endpoint gives one.
+    pub verification_uri_complete: Option<String>,
+    /// The code to type.
+    pub user_code: String,
+    /// How long the code is good for.
+    pub expires_in: Duration,
+}
+
+/// Reads a device authorization answer (RFC 8628 §3.2): the prompt, the device code, the
+/// polling interval (default 5 s, at least 1 s) and the code's lifetime. What is shown to
+/// the person is checked to be printable: an http(s) URL, a short visible code.
+fn parse_device_answer(
+    body: &[u8],
+) -> Result<(DevicePrompt, AuthToken, Duration, Duration), OAuth2Failure> {
+    let bad = |reason: &str| OAuth2Failure::BadResponse {
+        reason: reason.to_owned(),
+    };
+    let v: Value = serde_json::from_slice(body).map_err(|_| bad("the answer is not JSON"))?;
+    let text = |name: &str| v.get(name).and_then(Value::as_str).map(str::to_owned);
+    let device_code = text("device_code")
+        .and_then(|c| AuthToken::parse(c.trim()).ok())
+        .ok_or_else(|| bad("the answer has no usable `device_code`"))?;
+    let printable_url = |u: &String| parse_url(u).is_ok() && u.len() <= 2048;
+    let verification_uri = text("verification_uri")
+        .or_else(|| text("verification_url"))
+        .filter(printable_url)
+        .ok_or_else(|| bad("the answer has no http(s) `verification_uri`"))?;
+    let user_code = text("user_code")
+        .filter(|c| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| (b' '..=b'~').contains(&b)))
+        .ok_or_else(|| bad("the answer has no printable `user_code`"))?;
+    let seconds = |name: &str, default: u64| {
+        v.get(name)
+            .and_then(Value::as_u64)
+            .unwrap_or(default)
+            .clamp(1, 3600)
+    };
+    let interval = Duration::from_secs(seconds("interval", 5));
+    let expires_in = Duration::from_secs(seconds("expires_in", 600));
+    Ok((
+        DevicePrompt {
+            verification_uri,
+            verification_uri_complete: text("verification_uri_complete").filter(printable_url),
+            user_code,
+            expires_in,
+        },
+        device_code,
+        interval,
+        expires_in,
+    ))
 }
 
 /// A token endpoint's successful answer.

@@ -422,3 +422,80 @@ async fn hostile_token_endpoints_are_bounded() {
     assert_eq!(failure(&err), &OAuth2Failure::Redirect { status: 307 });
     assert!(other.seen().is_empty(), "the redirect was followed");
 }
+
+/// The device flow's polling (RFC 8628 §3.5), against a wiremock endpoint that answers
+/// `slow_down` once: the next poll waits the interval plus 5 s; the prompt carries what
+/// the endpoint said; the device code never reaches an error.
+#[tokio::test]
+async fn device_flow_polling_honours_slow_down() {
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/device"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "device_code": "device-code-secret-77410",
+            "user_code": "WDJB-MJHT",
+            "verification_uri": "https://idp.example.com/device",
+            "interval": 1,
+            "expires_in": 60,
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("device_code=device-code-secret-77410"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            serde_json::json!({"error": "slow_down", "error_description": "for device-code-secret-77410"}),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "device-access-token-0001",
+            "refresh_token": "device-refresh-token-0001",
+            "expires_in": 600,
+        })))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept.refresh");
+    let mut o = OAuth2Info::new(OAuth2Grant::DeviceCode, format!("{}/token", server.uri()));
+    o.client_id = Some("cli".to_owned());
+    o.device_authorization_url = Some(format!("{}/device", server.uri()));
+    let r = refresher(o).with_refresh_token_file(kept.clone());
+    let mut prompts = Vec::new();
+    let started = Instant::now();
+    let fresh = r
+        .device_login(&mut |p| prompts.push(p.clone()))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(fresh.token.expose_secret(), "device-access-token-0001");
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "device-refresh-token-0001"
+    );
+    assert_eq!(prompts.len(), 1);
+    assert_eq!(prompts[0].user_code, "WDJB-MJHT");
+    assert_eq!(
+        prompts[0].verification_uri,
+        "https://idp.example.com/device"
+    );
+    assert_eq!(prompts[0].expires_in, Duration::from_secs(60));
+    // 1 s, then (after slow_down) 1 + 5 s.
+    assert!(took >= Duration::from_secs(7), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let polls = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path() == "/token")
+        .count();
+    assert_eq!(polls, 2);
+}

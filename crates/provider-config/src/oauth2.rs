@@ -26,6 +26,9 @@ pub enum OAuth2Grant {
     /// `refresh_token` (RFC 6749 §6): a long-lived refresh token, kept and rotated in the
     /// shared store.
     RefreshToken,
+    /// `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628): a person approves once
+    /// on another device (`modelauth login`); then the refresh token it gave is used.
+    DeviceCode,
 }
 
 impl OAuth2Grant {
@@ -36,6 +39,7 @@ impl OAuth2Grant {
             OAuth2Grant::JwtBearer => "jwt_bearer",
             OAuth2Grant::TokenExchange => "token_exchange",
             OAuth2Grant::RefreshToken => "refresh_token",
+            OAuth2Grant::DeviceCode => "device_code",
         }
     }
 
@@ -46,6 +50,7 @@ impl OAuth2Grant {
             OAuth2Grant::JwtBearer => "urn:ietf:params:oauth:grant-type:jwt-bearer",
             OAuth2Grant::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
             OAuth2Grant::RefreshToken => "refresh_token",
+            OAuth2Grant::DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
         }
     }
 
@@ -110,7 +115,7 @@ pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
     "oneOf" = [{"required": ["token_url"]}, {"required": ["issuer"]}],
     "allOf" = [
         {
-            "if": {"properties": {"grant": {"enum": ["client_credentials", "refresh_token"]}}},
+            "if": {"properties": {"grant": {"enum": ["client_credentials", "refresh_token", "device_code"]}}},
             "then": {"required": ["client_id"]}
         },
         {
@@ -143,14 +148,18 @@ pub struct OAuth2Info {
     #[serde(default, deserialize_with = "validate::endpoint_url")]
     #[schemars(regex(pattern = validate::ENDPOINT_URL_PATTERN))]
     pub token_url: Option<String>,
-    /// The issuer, whose `/.well-known/openid-configuration` names the token endpoint.
-    /// Either this or `token_url`.
+    /// The issuer, whose `/.well-known/openid-configuration` names the token endpoint (and
+    /// the device authorization endpoint). Either this or `token_url`.
     #[serde(default, deserialize_with = "validate::endpoint_url")]
     #[schemars(regex(pattern = validate::ENDPOINT_URL_PATTERN))]
     pub issuer: Option<String>,
+    /// `device_code`: the device authorization endpoint, when there is no `issuer`.
+    #[serde(default, deserialize_with = "validate::endpoint_url")]
+    #[schemars(regex(pattern = validate::ENDPOINT_URL_PATTERN))]
+    pub device_authorization_url: Option<String>,
     /// The grant.
     pub grant: OAuth2Grant,
-    /// The client id (required by `client_credentials` and `refresh_token`).
+    /// The client id (required by `client_credentials`, `refresh_token` and `device_code`).
     #[serde(default, deserialize_with = "validate::non_blank_opt")]
     #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
     pub client_id: Option<String>,
@@ -226,6 +235,7 @@ impl OAuth2Info {
         Self {
             token_url: Some(token_url.into()),
             issuer: None,
+            device_authorization_url: None,
             grant,
             client_id: None,
             client_secret_env: None,
@@ -307,7 +317,7 @@ impl OAuth2Info {
         }
         if matches!(
             grant,
-            OAuth2Grant::ClientCredentials | OAuth2Grant::RefreshToken
+            OAuth2Grant::ClientCredentials | OAuth2Grant::RefreshToken | OAuth2Grant::DeviceCode
         ) && self.client_id.is_none()
         {
             return Some(("client_id", format!("is required by grant `{grant}`")));
@@ -391,6 +401,22 @@ impl OAuth2Info {
                     "refresh_token_file"
                 },
                 format!("is only used by grant `refresh_token`, not `{grant}`"),
+            ));
+        }
+        if grant == OAuth2Grant::DeviceCode
+            && self.issuer.is_none()
+            && self.device_authorization_url.is_none()
+        {
+            return Some((
+                "device_authorization_url",
+                "is required by grant `device_code` (or `issuer`, whose discovery document names it)"
+                    .to_owned(),
+            ));
+        }
+        if grant != OAuth2Grant::DeviceCode && self.device_authorization_url.is_some() {
+            return Some((
+                "device_authorization_url",
+                format!("is only used by grant `device_code`, not `{grant}`"),
             ));
         }
         None

@@ -4,7 +4,9 @@
 //
 // - oauth2-mock-server: client_credentials, jwt_bearer and refresh_token, with a client
 //   check (Basic or form), a token lifetime and faults set through hooks.
-// - oidc-provider: token exchange (RFC 8693), added through its registerGrantType.
+// - oidc-provider: token exchange (RFC 8693), added through its registerGrantType; the
+//   device flow (RFC 8628) for a public client, with refresh-token rotation, approved by
+//   GET /approve?user_code=... on the stats server (what a person does on the page).
 // - a GitHub Actions OIDC token stand-in.
 //
 // Prints one JSON line with the addresses, then serves until stdin closes. Every token
@@ -80,6 +82,8 @@ await mock.start(0, '127.0.0.1');
 
 // oidc-provider with token exchange registered through its extension point.
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const DEVICE_CODE = 'urn:ietf:params:oauth:grant-type:device_code';
+const DEVICE_CLIENT_ID = env.OAUTH_DEVICE_CLIENT_ID ?? 'modelauth-device';
 const oidcServer = http.createServer();
 await new Promise((resolve) => oidcServer.listen(0, '127.0.0.1', resolve));
 const oidcIssuer = `http://127.0.0.1:${oidcServer.address().port}`;
@@ -90,10 +94,36 @@ const oidc = new Provider(oidcIssuer, {
     grant_types: [TOKEN_EXCHANGE, 'client_credentials'],
     redirect_uris: [],
     response_types: [],
+  }, {
+    client_id: DEVICE_CLIENT_ID,
+    token_endpoint_auth_method: 'none',
+    grant_types: [DEVICE_CODE, 'refresh_token'],
+    redirect_uris: [],
+    response_types: [],
   }],
-  features: { clientCredentials: { enabled: true }, devInteractions: { enabled: false } },
-  ttl: { ClientCredentials: ttl },
+  features: {
+    clientCredentials: { enabled: true },
+    deviceFlow: { enabled: true },
+    devInteractions: { enabled: false },
+  },
+  findAccount: async (_ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
+  ttl: { ClientCredentials: ttl, AccessToken: ttl, DeviceCode: 600, Grant: 3600, RefreshToken: 86400 },
 });
+// Every device-code and refresh-token request, as the token endpoint saw it.
+const recordGrant = (ctx, outcome) => {
+  const params = ctx.oidc?.params ?? {};
+  if (params.grant_type === DEVICE_CODE || params.grant_type === 'refresh_token') {
+    seen.push({
+      server: 'oidc',
+      grant_type: params.grant_type,
+      refresh_token: params.refresh_token,
+      outcome,
+      at: Date.now(),
+    });
+  }
+};
+oidc.on('grant.success', (ctx) => recordGrant(ctx, 'success'));
+oidc.on('grant.error', (ctx, err) => recordGrant(ctx, err.error ?? 'error'));
 oidc.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
   const params = ctx.oidc.params;
   seen.push({
@@ -131,6 +161,32 @@ const stats = http.createServer(async (req, res) => {
   } else if (url.pathname === '/fault') {
     fault = url.searchParams.get('set') ?? 'none';
     res.end('ok');
+  } else if (url.pathname === '/approve') {
+    // What the person does on the verification page: approve (or deny) the user code.
+    const userCode = (url.searchParams.get('user_code') ?? '').toUpperCase().replace(/\W/g, '');
+    const code = await oidc.DeviceCode.findByUserCode(userCode);
+    if (!code) {
+      res.statusCode = 404;
+      res.end('no such code');
+      return;
+    }
+    if (url.searchParams.get('deny')) {
+      Object.assign(code, { error: 'access_denied', errorDescription: 'the person said no' });
+    } else {
+      // What the interaction would record: the account, its grant, the accepted scope.
+      const scope = code.params.scope ?? 'openid offline_access';
+      const grant = new oidc.Grant({ accountId: 'alice', clientId: code.clientId });
+      grant.addOIDCScope(scope);
+      Object.assign(code, {
+        accountId: 'alice',
+        authTime: Math.floor(Date.now() / 1000),
+        grantId: await grant.save(),
+        scope,
+        expiresWithSession: false,
+      });
+    }
+    await code.save();
+    res.end('ok');
   } else if (url.pathname === '/gha') {
     if (req.headers.authorization !== `Bearer ${ghaBearer}`) {
       res.statusCode = 401;
@@ -161,7 +217,16 @@ console.log(JSON.stringify({
   fault: `${statsUrl}/fault`,
   gha_url: `${statsUrl}/gha?api-version=2.0`,
   gha_token: ghaBearer,
+  approve: `${statsUrl}/approve`,
+  device_client_id: DEVICE_CLIENT_ID,
 }));
+
+// Only that one line goes to stdout, which the test stops reading: a notice written later
+// would end the process on a broken pipe.
+for (const name of ['log', 'info', 'warn', 'error', 'debug']) {
+  console[name] = () => {};
+}
+process.stdout.on('error', () => {});
 
 process.stdin.resume();
 process.stdin.on('end', () => process.exit(0));

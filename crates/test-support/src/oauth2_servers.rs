@@ -91,6 +91,22 @@ impl OAuth2Servers {
         (self.field("gha_url"), self.field("gha_token"))
     }
 
+    /// The public client oidc-provider knows for the device flow.
+    pub fn device_client_id(&self) -> String {
+        self.field("device_client_id")
+    }
+
+    /// Approves `user_code` (or denies it, with `deny`) as the person would on the
+    /// verification page.
+    pub fn approve(&self, user_code: &str, deny: bool) {
+        let url = format!(
+            "{}?user_code={user_code}{}",
+            self.field("approve"),
+            if deny { "&deny=1" } else { "" }
+        );
+        assert_eq!(http_get(&url), "ok", "no such user code: {user_code}");
+    }
+
     /// Every token request so far: `grant_type`, `client_auth` (`basic`, `post`, `none`),
     /// the subject's `sub`, `refresh_token`, `scope`, `audience`, `at` (ms).
     pub fn token_requests(&self) -> Vec<serde_json::Value> {

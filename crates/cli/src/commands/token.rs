@@ -360,7 +360,7 @@ pub async fn token(
         };
     };
     if let Some(helper) = &helper
-        && info.auth_kind() == AuthKind::Command
+        && matches!(info.auth_kind(), AuthKind::Command | AuthKind::OAuth2)
     {
         let credential = Credential {
             token: obtained.token.clone(),
@@ -371,9 +371,12 @@ pub async fn token(
         if !healed.token.same_secret(&obtained.token) {
             obtained.token = healed.token;
             obtained.status = manager.token_status();
-            obtained.source = "command";
             if let Some(auth) = &info.auth {
-                obtained.from = format!("command `{}`", auth.command);
+                (obtained.source, obtained.from) = if auth.oauth2.is_some() {
+                    ("oauth2", oauth2_origin(auth))
+                } else {
+                    ("command", format!("command `{}`", auth.command))
+                };
             }
         }
     }
@@ -423,12 +426,32 @@ pub async fn login(
 ) -> Result<String, CliError> {
     let (auth, store) = command_and_store(id, info, store, "there is nothing to log in to")?;
     let scope = TokenScope::new(id, &info.base_url, auth.clone());
-    let refresher = provider_auth::CommandRefresher::new(id, auth.clone()).with_terminal();
-    let fresh = provider_auth::ExternalAuthRefresher::refresh(
-        &refresher,
-        provider_auth::RefreshReason::Initial,
-    )
-    .await
+    let fresh = match &auth.oauth2 {
+        Some(oauth2) => {
+            let refresher = provider_auth::OAuth2Refresher::new(id, auth.clone())
+                .ok_or_else(|| CliError::runtime("the oauth2 table is missing"))?
+                .with_refresh_token_file(store.refresh_token_path(&scope));
+            if oauth2.grant == provider_config::OAuth2Grant::DeviceCode {
+                refresher
+                    .device_login(&mut |prompt| eprint!("{}", device_prompt(id, prompt)))
+                    .await
+            } else {
+                provider_auth::ExternalAuthRefresher::refresh(
+                    &refresher,
+                    provider_auth::RefreshReason::Initial,
+                )
+                .await
+            }
+        }
+        None => {
+            let refresher = provider_auth::CommandRefresher::new(id, auth.clone()).with_terminal();
+            provider_auth::ExternalAuthRefresher::refresh(
+                &refresher,
+                provider_auth::RefreshReason::Initial,
+            )
+            .await
+        }
+    }
     .map_err(|e| CliError::from_error("could not log in", &e))?;
     store.save(&scope, &fresh).map_err(|e| {
         CliError::runtime(format!(
@@ -460,6 +483,22 @@ pub async fn login(
         "{id}: logged in; the token is in the shared store ({} chars, redacted); {lasts}\n",
         fresh.token.len()
     ))
+}
+
+/// What `login` prints for the device flow, on stderr: where to go and what to type. Nothing
+/// is opened: the person may be on another device.
+fn device_prompt(id: &str, prompt: &provider_auth::DevicePrompt) -> String {
+    let mut out = format!(
+        "To log in to `{id}`, open {} and enter the code {} (it expires in {}).\n",
+        prompt.verification_uri,
+        prompt.user_code,
+        human(prompt.expires_in)
+    );
+    if let Some(complete) = &prompt.verification_uri_complete {
+        out.push_str(&format!("Or open {complete}\n"));
+    }
+    out.push_str("Waiting for the approval...\n");
+    out
 }
 
 /// `--forget`: deletes the provider's shared entry.
