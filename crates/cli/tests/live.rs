@@ -727,3 +727,208 @@ fn login_runs_the_device_flow_and_the_refresh_token_rotates() {
         }
     }
 }
+
+/// A token endpoint for the refresh-token grant that the test steers: it accepts only the
+/// refresh token it issued last and rotates it on every exchange, or (while `hang` is set)
+/// reads the request, reports it, and never answers.
+struct RotatingEndpoint {
+    addr: std::net::SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<Rotation>>,
+    held: std::sync::mpsc::Receiver<()>,
+}
+
+struct Rotation {
+    valid: String,
+    issued: u32,
+    hang: bool,
+    /// The refresh token of every request, in order.
+    presented: Vec<String>,
+}
+
+impl RotatingEndpoint {
+    fn start(seed: &str) -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(Rotation {
+            valid: seed.to_owned(),
+            issued: 0,
+            hang: false,
+            presented: Vec::new(),
+        }));
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let state = shared.clone();
+                let held_tx = held_tx.clone();
+                std::thread::spawn(move || {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let body = loop {
+                        let n = stream.read(&mut buf).unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&request).into_owned();
+                        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                            let length = head
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse::<usize>().ok())?
+                                })
+                                .unwrap_or(0);
+                            if body.len() >= length {
+                                break body.to_owned();
+                            }
+                        }
+                    };
+                    let presented = body
+                        .split('&')
+                        .find_map(|pair| pair.strip_prefix("refresh_token="))
+                        .unwrap_or_default()
+                        .to_owned();
+                    let answer = {
+                        let mut state = state.lock().unwrap();
+                        state.presented.push(presented.clone());
+                        if state.hang {
+                            None
+                        } else if presented == state.valid {
+                            state.issued += 1;
+                            let n = state.issued;
+                            state.valid = format!("refresh-{n}-Qv7mZx3LpT9wRk2N");
+                            Some(format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n\
+                                 {{\"access_token\":\"access-{n}-Hs8dJq4WbV6yEc1U\",\"token_type\":\"Bearer\",\
+                                 \"expires_in\":3600,\"refresh_token\":\"{}\"}}",
+                                state.valid
+                            ))
+                        } else {
+                            Some(
+                                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\r\n\
+                                 {\"error\":\"invalid_grant\"}"
+                                    .to_owned(),
+                            )
+                        }
+                    };
+                    match answer {
+                        Some(answer) => {
+                            let _ = stream.write_all(answer.as_bytes());
+                        }
+                        None => {
+                            let _ = held_tx.send(());
+                            // Held open until the client goes away.
+                            while stream.read(&mut buf).is_ok_and(|n| n > 0) {}
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, state, held }
+    }
+}
+
+/// SPEC §14: a process killed in the middle of a refresh leaves the store's refresh token
+/// usable. The endpoint has the request (it holds it), the process is killed with SIGKILL;
+/// the stored refresh token is the one from before, its lock is free, and the next process
+/// refreshes with it and keeps the rotated one.
+#[test]
+fn a_process_killed_mid_refresh_leaves_a_usable_refresh_token() {
+    let endpoint = RotatingEndpoint::start("refresh-0-SeedKq5Wn8Rb");
+    let script = TokenScript::counting();
+    script.write("seed", "refresh-0-SeedKq5Wn8Rb\n");
+    script.write(
+        "config.toml",
+        &format!(
+            "model_provider = \"corp\"\n[model_providers.corp]\nname = \"Corp\"\n\
+             base_url = \"https://gw.example.com/v1\"\n\
+             [model_providers.corp.auth.oauth2]\ntoken_url = \"http://{}/token\"\n\
+             grant = \"refresh_token\"\nclient_id = \"modelauth\"\nrefresh_token_file = \"seed\"\n",
+            endpoint.addr
+        ),
+    );
+    let dir = script.dir().to_path_buf();
+    let stored = || -> Vec<(String, String)> {
+        let mut files: Vec<(String, String)> = std::fs::read_dir(dir.join("store"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "refresh"))
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), text)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let token = ["--config", "config.toml", "token", "-p", "corp"];
+    let rejected = [
+        "--config",
+        "config.toml",
+        "token",
+        "-p",
+        "corp",
+        "--rejected",
+    ];
+
+    let first = run_in(&dir, &token, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let before = stored();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].1, "refresh-1-Qv7mZx3LpT9wRk2N");
+
+    // The next refresh is held by the endpoint; the process dies while it waits.
+    endpoint.state.lock().unwrap().hang = true;
+    let mut child = Command::new(BIN)
+        .args(rejected)
+        .current_dir(&dir)
+        .env_remove("RUST_LOG")
+        .env("XDG_CONFIG_HOME", dir.join("no-xdg"))
+        .env("MODELAUTH_CACHE_DIR", dir.join("store"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    endpoint
+        .held
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the refresh reached the endpoint");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(stored(), before, "the stored refresh token is untouched");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The next process refreshes with it (the lock the dead one held is free).
+    endpoint.state.lock().unwrap().hang = false;
+    let next = run_in(&dir, &rejected, &[]);
+    assert_eq!(next.status.code(), Some(0), "{}", text(&next.stderr));
+    let after = stored();
+    assert_eq!(after[0].0, before[0].0);
+    assert_eq!(after[0].1, "refresh-2-Qv7mZx3LpT9wRk2N");
+    let presented = endpoint.state.lock().unwrap().presented.clone();
+    assert_eq!(
+        presented,
+        [
+            "refresh-0-SeedKq5Wn8Rb",
+            "refresh-1-Qv7mZx3LpT9wRk2N",
+            "refresh-1-Qv7mZx3LpT9wRk2N"
+        ]
+    );
+    for out in [&first, &next] {
+        for stream in [&out.stdout, &out.stderr] {
+            for secret in &presented {
+                assert!(leaked_forms(&text(stream), secret).is_empty());
+            }
+        }
+    }
+}

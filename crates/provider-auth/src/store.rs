@@ -129,6 +129,9 @@ struct Strike {
     /// The failed run's message, shown to callers held back (no token: errors never hold one).
     #[serde(default)]
     error: Option<String>,
+    /// The rejected token this strike is for (its fingerprint).
+    #[serde(default)]
+    struck: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -733,6 +736,15 @@ impl Strike {
     fn followed_at(&self, now: u64) -> bool {
         self.probation_until_ms.is_none_or(|until| now < until)
     }
+
+    /// Whether the run this strike started for `fp` never ended: it neither failed nor
+    /// replaced the token (the process that ran it was killed, SPEC §14). Its rejection
+    /// again is that same run, not the next step.
+    fn run_lost_for(&self, fp: &str) -> bool {
+        self.struck.as_deref() == Some(fp)
+            && self.error.is_none()
+            && self.probation_until_ms.is_none()
+    }
 }
 
 impl StoreRefresher {
@@ -835,8 +847,12 @@ impl StoreRefresher {
         self.store.update_state(&self.path, |state| {
             let proven = state.proven.as_deref() == Some(fp.as_str());
             let previous = state.strike.take();
-            if previous.as_ref().is_some_and(|p| p.held.as_deref() == Some(fp.as_str())) {
-                // Its hold has been served: this rejection runs the command.
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.held.as_deref() == Some(fp.as_str()) || p.run_lost_for(&fp))
+            {
+                // Its hold has been served, or the run for it was lost: this rejection runs
+                // the command.
                 state.strike = previous;
                 return None;
             }
@@ -855,6 +871,7 @@ impl StoreRefresher {
                 probation_until_ms: None,
                 held: hold.then(|| fp.clone()),
                 error: None,
+                struck: Some(fp.clone()),
             });
             hold.then(|| {
                 tracing::warn!(
@@ -897,6 +914,7 @@ impl StoreRefresher {
                     probation_until_ms: None,
                     held: None,
                     error: Some(err.to_string()),
+                    struck: None,
                 });
             }
         });

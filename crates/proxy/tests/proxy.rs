@@ -751,6 +751,38 @@ async fn a_path_that_climbs_out_of_the_base_path_is_refused_and_never_sent() {
     assert_eq!(running.stats.get()["dev"].errors, 12);
 }
 
+/// The request head is bounded by the per-connection buffer (16 KiB, which also bounds the
+/// proxy's memory under many uploads): a 12 KiB header (a large JWT, cookies) goes through,
+/// a 20 KiB head gets 431 and never reaches the gateway.
+#[tokio::test]
+async fn a_request_head_over_16_kib_gets_431_and_is_never_sent() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = answering_every_get().await;
+    let script = TokenScript::new("echo minted-abc");
+    let running = in_front_of(&upstream, &script).await;
+    let addr = running.base.trim_start_matches("http://").to_owned();
+    let send = |header_bytes: usize| {
+        let addr = addr.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let request = format!(
+                "GET /dev/models HTTP/1.1\r\nHost: {addr}\r\nX-Large: {}\r\nConnection: close\r\n\r\n",
+                "a".repeat(header_bytes)
+            );
+            // A refused head may close the connection before all of it is written.
+            let _ = stream.write_all(request.as_bytes()).await;
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let fits = send(12 * 1024).await;
+    assert!(fits.starts_with("HTTP/1.1 200"), "{fits}");
+    let too_large = send(20 * 1024).await;
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large}");
+    assert_eq!(upstream.received_requests().await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_web_page_on_another_site_can_neither_call_the_proxy_nor_open_its_websocket() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
