@@ -51,14 +51,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         use_shared_store(store);
     } else {
         let location = SharedStore::from_env();
+        // A `StoreError` says its own part; its causes (an I/O error) are its sources.
+        let said = |e: &(dyn std::error::Error + 'static)| {
+            std::iter::successors(Some(e), |e| e.source())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ")
+        };
         for note in &location.passed_over {
-            eprintln!("warning: {note}");
+            eprintln!("warning: {}", said(note));
         }
         match location.store {
             Ok(store) => {
                 use_shared_store(store);
             }
-            Err(why) => eprintln!("warning: no shared store ({why}); tokens stay in this process"),
+            Err(why) => eprintln!(
+                "warning: no shared store ({}); tokens stay in this process",
+                said(&why)
+            ),
         }
     }
 

@@ -360,7 +360,10 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
                 .live_result()
                 .map_err(|e| if json { CliError::Reported } else { e })
         }
+        #[cfg(feature = "schema")]
         Command::Schema => print(&commands::check::schema()),
+        #[cfg(not(feature = "schema"))]
+        Command::Schema => Err(not_built("schema")),
         Command::Token {
             provider,
             show,
@@ -464,7 +467,10 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             let client = client(config, provider.as_deref())?;
             block_on_many(commands::bench::bench(&client, amount, concurrency, json))
         }
+        #[cfg(feature = "demo")]
         Command::Demo => block_on_many(commands::demo::demo()),
+        #[cfg(not(feature = "demo"))]
+        Command::Demo => Err(not_built("demo")),
         Command::Login { provider } => {
             let config = config.load()?;
             let (id, info) = config_file::provider(&config, provider.as_deref())?;
@@ -499,6 +505,7 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             clap_complete::generate(shell, &mut Cli::command(), "modelauth", &mut out);
             print(&String::from_utf8_lossy(&out))
         }
+        #[cfg(feature = "demo")]
         Command::DevGateway {
             port,
             token_lifetime_ms,
@@ -508,8 +515,19 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             token_lifetime_ms,
             rotate_every_ms,
         )),
+        #[cfg(not(feature = "demo"))]
+        Command::DevGateway { .. } => Err(not_built("demo")),
         Command::MintToken { url, text } => block_on(commands::dev::mint(&url, text)),
     }
+}
+
+/// A command whose cargo feature this binary was built without (`demo`, `schema`): a
+/// usage error that says so, rather than a command missing from `--help`.
+#[cfg_attr(all(feature = "demo", feature = "schema"), allow(dead_code))]
+fn not_built(feature: &str) -> CliError {
+    CliError::Usage(format!(
+        "this modelauth was built without the `{feature}` feature; build it with `--features {feature}`"
+    ))
 }
 
 /// `--codex-config` takes an optional PATH, so in `modelauth --codex-config check` the
@@ -552,7 +570,10 @@ fn shared_store(cli: &Cli) -> Option<provider_auth::SharedStore> {
     }
     let location = provider_auth::SharedStore::from_env();
     for why in &location.passed_over {
-        eprintln!("warning: shared token store: passed over {why}");
+        eprintln!(
+            "warning: shared token store: passed over {}",
+            error::with_causes(why)
+        );
     }
     match location.store {
         Ok(store) => {
@@ -562,7 +583,8 @@ fn shared_store(cli: &Cli) -> Option<provider_auth::SharedStore> {
         }
         Err(why) => {
             eprintln!(
-                "warning: no shared token store ({why}); tokens stay in this process, so every call runs the token command"
+                "warning: no shared token store ({}); tokens stay in this process, so every call runs the token command",
+                error::with_causes(&why)
             );
             None
         }
@@ -684,4 +706,21 @@ fn init_logging(verbosity: u8) {
         .with(fmt)
         .with(ours)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    /// What a binary built without `demo` or `schema` says for that command (the default
+    /// build has both, so this is where the message is pinned).
+    #[test]
+    fn a_command_built_without_its_feature_says_which() {
+        let err = super::not_built("demo");
+        insta::assert_snapshot!(
+            format!("exit {}\n{}", err.exit_code(), err.render()),
+            @r"
+        exit 2
+        error: this modelauth was built without the `demo` feature; build it with `--features demo`
+        "
+        );
+    }
 }

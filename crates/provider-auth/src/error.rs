@@ -419,3 +419,58 @@ fn code_hint(code: &str) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// Why a folder cannot hold the shared token store ([`crate::SharedStore::at`],
+/// [`crate::SharedStore::from_env`]). Each says only its own part; an I/O cause is its
+/// [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The folder could not be created, or its metadata read.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// `create` or `read`.
+        action: &'static str,
+        /// The folder.
+        path: std::path::PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path is a file or a link.
+    #[error("{} is not a folder (or is a link)", path.display())]
+    NotAFolder {
+        /// The path.
+        path: std::path::PathBuf,
+    },
+    /// The folder (or the nearest existing folder above it) belongs to another user.
+    #[error("{} belongs to another user (uid {owner}, this process runs as uid {me})", path.display())]
+    OtherOwner {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        me: u32,
+    },
+    /// The folder lets other users in.
+    #[error("{} is open to other users (mode {mode:o}); it must be 0700", path.display())]
+    OpenToOthers {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A folder named by an environment variable, passed over for its cause.
+    #[error("{var}")]
+    Named {
+        /// The variable (`XDG_RUNTIME_DIR`).
+        var: &'static str,
+        /// Why its folder cannot be used.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// The environment names no folder at all.
+    #[error("no folder for it: MODELAUTH_CACHE_DIR, XDG_RUNTIME_DIR and HOME are unset")]
+    NoFolder,
+}

@@ -82,7 +82,7 @@ pub use command::{
     CommandRefresher, MAX_STDERR_EXCERPT_BYTES, MAX_STDOUT_BYTES, disable_prompts,
     locate_token_command, run_token_command,
 };
-pub use error::{AuthError, CommandFailure, OAuth2Failure};
+pub use error::{AuthError, CommandFailure, OAuth2Failure, StoreError};
 pub use files::write_private_file;
 pub use format::{format_rfc3339, jwt_not_before, parse_token_output};
 pub use headers::{InvalidHeader, USER_AGENT, configured_header_values, provider_headers};

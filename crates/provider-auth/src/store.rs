@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::AuthError;
+use crate::error::{AuthError, StoreError};
 use crate::refresher::{ExternalAuthRefresher, RefreshReason};
 use crate::scope::TokenScope;
 use crate::token::{AuthToken, FreshToken};
@@ -66,10 +66,10 @@ pub struct SharedStore {
 #[non_exhaustive]
 pub struct StoreLocation {
     /// The store, or why there is none.
-    pub store: Result<SharedStore, String>,
+    pub store: Result<SharedStore, StoreError>,
     /// Folders passed over and why (another user's runtime folder, a folder open to
     /// others): worth a warning, since the user expected them to be used.
-    pub passed_over: Vec<String>,
+    pub passed_over: Vec<StoreError>,
 }
 
 static PROCESS_STORE: OnceLock<SharedStore> = OnceLock::new();
@@ -177,7 +177,10 @@ impl SharedStore {
                     }
                     Err(why) => passed_over.push(why),
                 },
-                Err(why) => passed_over.push(format!("XDG_RUNTIME_DIR: {why}")),
+                Err(why) => passed_over.push(StoreError::Named {
+                    var: "XDG_RUNTIME_DIR",
+                    source: Box::new(why),
+                }),
             }
         }
         let fallback = if cfg!(target_os = "macos") {
@@ -200,10 +203,7 @@ impl SharedStore {
                 })
         };
         let store = match fallback {
-            None => Err(
-                "no folder for it: MODELAUTH_CACHE_DIR, XDG_RUNTIME_DIR and HOME are unset"
-                    .to_owned(),
-            ),
+            None => Err(StoreError::NoFolder),
             Some((dir, origin)) => owner_check(&dir).and_then(|()| Self::at(&dir)).map(|s| {
                 let why = if passed_over.is_empty() {
                     "XDG_RUNTIME_DIR is not set"
@@ -228,28 +228,38 @@ impl SharedStore {
 
     /// The store in `dir`, created with mode 0700 if missing. The folder must be a real
     /// folder (not a link), owned by this user, with no access for others.
-    pub fn at(dir: &Path) -> Result<Self, String> {
+    pub fn at(dir: &Path) -> Result<Self, StoreError> {
+        let io = |action, source| StoreError::Io {
+            action,
+            path: dir.to_path_buf(),
+            source,
+        };
         if std::fs::symlink_metadata(dir).is_err() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(|e| io("create", e))?;
         }
-        let meta = std::fs::symlink_metadata(dir)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| io("read", e))?;
         if !meta.file_type().is_dir() {
-            return Err(format!("{} is not a folder (or is a link)", dir.display()));
+            return Err(StoreError::NotAFolder {
+                path: dir.to_path_buf(),
+            });
         }
-        if meta.uid() != nix::unistd::geteuid().as_raw() {
-            return Err(format!("{} belongs to another user", dir.display()));
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(StoreError::OtherOwner {
+                path: dir.to_path_buf(),
+                owner: meta.uid(),
+                me,
+            });
         }
         if meta.permissions().mode() & 0o077 != 0 {
-            return Err(format!(
-                "{} is open to other users (mode {:o}); it must be 0700",
-                dir.display(),
-                meta.permissions().mode() & 0o777
-            ));
+            return Err(StoreError::OpenToOthers {
+                path: dir.to_path_buf(),
+                mode: meta.permissions().mode() & 0o777,
+            });
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -575,7 +585,7 @@ fn open_lock_file(path: &Path) -> Result<File, String> {
 /// The folder (or, when it does not exist yet, its nearest existing parent) belongs to
 /// this user: another user's folder is never taken over (a root run with the user's
 /// `XDG_RUNTIME_DIR` or `HOME`).
-fn owner_check(dir: &Path) -> Result<(), String> {
+fn owner_check(dir: &Path) -> Result<(), StoreError> {
     let mut at = dir;
     loop {
         match std::fs::metadata(at) {
@@ -584,11 +594,11 @@ fn owner_check(dir: &Path) -> Result<(), String> {
                 return if meta.uid() == me {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "{} belongs to another user (uid {}, this process runs as uid {me})",
-                        at.display(),
-                        meta.uid()
-                    ))
+                    Err(StoreError::OtherOwner {
+                        path: at.to_path_buf(),
+                        owner: meta.uid(),
+                        me,
+                    })
                 };
             }
             Err(_) => match at.parent() {

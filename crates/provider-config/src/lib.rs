@@ -43,6 +43,7 @@ mod codex;
 mod error;
 mod load;
 mod oauth2;
+#[cfg(feature = "schema")]
 mod schema;
 mod types;
 mod validate;
@@ -56,6 +57,7 @@ pub use load::{
     Config, MAX_CONFIG_BYTES, load_config_file, parse_config_str, without_dot_components,
 };
 pub use oauth2::{ClientAuthMethod, JWT_TOKEN_TYPE, OAuth2Grant, OAuth2Info, SubjectSource};
+#[cfg(feature = "schema")]
 pub use schema::{SCHEMA_ID, SCHEMA_PATH_IN_REPO, config_schema, config_schema_json};
 pub use types::{
     AuthKind, ConfigToml, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_INTERACTIVE_TIMEOUT_MS,

@@ -5,13 +5,13 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::validate;
 
 /// The grant type used at the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum OAuth2Grant {
@@ -67,7 +67,8 @@ impl fmt::Display for OAuth2Grant {
 }
 
 /// Where the subject token of `jwt_bearer` and `token_exchange` comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SubjectSource {
@@ -93,7 +94,8 @@ impl SubjectSource {
 }
 
 /// How the client authenticates at the token endpoint when it has a secret.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ClientAuthMethod {
@@ -109,9 +111,10 @@ pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// `auth.oauth2`: how to obtain the token from an OAuth2 token endpoint. Secrets (the client
 /// secret, a refresh token) come from the environment or a file, never from the config.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-#[schemars(extend(
+#[cfg_attr(feature = "schema", schemars(extend(
     "oneOf" = [{"required": ["token_url"]}, {"required": ["issuer"]}],
     "allOf" = [
         {
@@ -140,32 +143,32 @@ pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
         },
         {"not": {"required": ["client_secret_env", "client_secret_file"]}}
     ]
-))]
+)))]
 #[non_exhaustive]
 pub struct OAuth2Info {
     /// The token endpoint, e.g. `https://idp.example.com/oauth2/token`. Either this or
     /// `issuer`.
     #[serde(default, deserialize_with = "validate::endpoint_url")]
-    #[schemars(regex(pattern = validate::ENDPOINT_URL_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::ENDPOINT_URL_PATTERN)))]
     pub token_url: Option<String>,
     /// The issuer, whose `/.well-known/openid-configuration` names the token endpoint (and
     /// the device authorization endpoint). Either this or `token_url`.
     #[serde(default, deserialize_with = "validate::endpoint_url")]
-    #[schemars(regex(pattern = validate::ENDPOINT_URL_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::ENDPOINT_URL_PATTERN)))]
     pub issuer: Option<String>,
     /// `device_code`: the device authorization endpoint, when there is no `issuer`.
     #[serde(default, deserialize_with = "validate::endpoint_url")]
-    #[schemars(regex(pattern = validate::ENDPOINT_URL_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::ENDPOINT_URL_PATTERN)))]
     pub device_authorization_url: Option<String>,
     /// The grant.
     pub grant: OAuth2Grant,
     /// The client id (required by `client_credentials`, `refresh_token` and `device_code`).
     #[serde(default, deserialize_with = "validate::non_blank_opt")]
-    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::NON_BLANK_PATTERN)))]
     pub client_id: Option<String>,
     /// The environment variable holding the client secret.
     #[serde(default, deserialize_with = "validate::env_name")]
-    #[schemars(regex(pattern = validate::ENV_NAME_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::ENV_NAME_PATTERN)))]
     pub client_secret_env: Option<String>,
     /// A file holding the client secret (trimmed); relative to the config file's folder.
     #[serde(default)]
@@ -175,15 +178,15 @@ pub struct OAuth2Info {
     pub client_auth: ClientAuthMethod,
     /// The `scope` parameter.
     #[serde(default, deserialize_with = "validate::non_blank_opt")]
-    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::NON_BLANK_PATTERN)))]
     pub scope: Option<String>,
     /// The `audience` parameter.
     #[serde(default, deserialize_with = "validate::non_blank_opt")]
-    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::NON_BLANK_PATTERN)))]
     pub audience: Option<String>,
     /// The `resource` parameter (RFC 8707).
     #[serde(default, deserialize_with = "validate::non_blank_opt")]
-    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::NON_BLANK_PATTERN)))]
     pub resource: Option<String>,
     /// Where the subject token comes from (`jwt_bearer`, `token_exchange`): `file` (the
     /// default with `subject_token_file`), `github_actions` or `command`.
@@ -199,21 +202,21 @@ pub struct OAuth2Info {
     pub subject_command: Vec<String>,
     /// `subject = "github_actions"`: the audience the OIDC token is asked for.
     #[serde(default, deserialize_with = "validate::non_blank_opt")]
-    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::NON_BLANK_PATTERN)))]
     pub subject_audience: Option<String>,
     /// `token_exchange`: the subject token's type (default
     /// `urn:ietf:params:oauth:token-type:jwt`).
     #[serde(default, deserialize_with = "validate::non_blank_opt")]
-    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::NON_BLANK_PATTERN)))]
     pub subject_token_type: Option<String>,
     /// `token_exchange`: the `requested_token_type`, when the endpoint needs one.
     #[serde(default, deserialize_with = "validate::non_blank_opt")]
-    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::NON_BLANK_PATTERN)))]
     pub requested_token_type: Option<String>,
     /// `refresh_token`: the environment variable holding the first refresh token (used
     /// until the store holds a newer one).
     #[serde(default, deserialize_with = "validate::env_name")]
-    #[schemars(regex(pattern = validate::ENV_NAME_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::ENV_NAME_PATTERN)))]
     pub refresh_token_env: Option<String>,
     /// `refresh_token`: a file holding the first refresh token; relative to the config
     /// file's folder.
@@ -225,7 +228,7 @@ pub struct OAuth2Info {
         deserialize_with = "validate::inline_secret",
         skip_serializing
     )]
-    #[schemars(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
     client_secret: Option<()>,
 }
 

@@ -5,7 +5,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::oauth2::OAuth2Info;
@@ -39,9 +38,10 @@ pub const OPENAI_PROVIDER_ID: &str = "openai";
 pub const OLLAMA_PROVIDER_ID: &str = "ollama";
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "modelauth configuration")]
+#[cfg_attr(feature = "schema", schemars(title = "modelauth configuration"))]
 pub struct ConfigToml {
     /// Id of the provider used when none is named (`-p`). Must name a provider defined
     /// under `model_providers` or a built-in one (`openai`, `ollama`). Defaults to `openai`.
@@ -53,7 +53,8 @@ pub struct ConfigToml {
 }
 
 /// Which OpenAI-compatible API a provider speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum WireApi {
@@ -65,7 +66,8 @@ pub enum WireApi {
 }
 
 /// How the token command prints its token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum TokenFormat {
@@ -79,7 +81,8 @@ pub enum TokenFormat {
 
 /// Whether the token command may ask a person (`auth.interactive`), after kubectl's
 /// `interactiveMode`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Interactive {
@@ -96,29 +99,30 @@ pub enum Interactive {
 pub const DEFAULT_INTERACTIVE_TIMEOUT_MS: u64 = 120_000;
 
 /// One model provider.
-#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ModelProviderInfo {
     /// Display name. Required, not blank.
     #[serde(deserialize_with = "validate::non_blank")]
-    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::NON_BLANK_PATTERN)))]
     pub name: String,
     /// Base URL of the OpenAI-compatible API, e.g. `https://gateway.example.com/openai/v1`.
     /// Required: credentials are never sent to a host the config did not name.
     #[serde(deserialize_with = "validate::base_url")]
-    #[schemars(regex(pattern = validate::BASE_URL_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::BASE_URL_PATTERN)))]
     pub base_url: String,
     /// Environment variable holding a static API key.
     #[serde(default, deserialize_with = "validate::env_name")]
-    #[schemars(regex(pattern = validate::ENV_NAME_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::ENV_NAME_PATTERN)))]
     pub env_key: Option<String>,
     /// Text shown when `env_key` is not set, telling the user how to get a key.
     #[serde(default)]
     pub env_key_instructions: Option<String>,
     /// A static bearer token written in the config. Prefer `env_key` or `auth`.
     #[serde(default, deserialize_with = "validate::bearer_token")]
-    #[schemars(regex(pattern = validate::BEARER_TOKEN_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::BEARER_TOKEN_PATTERN)))]
     pub experimental_bearer_token: Option<String>,
     /// The API this provider speaks.
     #[serde(default)]
@@ -128,47 +132,53 @@ pub struct ModelProviderInfo {
     pub query_params: BTreeMap<String, String>,
     /// Extra HTTP headers sent with every request.
     #[serde(default, deserialize_with = "validate::header_map")]
-    #[schemars(schema_with = "validate::header_map_schema")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "validate::header_map_schema")
+    )]
     pub http_headers: BTreeMap<String, String>,
     /// Extra HTTP headers whose values come from environment variables (header name ->
     /// variable name). A variable that is not set skips its header.
     #[serde(default, deserialize_with = "validate::env_header_map")]
-    #[schemars(schema_with = "validate::env_header_map_schema")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "validate::env_header_map_schema")
+    )]
     pub env_http_headers: BTreeMap<String, String>,
     /// How often a failed request (429, 5xx, connection error) is retried.
     #[serde(
         default = "default_request_max_retries",
         deserialize_with = "validate::retries"
     )]
-    #[schemars(range(max = MAX_RETRIES))]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_RETRIES)))]
     pub request_max_retries: u64,
     /// How often a stream that failed before its first event is retried.
     #[serde(
         default = "default_stream_max_retries",
         deserialize_with = "validate::retries"
     )]
-    #[schemars(range(max = MAX_RETRIES))]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_RETRIES)))]
     pub stream_max_retries: u64,
     /// Longest silence inside a stream before it is abandoned, in milliseconds.
     #[serde(
         default = "default_stream_idle_timeout_ms",
         deserialize_with = "validate::positive_ms"
     )]
-    #[schemars(range(min = 1))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub stream_idle_timeout_ms: u64,
     /// Longest websocket connect and handshake, in milliseconds.
     #[serde(
         default = "default_websocket_connect_timeout_ms",
         deserialize_with = "validate::positive_ms"
     )]
-    #[schemars(range(min = 1))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub websocket_connect_timeout_ms: u64,
     /// Longest TCP and TLS connect of a request, in milliseconds.
     #[serde(
         default = "default_connect_timeout_ms",
         deserialize_with = "validate::positive_ms"
     )]
-    #[schemars(range(min = 1))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub connect_timeout_ms: u64,
     /// Longest whole exchange for `GET /models` and for reading an error body, in
     /// milliseconds (streams and long generations are bounded by `stream_idle_timeout_ms`).
@@ -176,7 +186,7 @@ pub struct ModelProviderInfo {
         default = "default_request_timeout_ms",
         deserialize_with = "validate::positive_ms"
     )]
-    #[schemars(range(min = 1))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub request_timeout_ms: u64,
     /// Use the application's base session credentials (for the CLI: `OPENAI_API_KEY`).
     /// Cannot be `true` together with `auth`.
@@ -189,15 +199,16 @@ pub struct ModelProviderInfo {
 
 /// How a provider obtains its bearer token: from a command (`command`), or from an OAuth2
 /// token endpoint (`oauth2`); exactly one of the two. Every other key applies to both.
-#[derive(Clone, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-#[schemars(extend("oneOf" = [{"required": ["command"]}, {"required": ["oauth2"]}]))]
+#[cfg_attr(feature = "schema", schemars(extend("oneOf" = [{"required": ["command"]}, {"required": ["oauth2"]}])))]
 #[non_exhaustive]
 pub struct ModelProviderAuthInfo {
     /// The program: a bare name is looked up on `PATH`, a name with a `/` is resolved
     /// against `cwd`. It is run directly, never through a shell. Empty when `oauth2` is set.
     #[serde(default, deserialize_with = "validate::non_blank")]
-    #[schemars(regex(pattern = validate::NON_BLANK_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::NON_BLANK_PATTERN)))]
     pub command: String,
     /// Obtain the token from an OAuth2 token endpoint instead of a command (SPEC §14).
     #[serde(default)]
@@ -210,22 +221,22 @@ pub struct ModelProviderAuthInfo {
         default = "default_timeout_ms",
         deserialize_with = "validate::timeout_ms"
     )]
-    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_TIMEOUT_MS)))]
     pub timeout_ms: u64,
     /// How long a token is used before the command is run again, in milliseconds (default
     /// 300000). A token that states its own expiry is used until then (less a skew), and
     /// this caps it only when the key is set. `0` reruns only after a 401 (or the stated
     /// expiry).
     #[serde(default)]
-    #[schemars(with = "u64", extend("default" = DEFAULT_REFRESH_INTERVAL_MS))]
+    #[cfg_attr(feature = "schema", schemars(with = "u64", extend("default" = DEFAULT_REFRESH_INTERVAL_MS)))]
     pub refresh_interval_ms: Option<u64>,
     /// Working directory of the command; relative to the config file's folder.
     #[serde(default = "default_cwd")]
-    #[schemars(with = "String")]
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub cwd: PathBuf,
     /// Extra environment for the command, on top of the inherited one.
     #[serde(default, deserialize_with = "validate::env_map")]
-    #[schemars(schema_with = "validate::env_map_schema")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "validate::env_map_schema"))]
     pub env: BTreeMap<String, String>,
     /// How the command prints its token.
     #[serde(default)]
@@ -236,7 +247,10 @@ pub struct ModelProviderAuthInfo {
         default = "default_reauth_on",
         deserialize_with = "validate::reauth_on"
     )]
-    #[schemars(schema_with = "validate::reauth_on_schema")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "validate::reauth_on_schema")
+    )]
     pub reauth_on: Vec<u16>,
     /// The header the token goes in (default `Authorization`; e.g. `api-key`, `x-api-key`).
     /// `Host`, `Content-Length`, `Connection` and `Transfer-Encoding` are refused.
@@ -244,14 +258,14 @@ pub struct ModelProviderAuthInfo {
         default = "default_auth_header",
         deserialize_with = "validate::credential_header"
     )]
-    #[schemars(regex(pattern = validate::CREDENTIAL_HEADER_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::CREDENTIAL_HEADER_PATTERN)))]
     pub header: String,
     /// The scheme before the token (default `Bearer`); `""` sends the token bare.
     #[serde(
         default = "default_auth_scheme",
         deserialize_with = "validate::auth_scheme"
     )]
-    #[schemars(regex(pattern = validate::AUTH_SCHEME_PATTERN))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = validate::AUTH_SCHEME_PATTERN)))]
     pub scheme: String,
     /// Whether the command may ask a person on the terminal.
     #[serde(default)]
@@ -261,14 +275,17 @@ pub struct ModelProviderAuthInfo {
         default = "default_interactive_timeout_ms",
         deserialize_with = "validate::timeout_ms"
     )]
-    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_TIMEOUT_MS)))]
     pub interactive_timeout_ms: u64,
     /// More environment variables that select the identity the command mints for (besides
     /// the built-in set: `AWS_PROFILE`, `CLOUDSDK_CONFIG`, `AZURE_CONFIG_DIR`,
     /// `KUBECONFIG`, ...): their values are part of the shared store's key, so a call with
     /// another value never gets the token minted for the first.
     #[serde(default, deserialize_with = "validate::env_names")]
-    #[schemars(schema_with = "validate::env_names_schema")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "validate::env_names_schema")
+    )]
     pub key_env: Vec<String>,
 }
 

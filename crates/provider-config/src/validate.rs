@@ -3,31 +3,42 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "schema")]
 use schemars::{Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 /// Pattern for strings that must contain a non-whitespace character.
+#[cfg(feature = "schema")]
 pub(crate) const NON_BLANK_PATTERN: &str = r"\S";
 /// Pattern for `base_url`: an http(s) URL with a host, no userinfo, no query, no fragment.
+#[cfg(feature = "schema")]
 pub(crate) const BASE_URL_PATTERN: &str = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$";
 /// Pattern for an HTTP header name (RFC 9110 token).
+#[cfg(feature = "schema")]
 pub(crate) const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 /// Pattern for an HTTP header value: no control characters but tab.
+#[cfg(feature = "schema")]
 pub(crate) const HEADER_VALUE_PATTERN: &str = r"^[^\u0000-\u0008\u000A-\u001F\u007F]*$";
 /// Pattern for `auth.header`: a header name, but none of those that frame the request.
+#[cfg(feature = "schema")]
 pub(crate) const CREDENTIAL_HEADER_PATTERN: &str = "^(?!(?:[Hh][Oo][Ss][Tt]|[Cc][Oo][Nn][Tt][Ee][Nn][Tt]-[Ll][Ee][Nn][Gg][Tt][Hh]|[Cc][Oo][Nn][Nn][Ee][Cc][Tt][Ii][Oo][Nn]|[Tt][Rr][Aa][Nn][Ss][Ff][Ee][Rr]-[Ee][Nn][Cc][Oo][Dd][Ii][Nn][Gg])$)[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 /// Pattern for `auth.scheme`: empty, or an RFC 9110 token.
+#[cfg(feature = "schema")]
 pub(crate) const AUTH_SCHEME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]*$";
 /// Header names that frame a request: never set from config or a helper.
 pub(crate) const RESERVED_HEADERS: [&str; 4] =
     ["host", "content-length", "connection", "transfer-encoding"];
 /// Pattern for an OAuth2 endpoint: an http(s) URL with a host, no userinfo, no fragment.
+#[cfg(feature = "schema")]
 pub(crate) const ENDPOINT_URL_PATTERN: &str = r"^https?://[^\s/?#@]+([/?][^\s#]*)?$";
 /// Pattern for an environment variable name.
+#[cfg(feature = "schema")]
 pub(crate) const ENV_NAME_PATTERN: &str = r"^[^=\u0000]+$";
 /// Pattern for an environment variable value.
+#[cfg(feature = "schema")]
 pub(crate) const ENV_VALUE_PATTERN: &str = r"^[^\u0000]*$";
 /// Pattern for a static bearer token: visible ASCII, no spaces.
+#[cfg(feature = "schema")]
 pub(crate) const BEARER_TOKEN_PATTERN: &str = r"^[!-~]+$";
 
 pub(crate) fn is_non_blank(s: &str) -> bool {
@@ -313,6 +324,7 @@ pub(crate) fn reauth_on<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::
 
 // ---- schema fragments -----------------------------------------------------------------
 
+#[cfg(feature = "schema")]
 pub(crate) fn reauth_on_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
@@ -323,6 +335,7 @@ pub(crate) fn reauth_on_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+#[cfg(feature = "schema")]
 pub(crate) fn header_map_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
@@ -332,6 +345,7 @@ pub(crate) fn header_map_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+#[cfg(feature = "schema")]
 pub(crate) fn env_header_map_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
@@ -351,6 +365,7 @@ pub(crate) fn env_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, 
     }
 }
 
+#[cfg(feature = "schema")]
 pub(crate) fn env_names_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
@@ -359,6 +374,7 @@ pub(crate) fn env_names_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+#[cfg(feature = "schema")]
 pub(crate) fn env_map_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",

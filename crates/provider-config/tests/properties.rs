@@ -3,6 +3,8 @@
 //! rejects, but for the one rule JSON Schema cannot state (`model_provider` naming a
 //! defined provider: a reference between keys).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The JSON schema is the `schema` feature (on by default).
+#![cfg(feature = "schema")]
 
 use std::path::Path;
 

@@ -1,5 +1,7 @@
 //! The committed schema is fresh, and the schema and the parser agree on every example.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The JSON schema is the `schema` feature (on by default).
+#![cfg(feature = "schema")]
 
 mod support;
 

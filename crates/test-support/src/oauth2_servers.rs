@@ -43,8 +43,11 @@ impl OAuth2Servers {
             );
             return None;
         }
-        // Beside node_modules, so that its imports resolve; one file per process.
-        let script = dir.join(format!("servers-{}.mjs", std::process::id()));
+        // Beside node_modules, so that its imports resolve; one file per instance (tests in
+        // one process start several at once, and each removes its own when dropped).
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let script = dir.join(format!("servers-{}-{n}.mjs", std::process::id()));
         std::fs::write(&script, SCRIPT).unwrap();
         let mut child = Command::new("node")
             .arg(&script)

@@ -48,8 +48,13 @@ impl StoreNote {
         Self {
             store: location
                 .store
-                .map(|s| (s.dir().display().to_string(), s.origin().to_owned())),
-            passed_over: location.passed_over,
+                .map(|s| (s.dir().display().to_string(), s.origin().to_owned()))
+                .map_err(|e| crate::error::with_causes(&e)),
+            passed_over: location
+                .passed_over
+                .iter()
+                .map(|e| crate::error::with_causes(e))
+                .collect(),
         }
     }
 
@@ -438,6 +443,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
 }
 
 /// The JSON schema, byte for byte the committed `schema/config.schema.json`.
+#[cfg(feature = "schema")]
 pub fn schema() -> String {
     provider_config::config_schema_json()
 }

@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "demo")]
 use dev_gateway::{DevGateway, GatewayConfig};
 
 use crate::error::CliError;
 use crate::output::print;
 
 /// Runs the dev gateway until Ctrl-C, printing its addresses and a config that uses it.
+#[cfg(feature = "demo")]
 pub async fn gateway(
     port: u16,
     token_lifetime_ms: u64,

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod check;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dev;
 pub mod models;
