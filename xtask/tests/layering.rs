@@ -46,6 +46,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
 /// Only tests and benches may use these.
 const TEST_ONLY: &[&str] = &["test-support"];
 
+/// Third-party crates a crate must not ship with (ARCHITECTURE.md): the proxy is hyper and
+/// tokio-tungstenite alone, not a web framework; the libraries carry no dev gateway.
+const NOT_SHIPPED: &[(&str, &[&str])] = &[
+    ("crates/proxy", &["axum", "dev-gateway"]),
+    ("crates/provider-auth", &["axum", "dev-gateway"]),
+    ("crates/model-client", &["axum", "dev-gateway"]),
+    ("crates/realtime", &["axum", "dev-gateway"]),
+];
+
 fn workspace_crates(root: &Path) -> BTreeSet<String> {
     let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
         .unwrap()
@@ -99,6 +108,16 @@ fn every_crate_depends_only_on_the_layers_below_it() {
         );
         for t in TEST_ONLY {
             assert!(!deps.contains(t), "{krate} ships {t}");
+        }
+        let all: BTreeSet<&str> = manifest
+            .get("dependencies")
+            .and_then(|d| d.as_table())
+            .map(|t| t.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        for (_, never) in NOT_SHIPPED.iter().filter(|(c, _)| c == krate) {
+            for n in *never {
+                assert!(!all.contains(n), "{krate} ships {n}");
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The errors of this crate: why a proxy cannot start, and the OpenAI-style answers it
 //! makes itself.
 
-use axum::response::{IntoResponse, Response};
+use crate::body::Response;
 use http::StatusCode;
 use provider_auth::AuthError;
 
@@ -79,6 +79,8 @@ pub enum ProxyErrorCode {
     ForbiddenUser,
     /// 403: a scoped client key (`--client-keys`) does not reach this provider or path.
     KeyOutOfScope,
+    /// 400: a websocket upgrade that is not one (not a GET, no key, another version).
+    InvalidUpgrade,
 }
 
 impl ProxyErrorCode {
@@ -96,6 +98,7 @@ impl ProxyErrorCode {
             ProxyErrorCode::MethodNotAllowed => "method_not_allowed",
             ProxyErrorCode::ForbiddenUser => "forbidden_user",
             ProxyErrorCode::KeyOutOfScope => "key_out_of_scope",
+            ProxyErrorCode::InvalidUpgrade => "invalid_upgrade",
         }
     }
 
@@ -112,7 +115,7 @@ impl ProxyErrorCode {
             | ProxyErrorCode::ForbiddenOrigin
             | ProxyErrorCode::ForbiddenUser
             | ProxyErrorCode::KeyOutOfScope => StatusCode::FORBIDDEN,
-            ProxyErrorCode::InvalidPath => StatusCode::BAD_REQUEST,
+            ProxyErrorCode::InvalidPath | ProxyErrorCode::InvalidUpgrade => StatusCode::BAD_REQUEST,
             ProxyErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -128,7 +131,7 @@ pub(crate) fn answer(code: ProxyErrorCode, message: impl Into<String>) -> Respon
             "code": code.as_str(),
         }
     });
-    (code.status(), axum::Json(body)).into_response()
+    crate::body::json(code.status(), &body)
 }
 
 /// Most characters of a failed command's stderr in a `token_unavailable` answer.

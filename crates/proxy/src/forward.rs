@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::response::Response;
+use crate::body::{Body, BoxError, Request, Response};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt as _};
 use http::{HeaderMap, StatusCode, header};
@@ -30,7 +28,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Largest error body scrubbed on the event loop itself (a fraction of a millisecond).
 const SCRUB_INLINE_BYTES: usize = 8 * 1024;
 
-type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, axum::Error>> + Send>>;
+type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
 
 /// A request body: buffered (can be replayed; its bytes held against the replay budget)
 /// or streaming through (cannot).
@@ -52,7 +50,7 @@ enum BodyFailure {
 }
 
 /// Every request that is not health or stats.
-pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response {
+pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
     let started = Instant::now();
     let path = request.uri().path().to_owned();
     let trimmed = path.trim_start_matches('/');
@@ -102,7 +100,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Body>) -> Response 
 async fn for_route(
     shared: &Shared,
     route: &Arc<Route>,
-    request: Request<Body>,
+    request: Request,
     rest: &str,
     started: Instant,
 ) -> Response {
@@ -234,7 +232,7 @@ fn is_websocket(headers: &HeaderMap) -> bool {
 
 async fn forward(
     route: &Arc<Route>,
-    request: Request<Body>,
+    request: Request,
     rest: &str,
     shared: &Shared,
 ) -> (Response, bool) {
@@ -293,16 +291,16 @@ async fn forward(
         // is sent at once: its wait needs no clock of its own.)
         let mut progress = None;
         let body = match &mut payload {
-            Payload::Buffered { bytes, .. } => Body::from(bytes.clone()),
+            Payload::Buffered { bytes, .. } => crate::body::full(bytes.clone()),
             Payload::Streaming(stream) => match stream.take() {
                 Some(s) => {
                     let stamp = Arc::new(AtomicU64::new(crate::limits::now_ms()));
                     progress = Some(stamp.clone());
-                    Body::from_stream(s.inspect(move |_| {
+                    crate::body::from_stream(s.inspect(move |_| {
                         stamp.store(crate::limits::now_ms(), Ordering::Relaxed);
                     }))
                 }
-                None => Body::empty(),
+                None => crate::body::empty(),
             },
         };
         let mut upstream = http::Request::new(body);
@@ -399,7 +397,7 @@ fn unreachable_message(route: &Route, root: &dyn std::error::Error) -> String {
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
-    let mut response = Response::new(Body::from(text));
+    let mut response = Response::new(crate::body::full(text));
     *response.status_mut() = status;
     response
 }
@@ -550,12 +548,12 @@ async fn pass_back(
         // until the gateway goes silent for longer than `stream_idle_timeout_ms`.
         let body = IdleBounded::new(body, route.clone());
         if parts.status.as_u16() >= 300 || !is_event_stream(&parts.headers) {
-            return Response::from_parts(parts, Body::new(body));
+            return Response::from_parts(parts, crate::body::boxed(body));
         }
         // Events go on whole, checked: the length may change.
         parts.headers.remove(header::CONTENT_LENGTH);
         let events = ScrubbedEvents::new(body, route.clone(), scrubber);
-        return Response::from_parts(parts, Body::new(events));
+        return Response::from_parts(parts, crate::body::boxed(events));
     }
     // The scrubbed body has another length, and goes back uncompressed.
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -571,7 +569,7 @@ async fn pass_back(
             .await
             .unwrap_or_else(|_| "(the gateway's error body could not be scrubbed)".to_owned())
     };
-    Response::from_parts(parts, Body::from(scrubbed))
+    Response::from_parts(parts, crate::body::full(scrubbed))
 }
 
 /// An uncompressed `text/event-stream` answer (one whose events can be read).

@@ -45,7 +45,7 @@ impl IdleBounded {
 
 impl Body for IdleBounded {
     type Data = bytes::Bytes;
-    type Error = axum::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,

@@ -50,6 +50,7 @@
 //! request and stream at once.
 
 mod access;
+mod body;
 mod error;
 mod forward;
 mod headers;

@@ -431,14 +431,14 @@ impl Drop for CountedInner {
 /// An answer's body that keeps its request counted in flight until it ends, on its
 /// connection and, for a provider's answer, for the provider.
 pub(crate) struct Tracked {
-    body: axum::body::Body,
+    body: crate::body::Body,
     _in_flight: InFlight,
     _provider: Option<Counted>,
 }
 
 impl Tracked {
     pub(crate) fn new(
-        body: axum::body::Body,
+        body: crate::body::Body,
         in_flight: InFlight,
         provider: Option<Counted>,
     ) -> Self {
@@ -452,7 +452,7 @@ impl Tracked {
 
 impl hyper::body::Body for Tracked {
     type Data = bytes::Bytes;
-    type Error = axum::Error;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

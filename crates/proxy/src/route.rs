@@ -54,7 +54,7 @@ impl Route {
     /// The answer on its way to the client: counted by status class, and as in flight
     /// until its body has ended or the client went away (the server's body wrapper takes
     /// the count from the answer's extensions).
-    pub(crate) fn answered(&self, response: axum::response::Response) -> axum::response::Response {
+    pub(crate) fn answered(&self, response: crate::body::Response) -> crate::body::Response {
         let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
         self.counters.by_status_class[class].fetch_add(1, Ordering::Relaxed);
         // The server's body wrapper holds it (no second wrapper per answer).

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use crate::body::{Body, Response};
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -654,9 +653,10 @@ impl Proxy {
             let proof = proof.clone();
             async move {
                 let in_flight = proof.in_flight();
-                let (mut parts, body) = respond(&shared, request.map(Body::new), &proof, foreign)
-                    .await
-                    .into_parts();
+                let (mut parts, body) =
+                    respond(&shared, request.map(crate::body::boxed), &proof, foreign)
+                        .await
+                        .into_parts();
                 // The body as it is, wrapped (not boxed again) to count the request in
                 // flight until it ends, for its connection and its provider.
                 let provider = parts.extensions.remove::<crate::limits::Counted>();
@@ -743,7 +743,7 @@ async fn respond(
     let path = request.uri().path();
     if [HEALTH_PATH, STATS_PATH, METRICS_PATH, READY_PATH].contains(&path) {
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            let mut answer = Response::new(Body::empty());
+            let mut answer = Response::new(crate::body::empty());
             *answer.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
             answer
                 .headers_mut()
@@ -751,7 +751,7 @@ async fn respond(
             return answer;
         }
         if path == METRICS_PATH {
-            let mut answer = Response::new(Body::from(crate::metrics::render(shared)));
+            let mut answer = Response::new(crate::body::full(crate::metrics::render(shared)));
             answer.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -782,7 +782,7 @@ async fn respond(
         if !unavailable.is_empty() {
             body["unavailable"] = serde_json::json!(unavailable);
         }
-        return axum::Json(body).into_response();
+        return crate::body::json(StatusCode::OK, &body);
     }
     crate::forward::handle(shared, request).await
 }
@@ -811,10 +811,10 @@ fn readiness(shared: &Shared) -> Response {
         }
     }
     if not_ready.is_empty() {
-        return axum::Json(serde_json::json!({"status": "ready"})).into_response();
+        return crate::body::json(StatusCode::OK, &serde_json::json!({"status": "ready"}));
     }
     let body = serde_json::json!({"status": "not ready", "providers": not_ready});
-    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    crate::body::json(StatusCode::SERVICE_UNAVAILABLE, &body)
 }
 
 /// Replaces a running proxy's scoped client keys: requests after the replacement are

@@ -51,7 +51,7 @@ impl ScrubbedEvents {
 
 impl Body for ScrubbedEvents {
     type Data = Bytes;
-    type Error = axum::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,

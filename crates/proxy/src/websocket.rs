@@ -1,20 +1,21 @@
 //! Relaying a websocket: the upstream handshake first (the credential, one retry after a
-//! 401, through [`realtime::RealtimeClient::connect_socket`]), then the client's upgrade,
-//! then messages both ways with close codes and (scrubbed) reasons.
+//! 401, through [`realtime::RealtimeClient::connect_socket`]), then the client's upgrade
+//! (RFC 6455 §4.2, on hyper's upgrade), then messages both ways with close codes and
+//! (scrubbed) reasons. Both sides are tokio-tungstenite sockets: frames go on as they are.
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::FromRequestParts as _;
-use axum::extract::Request;
-use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
-use axum::response::{IntoResponse as _, Response};
 use futures::{SinkExt as _, StreamExt as _};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use hyper_util::rt::TokioIo;
 use provider_auth::Scrubber;
 use realtime::{MAX_MESSAGE_BYTES, RealtimeClient, RealtimeError};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
+use crate::body::{Request, Response};
 use crate::error::{ProxyErrorCode, answer};
 use crate::headers::forwardable;
 use crate::route::Route;
@@ -31,11 +32,20 @@ const HANDSHAKE_HEADERS: [&str; 4] = [
 /// A browser's way of sending an OpenAI key in the subprotocol list: never forwarded.
 const KEY_IN_PROTOCOL: &str = "openai-insecure-api-key.";
 
-pub(crate) async fn relay(route: &Arc<Route>, request: Request<Body>, rest: &str) -> Response {
+pub(crate) async fn relay(route: &Arc<Route>, request: Request, rest: &str) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
+    let accept = match client_handshake(&parts) {
+        Ok(accept) => accept,
+        Err(why) => {
+            route.count(|c| &c.errors);
+            return answer(ProxyErrorCode::InvalidUpgrade, why);
+        }
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return answer(
+            ProxyErrorCode::InvalidUpgrade,
+            "this connection cannot be upgraded",
+        );
     };
     let Ok(mut url) = url::Url::parse(&upstream_url(route, rest, parts.uri.query())) else {
         return answer(
@@ -70,12 +80,67 @@ pub(crate) async fn relay(route: &Arc<Route>, request: Request<Body>, rest: &str
         route.count(|c| &c.upstream_auth_failures);
     }
     let (upstream, chosen) = (open.socket, open.protocol);
-    let mut upgrade = upgrade.max_message_size(MAX_MESSAGE_BYTES);
-    if let Some(chosen) = chosen.as_ref().and_then(|c| c.to_str().ok()) {
-        upgrade = upgrade.protocols([chosen.to_owned()]);
+    let mut response = Response::new(crate::body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    // The gateway's choice, if the client offered it.
+    if let Some(chosen) = chosen.filter(|c| {
+        c.to_str()
+            .is_ok_and(|c| offered.iter().any(|o| o.as_str() == c))
+    }) {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, chosen);
     }
     let scrubber = route.scrubber(None);
-    upgrade.on_upgrade(move |socket| pump(socket, upstream, scrubber))
+    tokio::spawn(async move {
+        // The upgrade completes once the 101 is written; a client gone before then ends it.
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        let client =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        pump(client, upstream, scrubber).await;
+    });
+    response
+}
+
+/// The client's side of the opening handshake (RFC 6455 §4.2.1): a GET asking to upgrade
+/// the connection to a version-13 websocket, with a key; the `Sec-WebSocket-Accept` for it.
+fn client_handshake(parts: &http::request::Parts) -> Result<HeaderValue, &'static str> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if parts.method != Method::GET {
+        return Err("a websocket upgrade must be a GET");
+    }
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err("a websocket upgrade needs `Connection: upgrade` and `Upgrade: websocket`");
+    }
+    if parts
+        .headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err("a websocket upgrade needs `Sec-WebSocket-Version: 13`");
+    }
+    let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err("a websocket upgrade needs a `Sec-WebSocket-Key`");
+    };
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+        .map_err(|_| "a websocket upgrade needs a `Sec-WebSocket-Key`")
 }
 
 fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
@@ -104,7 +169,7 @@ fn handshake_failure(route: &Route, e: RealtimeError) -> Response {
                 route.count(|c| &c.upstream_auth_failures);
             }
             // The body is already a scrubbed excerpt.
-            let mut response = Response::new(Body::from(body));
+            let mut response = Response::new(crate::body::full(body));
             *response.status_mut() =
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             response
@@ -119,7 +184,14 @@ fn handshake_failure(route: &Route, e: RealtimeError) -> Response {
 
 /// Messages both ways until either side closes; a close is relayed with its code and its
 /// reason (scrubbed). Pings are answered by each side's own websocket layer.
-async fn pump(client: WebSocket, upstream: realtime::Socket, scrubber: Arc<Scrubber>) {
+async fn pump<C, U>(
+    client: WebSocketStream<C>,
+    upstream: WebSocketStream<U>,
+    scrubber: Arc<Scrubber>,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut to_client, mut from_client) = client.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
     let up = async {
@@ -139,7 +211,7 @@ async fn pump(client: WebSocket, upstream: realtime::Socket, scrubber: Arc<Scrub
             let Some(message) = upstream_to_client(message, &scrubber) else {
                 continue;
             };
-            let close = matches!(message, ws::Message::Close(_));
+            let close = message.is_close();
             if to_client.send(message).await.is_err() || close {
                 break;
             }
@@ -152,29 +224,25 @@ async fn pump(client: WebSocket, upstream: realtime::Socket, scrubber: Arc<Scrub
     }
 }
 
-fn client_to_upstream(message: ws::Message) -> Option<Message> {
-    Some(match message {
-        ws::Message::Text(text) => Message::text(text.as_str()),
-        ws::Message::Binary(bytes) => Message::binary(bytes),
-        ws::Message::Close(frame) => {
-            Message::Close(frame.map(|f| tungstenite::protocol::CloseFrame {
-                code: f.code.into(),
-                reason: f.reason.as_str().into(),
-            }))
-        }
-        ws::Message::Ping(_) | ws::Message::Pong(_) => return None,
-    })
+/// What goes on from the client: data and close frames (pings and pongs are each side's own).
+fn client_to_upstream(message: Message) -> Option<Message> {
+    match message {
+        Message::Text(_) | Message::Binary(_) | Message::Close(_) => Some(message),
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+    }
 }
 
-fn upstream_to_client(message: Message, scrubber: &Scrubber) -> Option<ws::Message> {
+/// What goes on from the gateway: text scrubbed where it could echo a token, binary as it
+/// is, a close with its reason scrubbed.
+fn upstream_to_client(message: Message, scrubber: &Scrubber) -> Option<Message> {
     Some(match message {
-        Message::Text(text) => ws::Message::Text(match scrubbed_text(text.as_str(), scrubber) {
-            Some(scrubbed) => scrubbed.into(),
-            None => text.as_str().into(),
-        }),
-        Message::Binary(bytes) => ws::Message::Binary(bytes),
-        Message::Close(frame) => ws::Message::Close(frame.map(|f| ws::CloseFrame {
-            code: f.code.into(),
+        Message::Text(text) => match scrubbed_text(text.as_str(), scrubber) {
+            Some(scrubbed) => Message::text(scrubbed),
+            None => Message::Text(text),
+        },
+        Message::Binary(bytes) => Message::Binary(bytes),
+        Message::Close(frame) => Message::Close(frame.map(|f| CloseFrame {
+            code: f.code,
             reason: scrubber.excerpt(&f.reason, 120).into(),
         })),
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,

@@ -425,6 +425,16 @@ async fn each_error_the_proxy_makes_has_its_code_and_status() {
         .await
         .unwrap();
     answers.push(error_line(trace).await);
+    // A websocket upgrade without its key (RFC 6455 §4.2.1).
+    let not_an_upgrade = client
+        .get(running.url("/down/realtime"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .unwrap();
+    answers.push(error_line(not_an_upgrade).await);
     let answers = answers
         .join("\n")
         .replace(&failing.dir().display().to_string(), "DIR");
@@ -432,8 +442,8 @@ async fn each_error_the_proxy_makes_has_its_code_and_status() {
     let stats = running.stats.get();
     assert_eq!(stats["broken"].errors, 1);
     assert_eq!(
-        stats["down"].errors, 3,
-        "unreachable, the climbing path, then TRACE"
+        stats["down"].errors, 4,
+        "unreachable, the climbing path, TRACE, then the upgrade without a key"
     );
 }
 
