@@ -3,6 +3,7 @@
 mod auth;
 mod commands;
 mod config_file;
+mod context;
 mod error;
 mod output;
 mod signals;
@@ -13,7 +14,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory as _, Parser, Subcommand};
-use model_client::ModelClient;
 
 use crate::error::{CliError, EXIT_OK, EXIT_USAGE};
 use crate::output::print;
@@ -66,21 +66,7 @@ enum Command {
   modelauth check --live --models -p corp  also list corp's models with that token
   modelauth check --live --codex-config    debug the auth command of Codex's own config
   modelauth check --json                   one JSON object")]
-    Check {
-        /// Only this provider.
-        #[arg(short, long = "provider", value_name = "ID")]
-        provider: Option<String>,
-        /// Obtain each provider's credential once: runs its token command and says how long
-        /// it took, what it printed (shape, expiry) and how long the token is used.
-        #[arg(long)]
-        live: bool,
-        /// With --live: also GET /models with that credential.
-        #[arg(long, requires = "live")]
-        models: bool,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Check(commands::check::Args),
     /// Print the JSON schema of the config file.
     Schema,
     /// Obtain a token; print a redacted summary, or only the token with --show.
@@ -89,35 +75,7 @@ enum Command {
   curl -H \"Authorization: Bearer $(modelauth token --show)\" https://gateway.example.com/v1/models
   modelauth token --exec-credential        for a kubeconfig exec plugin
   modelauth token --forget                 drop the shared token; the next call runs the command")]
-    Token {
-        /// Provider id (default: the config's model_provider).
-        #[arg(short, long = "provider", value_name = "ID")]
-        provider: Option<String>,
-        /// Print only the token, for piping into another tool (with --json: add it).
-        #[arg(long)]
-        show: bool,
-        /// Print {"provider", "expires_at", "obtained_at", "source"} as one JSON object.
-        #[arg(long, conflicts_with_all = ["exec_credential", "forget"])]
-        json: bool,
-        /// Print a Kubernetes client.authentication.k8s.io/v1 ExecCredential.
-        #[arg(long, conflicts_with_all = ["show", "forget"])]
-        exec_credential: bool,
-        /// Delete the provider's entry in the shared token store.
-        #[arg(long, conflicts_with = "show")]
-        forget: bool,
-        /// The token this caller was handed last was rejected by its gateway: rotate it
-        /// (once for every caller). Also MODELAUTH_REJECTED=1.
-        #[arg(long, conflicts_with = "forget")]
-        rejected: bool,
-        /// Write the token (or --json, --exec-credential) to FILE instead of stdout:
-        /// atomically (a temporary file, fsync, rename), mode 0600.
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["forget", "rejected", "show"])]
-        write: Option<std::path::PathBuf>,
-        /// With --write: keep FILE fresh, writing each new token before the one in it
-        /// expires, until SIGTERM or SIGINT (then exit 0).
-        #[arg(long, requires = "write")]
-        watch: bool,
-    },
+    Token(commands::token::Args),
     /// List model ids, one per line.
     #[command(after_help = "Examples:
   modelauth models -p corp
@@ -273,7 +231,7 @@ impl Command {
     fn uses_tokens(&self) -> bool {
         matches!(
             self,
-            Command::Token { .. }
+            Command::Token(_)
                 | Command::Login { .. }
                 | Command::Models { .. }
                 | Command::Respond { .. }
@@ -319,101 +277,22 @@ fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn run_command(cli: Cli) -> Result<(), CliError> {
-    let store = shared_store(&cli);
-    let source = config_file::Source {
-        config: cli.config.clone(),
-        codex: cli.codex_config.clone(),
+    let ctx = context::Context {
+        store: shared_store(&cli),
+        source: config_file::Source {
+            config: cli.config.clone(),
+            codex: cli.codex_config.clone(),
+        },
     };
-    let config = &source;
     match cli.command {
-        Command::Check {
-            provider,
-            live,
-            models,
-            json,
-        } => {
-            let loaded = source.load()?;
-            let settings = commands::check::Settings {
-                live,
-                models,
-                provider,
-            };
-            let report = block_on(commands::check::check(
-                &loaded,
-                source.describe(),
-                &settings,
-            ))?;
-            if json {
-                print(&format!("{}\n", report.json(&loaded)))?;
-            } else {
-                eprintln!("{}", report.config_note);
-                for line in report.store.lines() {
-                    eprintln!("{line}");
-                }
-                for warning in &report.warnings {
-                    eprintln!("{warning}");
-                }
-                print(&report.lines(&loaded))?;
-            }
-            // The JSON says which failed (`ok: false`, `error`): nothing on stderr then.
-            report
-                .live_result()
-                .map_err(|e| if json { CliError::Reported } else { e })
-        }
+        Command::Check(args) => commands::check::run(args, &ctx),
         #[cfg(feature = "schema")]
         Command::Schema => print(&commands::check::schema()),
         #[cfg(not(feature = "schema"))]
         Command::Schema => Err(not_built("schema")),
-        Command::Token {
-            provider,
-            show,
-            json,
-            exec_credential,
-            forget,
-            rejected,
-            write,
-            watch,
-        } => {
-            let config = config.load()?;
-            let (id, info) = config_file::provider(&config, provider.as_deref())?;
-            if let Some(file) = write {
-                let output = if json {
-                    commands::token::Output::Json { with_token: true }
-                } else if exec_credential {
-                    commands::token::Output::ExecCredential
-                } else {
-                    commands::token::Output::Bare
-                };
-                let manager = auth::manager_for(id, info)?;
-                let written = commands::token::write(id, info, &manager, output, &file, watch);
-                // --watch ends on SIGTERM or SIGINT with exit 0: it handles them itself.
-                return if watch {
-                    built(tokio::runtime::Builder::new_current_thread())?.block_on(written)
-                } else {
-                    block_on(written)
-                };
-            }
-            if forget {
-                return print(&commands::token::forget(id, info, store.as_ref())?);
-            }
-            let output = match (show, json, exec_credential) {
-                (_, true, _) => commands::token::Output::Json { with_token: show },
-                (_, _, true) => commands::token::Output::ExecCredential,
-                (true, _, _) => commands::token::Output::Bare,
-                _ => commands::token::Output::Summary,
-            };
-            let manager = auth::manager_for(id, info)?;
-            let helper = store.as_ref().map(|store| commands::token::HelperCall {
-                store,
-                caller: commands::token::caller_id(),
-                rejected: rejected
-                    || std::env::var("MODELAUTH_REJECTED").is_ok_and(|v| v == "1" || v == "true"),
-            });
-            let out = block_on(commands::token::token(id, info, &manager, output, helper))?;
-            print(&out)
-        }
+        Command::Token(args) => commands::token::run(args, &ctx),
         Command::Models { provider, json } => {
-            let client = client(config, provider.as_deref())?;
+            let client = ctx.client(provider.as_deref())?;
             block_on(commands::models::models(&client, json))
         }
         Command::Respond {
@@ -422,7 +301,7 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             json,
             prompt,
         } => {
-            let client = client(config, provider.as_deref())?;
+            let client = ctx.client(provider.as_deref())?;
             let prompt = commands::models::prompt(prompt)?;
             block_on(commands::models::respond(&client, &model, &prompt, json))
         }
@@ -434,13 +313,15 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             timeout_ms,
         } => {
             let sends = commands::realtime::parse_sends(&send)?;
-            let loaded = config.load()?;
-            let (id, info) = config_file::provider(&loaded, provider.as_deref())?;
-            let manager = auth::manager_for(id, info)?;
+            let chosen = ctx.provider(provider.as_deref())?;
+            let manager = chosen.manager()?;
             block_on(async {
-                let session = realtime::RealtimeClient::connect(id, info.clone(), manager, &model)
-                    .await
-                    .map_err(|e| CliError::from_error("could not open the realtime session", &e))?;
+                let session =
+                    realtime::RealtimeClient::connect(&chosen.id, chosen.info, manager, &model)
+                        .await
+                        .map_err(|e| {
+                            CliError::from_error("could not open the realtime session", &e)
+                        })?;
                 commands::realtime::run(
                     session,
                     sends,
@@ -464,7 +345,7 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
                 ),
                 None => commands::bench::Amount::Requests(requests),
             };
-            let client = client(config, provider.as_deref())?;
+            let client = ctx.client(provider.as_deref())?;
             block_on_many(commands::bench::bench(&client, amount, concurrency, json))
         }
         #[cfg(feature = "demo")]
@@ -472,9 +353,12 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
         #[cfg(not(feature = "demo"))]
         Command::Demo => Err(not_built("demo")),
         Command::Login { provider } => {
-            let config = config.load()?;
-            let (id, info) = config_file::provider(&config, provider.as_deref())?;
-            let out = block_on(commands::token::login(id, info, store.as_ref()))?;
+            let chosen = ctx.provider(provider.as_deref())?;
+            let out = block_on(commands::token::login(
+                &chosen.id,
+                &chosen.info,
+                ctx.store.as_ref(),
+            ))?;
             print(&out)
         }
         Command::Proxy {
@@ -485,7 +369,7 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             socket_mode,
             client_keys,
         } => {
-            let config = config.load()?;
+            let config = ctx.config()?;
             let settings = commands::proxy::Settings {
                 providers: provider,
                 listen,
@@ -589,15 +473,6 @@ fn shared_store(cli: &Cli) -> Option<provider_auth::SharedStore> {
             None
         }
     }
-}
-
-/// The HTTP client for the chosen provider.
-fn client(config: &config_file::Source, provider: Option<&str>) -> Result<ModelClient, CliError> {
-    let config = config.load()?;
-    let (id, info) = config_file::provider(&config, provider)?;
-    let manager = auth::manager_for(id, info)?;
-    ModelClient::new(id, info.clone(), manager)
-        .map_err(|e| CliError::from_error("could not build the client", &e))
 }
 
 /// The async runtime.

@@ -7,6 +7,53 @@ use provider_config::{AuthKind, Config, ModelProviderInfo};
 
 use crate::commands::token::{Obtained, obtain};
 use crate::error::CliError;
+use crate::output::print;
+
+/// `modelauth check`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this provider.
+    #[arg(short, long = "provider", value_name = "ID")]
+    pub provider: Option<String>,
+    /// Obtain each provider's credential once: runs its token command and says how long
+    /// it took, what it printed (shape, expiry) and how long the token is used.
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: also GET /models with that credential.
+    #[arg(long, requires = "live")]
+    pub models: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `modelauth check`: the config, the store and each provider, as lines or one JSON object;
+/// with `--live`, each credential obtained once (exit 1 when one fails).
+pub fn run(args: Args, ctx: &crate::context::Context) -> Result<(), CliError> {
+    let loaded = ctx.config()?;
+    let settings = Settings {
+        live: args.live,
+        models: args.models,
+        provider: args.provider,
+    };
+    let report = crate::block_on(check(&loaded, ctx.source.describe(), &settings))?;
+    if args.json {
+        print(&format!("{}\n", report.json(&loaded)))?;
+    } else {
+        eprintln!("{}", report.config_note);
+        for line in report.store.lines() {
+            eprintln!("{line}");
+        }
+        for warning in &report.warnings {
+            eprintln!("{warning}");
+        }
+        print(&report.lines(&loaded))?;
+    }
+    // The JSON says which failed (`ok: false`, `error`): nothing on stderr then.
+    report
+        .live_result()
+        .map_err(|e| if args.json { CliError::Reported } else { e })
+}
 
 /// What `check` was asked to do.
 #[derive(Debug, Clone, Default)]

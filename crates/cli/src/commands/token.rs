@@ -655,3 +655,87 @@ fn write_atomically(file: &std::path::Path, text: &str) -> Result<(), CliError> 
     }
     Ok(())
 }
+
+/// `modelauth token`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Provider id (default: the config's model_provider).
+    #[arg(short, long = "provider", value_name = "ID")]
+    pub provider: Option<String>,
+    /// Print only the token, for piping into another tool (with --json: add it).
+    #[arg(long)]
+    pub show: bool,
+    /// Print {"provider", "expires_at", "obtained_at", "source"} as one JSON object.
+    #[arg(long, conflicts_with_all = ["exec_credential", "forget"])]
+    pub json: bool,
+    /// Print a Kubernetes client.authentication.k8s.io/v1 ExecCredential.
+    #[arg(long, conflicts_with_all = ["show", "forget"])]
+    pub exec_credential: bool,
+    /// Delete the provider's entry in the shared token store.
+    #[arg(long, conflicts_with = "show")]
+    pub forget: bool,
+    /// The token this caller was handed last was rejected by its gateway: rotate it
+    /// (once for every caller). Also MODELAUTH_REJECTED=1.
+    #[arg(long, conflicts_with = "forget")]
+    pub rejected: bool,
+    /// Write the token (or --json, --exec-credential) to FILE instead of stdout:
+    /// atomically (a temporary file, fsync, rename), mode 0600.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["forget", "rejected", "show"])]
+    pub write: Option<std::path::PathBuf>,
+    /// With --write: keep FILE fresh, writing each new token before the one in it
+    /// expires, until SIGTERM or SIGINT (then exit 0).
+    #[arg(long, requires = "write")]
+    pub watch: bool,
+}
+
+/// `modelauth token`: a summary, the token, JSON, an ExecCredential, a file kept fresh, or
+/// the shared entry forgotten.
+pub fn run(args: Args, ctx: &crate::context::Context) -> Result<(), CliError> {
+    let Args {
+        provider,
+        show,
+        json,
+        exec_credential,
+        forget,
+        rejected,
+        write,
+        watch,
+    } = args;
+    let chosen = ctx.provider(provider.as_deref())?;
+    let (id, info) = (chosen.id.as_str(), &chosen.info);
+    if let Some(file) = write {
+        let output = if json {
+            Output::Json { with_token: true }
+        } else if exec_credential {
+            Output::ExecCredential
+        } else {
+            Output::Bare
+        };
+        let manager = chosen.manager()?;
+        let written = self::write(id, info, &manager, output, &file, watch);
+        // --watch ends on SIGTERM or SIGINT with exit 0: it handles them itself.
+        return if watch {
+            crate::built(tokio::runtime::Builder::new_current_thread())?.block_on(written)
+        } else {
+            crate::block_on(written)
+        };
+    }
+    if forget {
+        return crate::output::print(&self::forget(id, info, ctx.store.as_ref())?);
+    }
+    let output = match (show, json, exec_credential) {
+        (_, true, _) => Output::Json { with_token: show },
+        (_, _, true) => Output::ExecCredential,
+        (true, _, _) => Output::Bare,
+        _ => Output::Summary,
+    };
+    let manager = chosen.manager()?;
+    let helper = ctx.store.as_ref().map(|store| HelperCall {
+        store,
+        caller: caller_id(),
+        rejected: rejected
+            || std::env::var("MODELAUTH_REJECTED").is_ok_and(|v| v == "1" || v == "true"),
+    });
+    let out = crate::block_on(token(id, info, &manager, output, helper))?;
+    crate::output::print(&out)
+}
