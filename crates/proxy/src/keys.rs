@@ -48,6 +48,12 @@ pub enum ClientKeysError {
         /// What is wrong, naming the key (never a key).
         reason: String,
     },
+    /// The text is not a key file ([`ClientKeys::parse`], which has no file to name).
+    #[error("{reason}")]
+    Parse {
+        /// What is wrong, naming the key (never a key).
+        reason: String,
+    },
 }
 
 #[derive(serde::Deserialize)]
@@ -137,14 +143,21 @@ impl ClientKeys {
                 reason: "larger than 1 MiB".into(),
             });
         }
-        Self::parse(&text).map_err(|reason| ClientKeysError::Invalid {
+        Self::parse(&text).map_err(|e| ClientKeysError::Invalid {
             path: path.to_path_buf(),
-            reason,
+            reason: match e {
+                ClientKeysError::Parse { reason } => reason,
+                other => other.to_string(),
+            },
         })
     }
 
     /// Reads a key file's text; the error names the key at fault, never a key.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ClientKeysError> {
+        Self::parse_keys(text).map_err(|reason| ClientKeysError::Parse { reason })
+    }
+
+    fn parse_keys(text: &str) -> Result<Self, String> {
         let file: KeyFile = toml::from_str(text).map_err(|e| e.message().to_owned())?;
         let mut keys = Vec::new();
         for (name, entry) in file.keys {
@@ -245,8 +258,8 @@ mod tests {
     fn a_key_file_error_names_the_key_never_the_key() {
         let err =
             ClientKeys::parse("[keys.a]\nkey = \"s3cret\"\nkey_sha256 = \"00\"\n").unwrap_err();
-        assert_eq!(err, "key `a`: give exactly one of `key` and `key_sha256`");
+        assert_eq!(err.to_string(), "key `a`: give exactly one of `key` and `key_sha256`");
         let err = ClientKeys::parse("[keys.b]\nkey_sha256 = \"zz\"\n").unwrap_err();
-        assert_eq!(err, "key `b`: key_sha256 must be 64 hexadecimal digits");
+        assert_eq!(err.to_string(), "key `b`: key_sha256 must be 64 hexadecimal digits");
     }
 }
