@@ -70,14 +70,7 @@ async fn slow_heads_and_a_thousand_clients_under_1024_open_files() {
             started.elapsed()
         );
     }
-    let stats: serde_json::Value = client
-        .get(format!("http://{addr}/_modelauth/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = proxy_setup::stats(&client, &addr).await;
     let open = stats["connections"]["open"].as_u64().unwrap();
     let max = stats["connections"]["max"].as_u64().unwrap();
     // A third of what 1,024 files leave after the reserve.
@@ -195,16 +188,7 @@ async fn two_hundred_stalled_uploads_stay_within_the_memory_bound() {
     let child = Killed(child);
     let pid = child.0.id();
     let client = reqwest::Client::new();
-    let stats = || async {
-        client
-            .get(format!("http://{addr}/_modelauth/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()
-    };
+    let stats = || proxy_setup::stats(&client, &addr);
     // Warm: a token fetched, a request forwarded.
     let answer = client
         .get(format!("http://{addr}/corp/models"))

@@ -964,14 +964,7 @@ async fn an_oauth2_provider_is_served_and_recovers_from_a_revocation() {
     for answer in answers {
         assert_eq!(answer.unwrap().status(), 200);
     }
-    let stats: serde_json::Value = client
-        .get(format!("http://{addr}/_modelauth/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = proxy_setup::stats(&client, &addr).await;
     let runs = stats.to_string();
     gw.rotate();
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);

@@ -435,6 +435,19 @@ impl OAuth2Refresher {
         *lock(&self.refresh_token) = Some(token);
     }
 
+    /// The configured `scope`, `audience` and `resource`, each when set.
+    fn push_scope(&self, form: &mut Vec<(&'static str, String)>) {
+        for (name, value) in [
+            ("scope", &self.oauth2.scope),
+            ("audience", &self.oauth2.audience),
+            ("resource", &self.oauth2.resource),
+        ] {
+            if let Some(v) = value {
+                form.push((name, v.clone()));
+            }
+        }
+    }
+
     fn endpoint_label(&self) -> String {
         self.oauth2.endpoint_host()
     }
@@ -493,15 +506,7 @@ impl OAuth2Refresher {
                 ));
             }
         }
-        for (name, value) in [
-            ("scope", &self.oauth2.scope),
-            ("audience", &self.oauth2.audience),
-            ("resource", &self.oauth2.resource),
-        ] {
-            if let Some(v) = value {
-                form.push((name, v.clone()));
-            }
-        }
+        self.push_scope(&mut form);
         let secret = self.client_secret().map_err(|f| self.fail(&host, f))?;
         let (status, body) = self
             .post_form(&endpoints.token, form, secret.as_ref())
@@ -592,15 +597,7 @@ impl OAuth2Refresher {
         let secret = self.client_secret().map_err(|f| self.fail(&host, f))?;
         let mut scrub_with: Vec<AuthToken> = secret.iter().cloned().collect();
         let mut form: Vec<(&str, String)> = Vec::new();
-        for (name, value) in [
-            ("scope", &self.oauth2.scope),
-            ("audience", &self.oauth2.audience),
-            ("resource", &self.oauth2.resource),
-        ] {
-            if let Some(v) = value {
-                form.push((name, v.clone()));
-            }
-        }
+        self.push_scope(&mut form);
         let (status, body) = self
             .post_form(&device_url, form, secret.as_ref())
             .await

@@ -258,8 +258,14 @@ mod tests {
     fn a_key_file_error_names_the_key_never_the_key() {
         let err =
             ClientKeys::parse("[keys.a]\nkey = \"s3cret\"\nkey_sha256 = \"00\"\n").unwrap_err();
-        assert_eq!(err.to_string(), "key `a`: give exactly one of `key` and `key_sha256`");
+        assert_eq!(
+            err.to_string(),
+            "key `a`: give exactly one of `key` and `key_sha256`"
+        );
         let err = ClientKeys::parse("[keys.b]\nkey_sha256 = \"zz\"\n").unwrap_err();
-        assert_eq!(err.to_string(), "key `b`: key_sha256 must be 64 hexadecimal digits");
+        assert_eq!(
+            err.to_string(),
+            "key `b`: key_sha256 must be 64 hexadecimal digits"
+        );
     }
 }

@@ -79,3 +79,15 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// The proxy's `GET /_modelauth/stats` at `addr`, as JSON.
+pub async fn stats(client: &reqwest::Client, addr: &str) -> serde_json::Value {
+    client
+        .get(format!("http://{addr}/_modelauth/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
