@@ -10,11 +10,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("crates/provider-config", &[]),
     ("crates/provider-auth", &["provider-config"]),
     ("crates/event-stream", &[]),
+    ("crates/transport", &[]),
     (
         "crates/model-client",
         &["provider-config", "provider-auth", "event-stream"],
     ),
-    ("crates/realtime", &["provider-config", "provider-auth"]),
+    (
+        "crates/realtime",
+        &["provider-config", "provider-auth", "transport"],
+    ),
     (
         "crates/proxy",
         &[
@@ -22,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "provider-auth",
             "event-stream",
             "realtime",
+            "transport",
         ],
     ),
     ("crates/dev-gateway", &[]),

@@ -1,6 +1,6 @@
 //! The client the proxy forwards with: hyper's pooled HTTP/1.1 client, nothing on top. TCP
 //! with `TCP_NODELAY`, directly or through the HTTP proxy the environment names
-//! ([`realtime::connect_tcp`]: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`); TLS with
+//! ([`transport::connect_tcp`]: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`); TLS with
 //! rustls and the platform's trust store for `https` gateways, as the rest of modelauth;
 //! connecting and the TLS handshake bounded together by `connect_timeout_ms`. It follows no
 //! redirect and retries nothing: those decisions belong to the client behind the proxy.
@@ -80,7 +80,7 @@ impl tower_service::Service<Uri> for Tcp {
                 .host()
                 .ok_or_else(|| std::io::Error::other("the URL has no host"))?;
             let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-            let tcp = realtime::connect_tcp(secure, host, port).await?;
+            let tcp = transport::connect_tcp(secure, host, port).await?;
             tcp.set_nodelay(true)?;
             Ok(TokioIo::new(tcp))
         })

@@ -37,11 +37,9 @@
 //! ```
 
 mod error;
-mod proxy;
 mod session;
 
 pub use error::RealtimeError;
-pub use proxy::connect_tcp;
 pub use session::{
     MAX_MESSAGE_BYTES, OpenSocket, RealtimeClient, RealtimeEvent, RealtimeSession, Socket,
 };

@@ -16,7 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::error::RealtimeError;
-use crate::proxy::connect_tcp;
+use transport::connect_tcp;
 
 /// Largest message accepted from the server.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;

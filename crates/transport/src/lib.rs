@@ -1,6 +1,10 @@
-//! Reaching the gateway through an HTTP proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
-//! `NO_PROXY`), the same settings the HTTP client honours, with a `CONNECT` tunnel. Used for
-//! websockets here, and by the `proxy` crate for every upstream connection.
+//! Reaching a gateway through an HTTP proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
+//! `NO_PROXY`), the same settings the HTTP client (reqwest) honours, with a `CONNECT`
+//! tunnel: one [`connect_tcp`] for the websocket client (`realtime`) and for every upstream
+//! connection of the `proxy` crate, so both go the same way.
+//!
+//! A refusal says which proxy and what it answered (`proxy HOST:PORT refused the tunnel
+//! (HTTP 407)`), never the proxy's credentials.
 
 use base64::Engine as _;
 use std::net::IpAddr;
