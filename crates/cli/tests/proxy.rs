@@ -978,3 +978,99 @@ async fn an_oauth2_provider_is_served_and_recovers_from_a_revocation() {
         "one exchange for 20 cold requests: {runs}"
     );
 }
+
+/// The one TLS configuration (`transport::tls_config`: rustls with the platform's trust
+/// store, which honours `SSL_CERT_FILE`): the proxy reaches an https gateway and `modelauth
+/// realtime` a wss one when the environment trusts the gateway's certificate, and neither
+/// does when it does not (the certificate's CA is made by the test, so only `SSL_CERT_FILE`
+/// vouches for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_gateway_is_reached_only_with_the_trust_store_the_environment_names() {
+    let (gw, dir) = gateway_and_config().await;
+    let front = test_support::TlsFront::start(front_target(&gw)).await;
+    write_config(dir.path(), &format!("{}/v1", front.url));
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &front.certificate_pem).unwrap();
+    // Another CA: a trust store that loads, and does not vouch for this gateway.
+    let other = dir.path().join("other.pem");
+    let another = test_support::TlsFront::start(front_target(&gw)).await;
+    std::fs::write(&other, &another.certificate_pem).unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (trust, expected) in [(&ca, 200), (&other, 502)] {
+        let mut child = Command::new(BIN)
+            .args([
+                "--config",
+                "config.toml",
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .current_dir(dir.path())
+            .env("SSL_CERT_FILE", trust)
+            .env_remove("SSL_CERT_DIR")
+            .env("MODELAUTH_CACHE_DIR", dir.path().join("store"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = proxy_setup::listening_address(&mut child);
+        let _child = Killed(child);
+        let answer = client
+            .get(format!("http://{addr}/corp/models"))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap();
+        assert_eq!(status, expected, "{}: {body}", trust.display());
+        if expected == 502 {
+            assert!(body.contains("upstream_unreachable"), "{body}");
+        }
+    }
+    let realtime = |trust: &Path| {
+        Command::new(BIN)
+            .args([
+                "--config",
+                "config.toml",
+                "realtime",
+                "-p",
+                "corp",
+                "-m",
+                "dev-small",
+                "--until",
+                "session.created",
+                "--timeout-ms",
+                "10000",
+            ])
+            .current_dir(dir.path())
+            .env("SSL_CERT_FILE", trust)
+            .env_remove("SSL_CERT_DIR")
+            .env("MODELAUTH_CACHE_DIR", dir.path().join("store"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let trusted = realtime(&ca);
+    assert_eq!(
+        trusted.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("session.created"));
+    let untrusted = realtime(&other);
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+}
+
+/// The dev gateway's address, for a TLS front.
+fn front_target(gw: &DevGateway) -> std::net::SocketAddr {
+    let url = reqwest::Url::parse(&gw.base_url()).unwrap();
+    format!("127.0.0.1:{}", url.port().unwrap())
+        .parse()
+        .unwrap()
+}

@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,16 +32,11 @@ pub(crate) type UpstreamClient = Client<Connector, Body>;
 
 /// A client for one provider's gateway.
 pub(crate) fn client(connect_timeout: Duration) -> Result<UpstreamClient, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-        .map_err(|e| format!("cannot load the platform's TLS trust store: {e}"))?;
-    // ALPN (`http/1.1`) is set by the connector builder below.
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+    // The one TLS configuration; ALPN (`http/1.1`) is set on this copy by the builder below.
+    let tls = transport::tls_config()
+        .map_err(|e| e.to_string())?
+        .as_ref()
+        .clone();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

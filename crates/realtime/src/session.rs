@@ -255,7 +255,15 @@ impl RealtimeClient {
             .await
             .map_err(tungstenite::Error::Io)?;
         socket.set_nodelay(true).map_err(tungstenite::Error::Io)?;
-        tokio_tungstenite::client_async_tls_with_config(request, socket, Some(config), None)
+        // The one TLS configuration (the platform's trust store), for `wss` only.
+        let tls = if url.scheme() == "wss" {
+            let config = transport::tls_config()
+                .map_err(|e| tungstenite::Error::Io(std::io::Error::other(e)))?;
+            Some(tokio_tungstenite::Connector::Rustls(config))
+        } else {
+            None
+        };
+        tokio_tungstenite::client_async_tls_with_config(request, socket, Some(config), tls)
             .await
             .map(|(socket, response)| {
                 let protocol = response

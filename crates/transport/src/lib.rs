@@ -5,6 +5,9 @@
 //!
 //! A refusal says which proxy and what it answered (`proxy HOST:PORT refused the tunnel
 //! (HTTP 407)`), never the proxy's credentials.
+//!
+//! And the one TLS client configuration ([`tls_config`]): rustls with the platform's trust
+//! store, built once per process, for the websocket client and the proxy alike.
 
 use base64::Engine as _;
 use std::net::IpAddr;
@@ -12,6 +15,38 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use url::Url;
+
+use std::sync::{Arc, OnceLock};
+
+/// Why there is no TLS client configuration: the platform's trust store cannot be loaded.
+/// A leaf: it says what rustls said, so that the string a connection error carries is whole.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot load the platform's TLS trust store: {cause}")]
+pub struct TlsError {
+    cause: rustls::Error,
+}
+
+/// The TLS client configuration of every gateway connection made here: rustls (aws-lc-rs,
+/// TLS 1.2 and 1.3) verifying with the platform's trust store (`rustls-platform-verifier`,
+/// which honours `SSL_CERT_FILE` on Linux), as reqwest has it in the HTTP clients. Built
+/// once per process. It sets no ALPN: a user that needs one (`http/1.1`) adds it to a copy.
+pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, TlsError>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+                .map_err(|cause| TlsError { cause })?;
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|cause| TlsError { cause })?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
 
 /// Largest proxy answer to a `CONNECT` read before giving up.
 const MAX_CONNECT_ANSWER: usize = 8 * 1024;
