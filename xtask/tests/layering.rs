@@ -126,3 +126,60 @@ fn every_crate_depends_only_on_the_layers_below_it() {
         }
     }
 }
+
+/// ARCHITECTURE.md's "may depend on" column names only what the crate really depends on:
+/// every dependency of the workspace named there is in that crate's manifest (for
+/// `examples`, among its dev-dependencies).
+#[test]
+fn the_architecture_table_names_only_real_dependencies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workspace: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let known: BTreeSet<&str> = workspace["workspace"]["dependencies"]
+        .as_table()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let architecture = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut rows = 0;
+    for line in architecture.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // `| `crates/x` | what it is for | may depend on |`
+        let [_, krate, _, column, _] = cells[..] else {
+            continue;
+        };
+        let krate = krate.trim_matches('`');
+        let manifest_path = root.join(krate).join("Cargo.toml");
+        if !manifest_path.exists() {
+            continue;
+        }
+        rows += 1;
+        let manifest: toml::Table = std::fs::read_to_string(&manifest_path)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let section = if krate == "examples" {
+            "dev-dependencies"
+        } else {
+            "dependencies"
+        };
+        let deps: BTreeSet<&str> = manifest
+            .get(section)
+            .and_then(|d| d.as_table())
+            .map(|t| t.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let named: BTreeSet<&str> = column
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .filter(|word| known.contains(word))
+            .collect();
+        let missing: Vec<&&str> = named.difference(&deps).collect();
+        assert!(
+            missing.is_empty(),
+            "ARCHITECTURE.md says {krate} depends on {missing:?}; its Cargo.toml does not"
+        );
+    }
+    assert!(rows >= 10, "only {rows} rows of the crate table were read");
+}
