@@ -109,44 +109,12 @@ enum Command {
     #[command(after_help = "Examples:
   modelauth realtime -m gpt-realtime --until session.created --timeout-ms 5000
   modelauth realtime -m gpt-realtime --send '{\"type\":\"response.create\"}' --until response.done")]
-    Realtime {
-        /// Provider id (default: the config's model_provider).
-        #[arg(short, long = "provider", value_name = "ID")]
-        provider: Option<String>,
-        /// Model id.
-        #[arg(short, long)]
-        model: String,
-        /// An event to send (JSON with a "type"), after the server's first event. Repeatable.
-        #[arg(long = "send", value_name = "JSON")]
-        send: Vec<String>,
-        /// Exit 0 after printing an event of this type.
-        #[arg(long, value_name = "TYPE")]
-        until: Option<String>,
-        /// Exit 1 if the session is not over (or TYPE has not come) after N ms.
-        #[arg(long, value_name = "N")]
-        timeout_ms: Option<u64>,
-    },
+    Realtime(commands::realtime::Args),
     /// Load GET /models; report latency percentiles, throughput, 401s and command runs.
     #[command(after_help = "Examples:
   modelauth bench -p corp --requests 5000 --concurrency 64
   modelauth bench --duration 30 --json")]
-    Bench {
-        /// Provider id (default: the config's model_provider).
-        #[arg(short, long = "provider", value_name = "ID")]
-        provider: Option<String>,
-        /// Number of requests.
-        #[arg(long, default_value_t = 1000, conflicts_with = "duration")]
-        requests: u64,
-        /// Run for this many seconds instead of a number of requests.
-        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-        duration: Option<f64>,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 16)]
-        concurrency: u64,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(commands::bench::Args),
     /// An end-to-end run against the embedded dev gateway (no network, no config).
     Demo,
     /// Run the provider's token command once with the terminal (an SSO or password
@@ -167,30 +135,7 @@ enum Command {
   modelauth proxy -p corp
   OPENAI_BASE_URL=http://127.0.0.1:8585/corp OPENAI_API_KEY=unused codex
   MODELAUTH_PROXY_KEY=$(openssl rand -hex 16) modelauth proxy --listen 0.0.0.0:8585 --client-key-env MODELAUTH_PROXY_KEY")]
-    Proxy {
-        /// A provider to serve (repeatable; default: every provider of the config file).
-        #[arg(short, long = "provider", value_name = "ID")]
-        provider: Vec<String>,
-        /// Listen address (port 0: any free port), or unix:PATH for a Unix-domain socket
-        /// (mode 0600 unless --socket-mode). A socket passed by systemd (LISTEN_FDS) is
-        /// served instead.
-        #[arg(long, value_name = "ADDR", default_value = proxy::DEFAULT_LISTEN)]
-        listen: String,
-        /// The Unix-domain socket's permission bits, in octal (with --listen unix:PATH).
-        #[arg(long, value_name = "MODE")]
-        socket_mode: Option<String>,
-        /// Scoped client keys (a TOML file of named keys, each with the providers and path
-        /// prefixes it may use and an optional expiry); reloaded on change and on SIGHUP.
-        #[arg(long, value_name = "FILE", conflicts_with = "client_key_env")]
-        client_keys: Option<std::path::PathBuf>,
-        /// Require every client to present the key in this environment variable (needed to
-        /// listen on a non-loopback address).
-        #[arg(long, value_name = "VAR")]
-        client_key_env: Option<String>,
-        /// Largest request body buffered to replay after a 401.
-        #[arg(long, value_name = "N", default_value_t = proxy::DEFAULT_MAX_REPLAY_BYTES)]
-        max_replay_bytes: usize,
-    },
+    Proxy(commands::proxy::Args),
     /// Print shell completions.
     #[command(after_help = "Examples:
   modelauth completions bash > ~/.local/share/bash-completion/completions/modelauth
@@ -235,9 +180,9 @@ impl Command {
                 | Command::Login { .. }
                 | Command::Models { .. }
                 | Command::Respond { .. }
-                | Command::Realtime { .. }
-                | Command::Bench { .. }
-                | Command::Proxy { .. }
+                | Command::Realtime(_)
+                | Command::Bench(_)
+                | Command::Proxy(_)
         )
     }
 }
@@ -305,49 +250,8 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             let prompt = commands::models::prompt(prompt)?;
             block_on(commands::models::respond(&client, &model, &prompt, json))
         }
-        Command::Realtime {
-            provider,
-            model,
-            send,
-            until,
-            timeout_ms,
-        } => {
-            let sends = commands::realtime::parse_sends(&send)?;
-            let chosen = ctx.provider(provider.as_deref())?;
-            let manager = chosen.manager()?;
-            block_on(async {
-                let session =
-                    realtime::RealtimeClient::connect(&chosen.id, chosen.info, manager, &model)
-                        .await
-                        .map_err(|e| {
-                            CliError::from_error("could not open the realtime session", &e)
-                        })?;
-                commands::realtime::run(
-                    session,
-                    sends,
-                    until.as_deref(),
-                    timeout_ms.map(Duration::from_millis),
-                )
-                .await
-            })
-        }
-        Command::Bench {
-            provider,
-            requests,
-            duration,
-            concurrency,
-            json,
-        } => {
-            let amount = match duration {
-                // A negative or not-a-number duration is refused like 0.
-                Some(secs) => commands::bench::Amount::Duration(
-                    Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO),
-                ),
-                None => commands::bench::Amount::Requests(requests),
-            };
-            let client = ctx.client(provider.as_deref())?;
-            block_on_many(commands::bench::bench(&client, amount, concurrency, json))
-        }
+        Command::Realtime(args) => commands::realtime::run(args, &ctx),
+        Command::Bench(args) => commands::bench::run(args, &ctx),
         #[cfg(feature = "demo")]
         Command::Demo => block_on_many(commands::demo::demo()),
         #[cfg(not(feature = "demo"))]
@@ -361,29 +265,7 @@ fn run_command(cli: Cli) -> Result<(), CliError> {
             ))?;
             print(&out)
         }
-        Command::Proxy {
-            provider,
-            listen,
-            client_key_env,
-            max_replay_bytes,
-            socket_mode,
-            client_keys,
-        } => {
-            let config = ctx.config()?;
-            let settings = commands::proxy::Settings {
-                providers: provider,
-                listen,
-                client_key_env,
-                max_replay_bytes,
-                socket_mode,
-                inherited: commands::proxy::inherited_listener()?,
-                client_keys,
-            };
-            let runtime = proxy_runtime()?;
-            let result = runtime.block_on(commands::proxy::proxy(&config, settings));
-            runtime.shutdown_timeout(Duration::from_secs(2));
-            result
-        }
+        Command::Proxy(args) => commands::proxy::run(args, &ctx),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "modelauth", &mut out);

@@ -136,3 +136,41 @@ mod tests {
         );
     }
 }
+
+/// `modelauth bench`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Provider id (default: the config's model_provider).
+    #[arg(short, long = "provider", value_name = "ID")]
+    pub provider: Option<String>,
+    /// Number of requests.
+    #[arg(long, default_value_t = 1000, conflicts_with = "duration")]
+    pub requests: u64,
+    /// Run for this many seconds instead of a number of requests.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `modelauth bench`: load `GET /models` and report what it cost.
+pub fn run(args: Args, ctx: &crate::context::Context) -> Result<(), CliError> {
+    let Args {
+        provider,
+        requests,
+        duration,
+        concurrency,
+        json,
+    } = args;
+    let amount = match duration {
+        // A negative or not-a-number duration is refused like 0.
+        Some(secs) => Amount::Duration(Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)),
+        None => Amount::Requests(requests),
+    };
+    let client = ctx.client(provider.as_deref())?;
+    crate::block_on_many(bench(&client, amount, concurrency, json))
+}

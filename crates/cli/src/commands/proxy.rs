@@ -246,3 +246,56 @@ fn bad_listen(listen: &str) -> CliError {
         "--listen `{listen}` is not an address like 127.0.0.1:8585 or localhost:8585"
     ))
 }
+
+/// `modelauth proxy`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A provider to serve (repeatable; default: every provider of the config file).
+    #[arg(short, long = "provider", value_name = "ID")]
+    pub provider: Vec<String>,
+    /// Listen address (port 0: any free port), or unix:PATH for a Unix-domain socket
+    /// (mode 0600 unless --socket-mode). A socket passed by systemd (LISTEN_FDS) is
+    /// served instead.
+    #[arg(long, value_name = "ADDR", default_value = proxy::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// The Unix-domain socket's permission bits, in octal (with --listen unix:PATH).
+    #[arg(long, value_name = "MODE")]
+    pub socket_mode: Option<String>,
+    /// Scoped client keys (a TOML file of named keys, each with the providers and path
+    /// prefixes it may use and an optional expiry); reloaded on change and on SIGHUP.
+    #[arg(long, value_name = "FILE", conflicts_with = "client_key_env")]
+    pub client_keys: Option<std::path::PathBuf>,
+    /// Require every client to present the key in this environment variable (needed to
+    /// listen on a non-loopback address).
+    #[arg(long, value_name = "VAR")]
+    pub client_key_env: Option<String>,
+    /// Largest request body buffered to replay after a 401.
+    #[arg(long, value_name = "N", default_value_t = proxy::DEFAULT_MAX_REPLAY_BYTES)]
+    pub max_replay_bytes: usize,
+}
+
+/// `modelauth proxy`: serve the providers until a signal.
+pub fn run(args: Args, ctx: &crate::context::Context) -> Result<(), CliError> {
+    let Args {
+        provider,
+        listen,
+        socket_mode,
+        client_keys,
+        client_key_env,
+        max_replay_bytes,
+    } = args;
+    let config = ctx.config()?;
+    let settings = Settings {
+        providers: provider,
+        listen,
+        client_key_env,
+        max_replay_bytes,
+        socket_mode,
+        inherited: inherited_listener()?,
+        client_keys,
+    };
+    let runtime = crate::proxy_runtime()?;
+    let result = runtime.block_on(proxy(&config, settings));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}

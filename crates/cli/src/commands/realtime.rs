@@ -23,7 +23,7 @@ pub fn parse_sends(sends: &[String]) -> Result<Vec<Value>, CliError> {
 
 /// Prints server events as JSON lines; sends `sends` after the first server event; stops
 /// after an event of type `until`, or fails when `timeout` passes first.
-pub async fn run(
+pub async fn print_events(
     mut session: RealtimeSession,
     sends: Vec<Value>,
     until: Option<&str>,
@@ -71,4 +71,50 @@ pub async fn run(
             }
         }
     }
+}
+
+/// `modelauth realtime`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Provider id (default: the config's model_provider).
+    #[arg(short, long = "provider", value_name = "ID")]
+    pub provider: Option<String>,
+    /// Model id.
+    #[arg(short, long)]
+    pub model: String,
+    /// An event to send (JSON with a "type"), after the server's first event. Repeatable.
+    #[arg(long = "send", value_name = "JSON")]
+    pub send: Vec<String>,
+    /// Exit 0 after printing an event of this type.
+    #[arg(long, value_name = "TYPE")]
+    pub until: Option<String>,
+    /// Exit 1 if the session is not over (or TYPE has not come) after N ms.
+    #[arg(long, value_name = "N")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `modelauth realtime`: a session whose server events are printed as JSON lines.
+pub fn run(args: Args, ctx: &crate::context::Context) -> Result<(), CliError> {
+    let Args {
+        provider,
+        model,
+        send,
+        until,
+        timeout_ms,
+    } = args;
+    let sends = parse_sends(&send)?;
+    let chosen = ctx.provider(provider.as_deref())?;
+    let manager = chosen.manager()?;
+    crate::block_on(async {
+        let session = realtime::RealtimeClient::connect(&chosen.id, chosen.info, manager, &model)
+            .await
+            .map_err(|e| CliError::from_error("could not open the realtime session", &e))?;
+        print_events(
+            session,
+            sends,
+            until.as_deref(),
+            timeout_ms.map(Duration::from_millis),
+        )
+        .await
+    })
 }
