@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use model_client::ModelClient;
-use provider_auth::{AuthLayer, AuthService, auth_manager_for_provider};
+use provider_auth::{AuthLayer, AuthService, Provider};
 use tower::{Service as _, ServiceExt as _};
 
 /// A hyper client under `AuthLayer` (the request body must be `Clone` to be replayed).
@@ -64,14 +64,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::run_as_token_command_if_asked().await;
     let (gateway, info) = common::gateway_and_provider().await?;
 
-    let manager = auth_manager_for_provider("dev", &info, None)?;
+    // One provider handle for both clients: one token cache, one rule.
+    let provider = Provider::from_config("dev", info.clone(), None)?;
     let hyper_client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http::<Full<Bytes>>();
     let state = AppState {
-        models: Arc::new(ModelClient::new("dev", info.clone(), manager.clone())?),
+        models: Arc::new(ModelClient::for_provider(provider.clone())?),
         raw: tower::ServiceBuilder::new()
-            .layer(AuthLayer::for_provider("dev", &info)?)
+            .layer(AuthLayer::for_provider(&provider))
             .service(hyper_client),
         base_url: info.base_url.clone(),
     };
@@ -95,7 +96,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .text()
         .await?;
     println!("app /raw after a rotation: {raw}");
-    let runs = manager.stats().map_or(0, |s| s.command_runs);
+    let runs = provider.manager().stats().map_or(0, |s| s.command_runs);
     println!("token command runs: {runs} (shared by both clients)");
     Ok(())
 }

@@ -20,7 +20,13 @@ pub fn manager_for(id: &str, info: &ModelProviderInfo) -> Result<Arc<dyn AuthMan
         .map_err(|e| CliError::from_error("could not set up credentials", &e))
 }
 
-/// The same, with the library's error (the proxy serves a provider that has none).
+/// The provider handle for `id` (manager, headers, scrubber), what the clients take.
+pub fn handle_for(id: &str, info: ModelProviderInfo) -> Result<provider_auth::Provider, CliError> {
+    provider_auth::Provider::from_config(id, info, base_session())
+        .map_err(|e| CliError::from_error("could not set up credentials", &e))
+}
+
+/// The manager alone, with the library's error (the proxy serves a provider that has none).
 pub fn manager_for_provider(
     id: &str,
     info: &ModelProviderInfo,

@@ -44,9 +44,7 @@ impl Context {
 
     /// The HTTP client of the provider `id` (or the default one).
     pub fn client(&self, id: Option<&str>) -> Result<ModelClient, CliError> {
-        let provider = self.provider(id)?;
-        let manager = provider.manager()?;
-        ModelClient::new(&provider.id, provider.info, manager)
+        ModelClient::for_provider(self.provider(id)?.handle()?)
             .map_err(|e| CliError::from_error("could not build the client", &e))
     }
 }
@@ -55,5 +53,10 @@ impl Provider {
     /// Its scoped auth manager (with the CLI's base session).
     pub fn manager(&self) -> Result<Arc<dyn AuthManager>, CliError> {
         crate::auth::manager_for(&self.id, &self.info)
+    }
+
+    /// Its handle (manager, headers, scrubber, re-auth statuses), what the clients take.
+    pub fn handle(self) -> Result<provider_auth::Provider, CliError> {
+        crate::auth::handle_for(&self.id, self.info)
     }
 }

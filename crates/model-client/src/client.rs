@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use http::{HeaderMap, Method, StatusCode, header};
-use provider_auth::{AuthManager, AuthRetry, RequestAuth, Scrubber};
+use provider_auth::{AuthManager, Provider, RequestAuth, Scrubber, Verdict};
 use provider_config::{MAX_RESPONSE_BYTES, ModelProviderInfo, WireApi};
 use serde_json::Value;
 use url::Url;
@@ -40,10 +40,10 @@ pub struct ModelClient {
 impl std::fmt::Debug for ModelClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModelClient")
-            .field("provider", &self.inner.provider)
-            .field("host", &self.inner.host)
-            .field("wire_api", &self.inner.info.wire_api)
-            .field("auth", &self.inner.auth)
+            .field("provider", &self.inner.provider.id())
+            .field("host", &self.inner.provider.host())
+            .field("wire_api", &self.inner.provider.info().wire_api)
+            .field("auth", self.inner.provider.manager())
             .finish_non_exhaustive()
     }
 }
@@ -70,13 +70,9 @@ struct Counters {
 struct Inner {
     counters: Counters,
     http: reqwest::Client,
-    provider: Arc<str>,
-    info: ModelProviderInfo,
-    auth: Arc<dyn AuthManager>,
+    provider: Provider,
+    /// The provider's headers, checked when the client was made.
     headers: HeaderMap,
-    /// Configured header values, scrubbed from gateway text like tokens.
-    header_secrets: Vec<String>,
-    host: String,
     models_url: Url,
     responses_url: Url,
     chat_url: Url,
@@ -107,16 +103,22 @@ impl ModelClient {
         info: ModelProviderInfo,
         auth: Arc<dyn AuthManager>,
     ) -> Result<Self, ClientError> {
+        Self::for_provider(Provider::new(provider_id, info, auth))
+    }
+
+    /// A client for `provider`, set up once and shared with the websocket client and the
+    /// proxy; otherwise as [`ModelClient::new`].
+    pub fn for_provider(provider: Provider) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            .connect_timeout(info.connect_timeout())
+            .connect_timeout(provider.info().connect_timeout())
             .redirect(same_origin_redirects())
             .build()
             .map_err(|e| ClientError::Config {
-                provider: provider_id.into(),
+                provider: provider.shared_id(),
                 detail: format!("cannot build the HTTP client: {e}"),
             })?;
-        Self::with_http_client(provider_id, info, auth, http)
+        Self::build(provider, http)
     }
 
     /// Like [`ModelClient::new`] with a caller-built `reqwest::Client` (proxies, TLS roots...).
@@ -130,39 +132,36 @@ impl ModelClient {
         auth: Arc<dyn AuthManager>,
         http: reqwest::Client,
     ) -> Result<Self, ClientError> {
-        let provider: Arc<str> = provider_id.into();
+        Self::build(Provider::new(provider_id, info, auth), http)
+    }
+
+    fn build(provider: Provider, http: reqwest::Client) -> Result<Self, ClientError> {
         let config_error = |detail: String| ClientError::Config {
-            provider: provider.clone(),
+            provider: provider.shared_id(),
             detail,
         };
         let url = |path: &str| {
-            info.endpoint_url(path)
+            provider
+                .info()
+                .endpoint_url(path)
                 .map_err(|e| config_error(e.to_string()))
         };
         let models_url = url("models")?;
         let responses_url = url("responses")?;
         let chat_url = url("chat/completions")?;
-        let host = match (models_url.host_str(), models_url.port_or_known_default()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_owned(),
-            _ => info.base_url.clone(),
-        };
-        let headers =
-            provider_auth::provider_headers(&info).map_err(|e| config_error(e.to_string()))?;
-        let header_secrets = provider_auth::configured_header_values(&info);
-        if let Some(warning) = info.cleartext_warning() {
-            tracing::warn!(target: "model_client", provider = %provider, "{warning}");
+        let headers = provider
+            .headers()
+            .map_err(|e| config_error(e.to_string()))?
+            .clone();
+        if let Some(warning) = provider.info().cleartext_warning() {
+            tracing::warn!(target: "model_client", provider = %provider.id(), "{warning}");
         }
         Ok(Self {
             inner: Arc::new(Inner {
                 counters: Counters::default(),
                 http,
                 provider,
-                info,
-                auth,
                 headers,
-                header_secrets,
-                host,
                 models_url,
                 responses_url,
                 chat_url,
@@ -172,17 +171,22 @@ impl ModelClient {
 
     /// The provider id.
     pub fn provider_id(&self) -> &str {
-        &self.inner.provider
+        self.inner.provider.id()
     }
 
     /// The provider config.
     pub fn provider(&self) -> &ModelProviderInfo {
-        &self.inner.info
+        self.inner.provider.info()
+    }
+
+    /// The provider handle (shared with any realtime client built from it).
+    pub fn provider_handle(&self) -> &Provider {
+        &self.inner.provider
     }
 
     /// The auth manager (shared with any realtime client built for the provider).
     pub fn auth_manager(&self) -> &Arc<dyn AuthManager> {
-        &self.inner.auth
+        self.inner.provider.manager()
     }
 
     /// Attempts, 401s and retries so far.
@@ -198,7 +202,7 @@ impl ModelClient {
     /// `GET /models`. The whole exchange, retries included, is bounded by
     /// `request_timeout_ms`, and the body by 4 MiB.
     pub async fn list_models(&self) -> Result<ModelList, ClientError> {
-        let bound = Bound::Deadline(Instant::now() + self.inner.info.request_timeout());
+        let bound = Bound::Deadline(Instant::now() + self.inner.provider.info().request_timeout());
         let response = self
             .send(Method::GET, &self.inner.models_url, None, bound)
             .await?;
@@ -220,7 +224,7 @@ impl ModelClient {
         if let Value::Object(o) = &mut body {
             o.insert("stream".to_owned(), Value::Bool(false));
         }
-        let bound = Bound::Idle(self.inner.info.stream_idle_timeout());
+        let bound = Bound::Idle(self.inner.provider.info().stream_idle_timeout());
         let response = self
             .send(Method::POST, &self.inner.responses_url, Some(&body), bound)
             .await?;
@@ -254,8 +258,8 @@ impl ModelClient {
                 Ok(Ok(Some(chunk))) => {
                     if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                         return Err(ClientError::TooLarge {
-                            provider: self.inner.provider.clone(),
-                            host: self.inner.host.clone(),
+                            provider: self.inner.provider.shared_id(),
+                            host: self.inner.provider.host().to_owned(),
                             limit_bytes: MAX_RESPONSE_BYTES,
                         });
                     }
@@ -269,13 +273,13 @@ impl ModelClient {
     fn bound_error(&self, bound: Bound) -> ClientError {
         match bound {
             Bound::Deadline(_) => ClientError::Timeout {
-                provider: self.inner.provider.clone(),
-                host: self.inner.host.clone(),
-                timeout_ms: self.inner.info.request_timeout_ms,
+                provider: self.inner.provider.shared_id(),
+                host: self.inner.provider.host().to_owned(),
+                timeout_ms: self.inner.provider.info().request_timeout_ms,
             },
             Bound::Idle(_) => ClientError::StreamIdle {
-                provider: self.inner.provider.clone(),
-                idle_ms: self.inner.info.stream_idle_timeout_ms,
+                provider: self.inner.provider.shared_id(),
+                idle_ms: self.inner.provider.info().stream_idle_timeout_ms,
             },
         }
     }
@@ -296,7 +300,7 @@ impl ModelClient {
         model: &str,
         prompt: &str,
     ) -> Result<ResponseStream, ClientError> {
-        match self.inner.info.wire_api {
+        match self.inner.provider.info().wire_api {
             WireApi::Chat => {
                 let request = serde_json::json!({
                     "model": model,
@@ -320,7 +324,7 @@ impl ModelClient {
             Wire::Responses => self.inner.responses_url.clone(),
             Wire::Chat => self.inner.chat_url.clone(),
         };
-        let bound = Bound::Idle(self.inner.info.stream_idle_timeout());
+        let bound = Bound::Idle(self.inner.provider.info().stream_idle_timeout());
         let first = self.send(Method::POST, &url, Some(&body), bound).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let client = self.clone();
@@ -347,18 +351,18 @@ impl ModelClient {
                 Ok(()) => return,
                 Err(e) => e,
             };
-            if yielded || reopened >= self.inner.info.stream_max_retries {
+            if yielded || reopened >= self.inner.provider.info().stream_max_retries {
                 let _ = tx.send(Err(err)).await;
                 return;
             }
-            tracing::debug!(target: "model_client", provider = %self.inner.provider, error = %err, "reopening the stream");
+            tracing::debug!(target: "model_client", provider = %self.inner.provider.id(), error = %err, "reopening the stream");
             let pause = backoff(u32::try_from(reopened).unwrap_or(u32::MAX));
             tokio::select! {
                 () = tx.closed() => return,
                 () = tokio::time::sleep(pause) => {}
             }
             reopened += 1;
-            let bound = Bound::Idle(self.inner.info.stream_idle_timeout());
+            let bound = Bound::Idle(self.inner.provider.info().stream_idle_timeout());
             let reopen = self.send(Method::POST, &url, Some(&body), bound);
             let reopened_response = tokio::select! {
                 () = tx.closed() => return,
@@ -382,7 +386,7 @@ impl ModelClient {
         tx: &tokio::sync::mpsc::Sender<Result<ResponseEvent, ClientError>>,
         yielded: &mut bool,
     ) -> Result<(), ClientError> {
-        let idle = self.inner.info.stream_idle_timeout();
+        let idle = self.inner.provider.info().stream_idle_timeout();
         let mut body = response.bytes_stream();
         let mut parser = SseParser::default();
         loop {
@@ -394,8 +398,8 @@ impl ModelClient {
             let chunk = match next {
                 Err(_) => {
                     return Err(ClientError::StreamIdle {
-                        provider: self.inner.provider.clone(),
-                        idle_ms: self.inner.info.stream_idle_timeout_ms,
+                        provider: self.inner.provider.shared_id(),
+                        idle_ms: self.inner.provider.info().stream_idle_timeout_ms,
                     });
                 }
                 Ok(None) => {
@@ -462,7 +466,7 @@ impl ModelClient {
             Some(v) => Some(serde_json::to_vec(v).map_err(|e| self.decode_error(e.to_string()))?),
             None => None,
         };
-        let mut auth = RequestAuth::new(inner.auth.clone());
+        let mut auth = inner.provider.request();
         let mut retries = 0u64;
         loop {
             let credential = auth.credential_headers().await?;
@@ -500,36 +504,29 @@ impl ModelClient {
                 },
             };
             if let Ok(response) = &outcome {
-                tracing::trace!(target: "model_client", provider = %inner.provider, %method, path = url.path(), status = response.status().as_u16(), "response");
+                tracing::trace!(target: "model_client", provider = %inner.provider.id(), %method, path = url.path(), status = response.status().as_u16(), "response");
             }
-            let can_retry = retries < inner.info.request_max_retries;
+            let can_retry = retries < inner.provider.info().request_max_retries;
             let (delay, why) = match outcome {
-                // 401, or a status of `auth.reauth_on` (403 for some gateways).
-                Ok(response) if inner.info.is_reauth_status(response.status().as_u16()) => {
-                    inner.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-                    match auth.on_unauthorized().await? {
-                        AuthRetry::Retry => {
-                            tracing::debug!(target: "model_client", provider = %inner.provider, %method, path = url.path(), status = response.status().as_u16(), "the gateway rejected the token: retrying with a newer one");
+                Ok(response) => {
+                    let status = response.status();
+                    // 401, or a status of `auth.reauth_on` (403 for some gateways).
+                    if auth.is_reauth_status(status.as_u16()) {
+                        inner.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match auth.after_status(status.as_u16()).await? {
+                        Verdict::Retry => {
+                            tracing::debug!(target: "model_client", provider = %inner.provider.id(), %method, path = url.path(), status = status.as_u16(), "the gateway rejected the token: retrying with a newer one");
                             continue;
                         }
-                        AuthRetry::GiveUp { after_fresh_token } => {
+                        Verdict::Rejected { after_fresh_token } => {
                             return Err(self
                                 .status_error(response, &method, &auth, after_fresh_token, bound)
                                 .await);
                         }
-                        _ => {
-                            return Err(self
-                                .status_error(response, &method, &auth, false, bound)
-                                .await);
-                        }
+                        _ if status.is_success() => return Ok(response),
+                        _ => {}
                     }
-                }
-                Ok(response) if response.status().is_success() => {
-                    auth.on_success();
-                    return Ok(response);
-                }
-                Ok(response) => {
-                    let status = response.status();
                     let retryable =
                         status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                     let wait = retry_after(response.headers());
@@ -565,7 +562,7 @@ impl ModelClient {
             };
             retries += 1;
             inner.counters.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "model_client", provider = %inner.provider, %method, path = url.path(), retry = retries, delay_ms = delay.as_millis(), reason = %why, "retrying");
+            tracing::debug!(target: "model_client", provider = %inner.provider.id(), %method, path = url.path(), retry = retries, delay_ms = delay.as_millis(), reason = %why, "retrying");
             if let Bound::Deadline(at) = bound
                 && Instant::now() + delay >= at
             {
@@ -587,7 +584,7 @@ impl ModelClient {
     ) -> ClientError {
         let status = response.status().as_u16();
         let path = response.url().path().to_owned();
-        let mut deadline = Instant::now() + self.inner.info.request_timeout();
+        let mut deadline = Instant::now() + self.inner.provider.info().request_timeout();
         if let Bound::Deadline(at) = bound {
             deadline = deadline.min(at);
         }
@@ -606,15 +603,15 @@ impl ModelClient {
         // cache, or a clock that is off), not only "rejected".
         let expired_at = self
             .inner
-            .info
+            .provider
             .is_reauth_status(status)
-            .then(|| self.inner.auth.token_status())
+            .then(|| self.inner.provider.manager().token_status())
             .flatten()
             .and_then(|s| s.stated_expiry)
             .filter(|at| *at <= std::time::SystemTime::now())
             .map(provider_auth::format_rfc3339);
         ClientError::Status {
-            provider: self.inner.provider.clone(),
+            provider: self.inner.provider.shared_id(),
             method: method.to_string(),
             path,
             status,
@@ -624,15 +621,9 @@ impl ModelClient {
         }
     }
 
-    /// The scrubber for this provider's gateway text: every token sent lately (and the one
-    /// `auth` sent), and the configured header values.
+    /// The scrubber for this provider's gateway text (see [`Provider::scrubber`]).
     fn scrubber(&self, auth: Option<&RequestAuth>) -> Scrubber {
-        match auth {
-            Some(auth) => auth.scrubber_with(&self.inner.header_secrets),
-            None => {
-                RequestAuth::new(self.inner.auth.clone()).scrubber_with(&self.inner.header_secrets)
-            }
-        }
+        self.inner.provider.scrubber(auth)
     }
 
     /// What failed, in a few words: the kind of failure and its root cause. The URL is left
@@ -650,15 +641,15 @@ impl ModelClient {
             None => kind.to_owned(),
         };
         ClientError::Transport {
-            provider: self.inner.provider.clone(),
-            host: self.inner.host.clone(),
+            provider: self.inner.provider.shared_id(),
+            host: self.inner.provider.host().to_owned(),
             message,
         }
     }
 
     fn decode_error(&self, detail: String) -> ClientError {
         ClientError::Decode {
-            provider: self.inner.provider.clone(),
+            provider: self.inner.provider.shared_id(),
             detail,
         }
     }

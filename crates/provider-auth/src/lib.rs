@@ -9,8 +9,9 @@
 //!   refresh ahead at 80% of the lifetime without blocking callers, a backoff (1 s doubling
 //!   to 30 s) after failures, and generation-aware invalidation after a 401.
 //! - [`AuthManager`] is what clients hold; [`auth_manager_for_provider`] builds the right one
-//!   from a [`provider_config::ModelProviderInfo`], and [`RequestAuth`] applies the
-//!   one-retry-after-401 rule for one logical request.
+//!   from a [`provider_config::ModelProviderInfo`]. [`Provider`] is a configured provider set
+//!   up once (manager, headers, scrubber, re-auth statuses) for every client, and
+//!   [`RequestAuth::after_status`] is the one-retry-after-401 rule for one logical request.
 //!
 //! - Other clients: [`AuthLayer`] (feature `tower`) and [`AuthMiddleware`] (feature
 //!   `reqwest-middleware`) apply the credential and the one-retry rule to a tower service or
@@ -42,7 +43,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), provider_auth::AuthError> {
-//! use provider_auth::{RequestAuth, auth_manager_for_provider};
+//! use provider_auth::{Provider, Verdict};
 //! use provider_config::{ModelProviderAuthInfo, ModelProviderInfo};
 //!
 //! let mut info = ModelProviderInfo::new("Corp", "https://gateway.example.com/v1");
@@ -50,11 +51,16 @@
 //! auth.args = vec!["auth".into(), "print-access-token".into()];
 //! info.auth = Some(auth);
 //!
-//! let manager = auth_manager_for_provider("corp", &info, None)?;
-//! let mut request = RequestAuth::new(manager);
-//! let headers = request.credential_headers().await?; // runs gcloud once, then cached
-//! # let _ = headers;
-//! // send; on a 401: if request.on_unauthorized().await? says Retry, send once more.
+//! let provider = Provider::from_config("corp", info, None)?;
+//! let mut request = provider.request();
+//! loop {
+//!     let headers = request.credential_headers().await?; // runs gcloud once, then cached
+//!     # let _ = headers;
+//!     let status = 401; // send with `headers`; the gateway's answer
+//!     if request.after_status(status).await? != Verdict::Retry {
+//!         break; // the answer stands
+//!     }
+//! }
 //! # Ok(()) }
 //! ```
 
@@ -68,6 +74,7 @@ mod headers;
 mod integrations;
 mod manager;
 mod oauth2;
+mod provider;
 mod refresher;
 /// Target of this crate's tracing events.
 pub const TRACING_TARGET: &str = "provider_auth";
@@ -92,13 +99,14 @@ pub use integrations::AuthMiddleware;
 pub use integrations::{AuthLayer, AuthService, BoxError};
 pub use manager::{
     AuthManager, AuthRetry, CachedAuthManager, NoAuthManager, Recovery, RequestAuth,
-    StaticAuthManager, UnavailableAuthManager, auth_manager_for_provider,
+    StaticAuthManager, UnavailableAuthManager, Verdict, auth_manager_for_provider,
     cached_credential_headers,
 };
 pub use oauth2::{
     DevicePrompt, ExchangeReport, GITHUB_ACTIONS_TOKEN_ENV, GITHUB_ACTIONS_URL_ENV,
     MAX_OAUTH2_RESPONSE_BYTES, OAuth2Refresher,
 };
+pub use provider::Provider;
 pub use refresher::{ExternalAuthRefresher, RefreshReason, StaticRefresher};
 pub use scope::TokenScope;
 pub use scrub::{REDACTED, Scrubber};

@@ -426,24 +426,82 @@ pub enum AuthRetry {
     },
 }
 
-/// The auth side of one logical request: hands out the `Authorization` header, remembers
-/// what was sent, and allows one recovery after a 401. Both clients use it, so the rule
-/// lives in one place.
-#[derive(Debug)]
+/// What an answer's status means for the logical request (see [`RequestAuth::after_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Not a re-auth status: the answer stands (a success was recorded as the credential
+    /// accepted).
+    Answer,
+    /// A re-auth status, and a newer credential is ready: send the request once more (with
+    /// [`RequestAuth::credential_headers`] again), if its body can be replayed.
+    Retry,
+    /// A re-auth status to return as it came. `after_fresh_token` is true when the request
+    /// was already retried with a newer token: the gateway rejected a freshly minted token.
+    Rejected {
+        /// Whether the rejected token was the one obtained after a first rejection.
+        after_fresh_token: bool,
+    },
+}
+
+/// The auth side of one logical request: hands out the credential headers, remembers what
+/// was sent, and applies the one rule every client here follows (the HTTP client, the
+/// websocket client, the proxy, the tower layer and the reqwest middleware): a re-auth
+/// status (401, or a status of `auth.reauth_on`) is reported and allows one retry with a
+/// newer token; a success marks the credential accepted. See [`RequestAuth::after_status`].
+#[derive(Debug, Clone)]
 pub struct RequestAuth {
     manager: Arc<dyn AuthManager>,
+    /// The statuses that mean "this credential is no longer good".
+    reauth: Arc<[u16]>,
     sent: Option<Credential>,
     recovered: bool,
 }
 
 impl RequestAuth {
-    /// Starts a logical request.
+    /// Starts a logical request with 401 alone as the re-auth status. For a configured
+    /// provider, [`crate::Provider::request`] also knows its `auth.reauth_on`.
     pub fn new(manager: Arc<dyn AuthManager>) -> Self {
+        Self::with_reauth_statuses(manager, Arc::from([401u16].as_slice()))
+    }
+
+    pub(crate) fn with_reauth_statuses(manager: Arc<dyn AuthManager>, reauth: Arc<[u16]>) -> Self {
         Self {
             manager,
+            reauth,
             sent: None,
             recovered: false,
         }
+    }
+
+    /// Whether `status` means the credential is no longer good.
+    pub fn is_reauth_status(&self, status: u16) -> bool {
+        self.reauth.contains(&status)
+    }
+
+    /// The rule, in one place: what the gateway's answer `status` to the attempt just
+    /// sent means. A re-auth status is reported to the manager ([`RequestAuth::
+    /// on_unauthorized`]) and gives [`Verdict::Retry`] once; a success (2xx, or 101 for a
+    /// websocket handshake) marks the credential accepted ([`RequestAuth::on_success`]).
+    ///
+    /// A caller whose request cannot be replayed (a streamed body) still calls this, so
+    /// that its client's own retry finds a newer token, and returns the answer.
+    ///
+    /// # Errors
+    ///
+    /// The manager could not recover (the token command failed, the breaker holds runs
+    /// back): see [`AuthManager::unauthorized`].
+    pub async fn after_status(&mut self, status: u16) -> Result<Verdict, AuthError> {
+        if self.is_reauth_status(status) {
+            return Ok(match self.on_unauthorized().await? {
+                AuthRetry::Retry => Verdict::Retry,
+                AuthRetry::GiveUp { after_fresh_token } => Verdict::Rejected { after_fresh_token },
+            });
+        }
+        if (200..300).contains(&status) || status == 101 {
+            self.on_success();
+        }
+        Ok(Verdict::Answer)
     }
 
     /// The credential headers for the next attempt: the token (`Authorization: Bearer

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use provider_auth::{
-    AuthLayer, AuthManager, AuthMiddleware, auth_manager_for_provider, cached_credential_headers,
+    AuthLayer, AuthManager, AuthMiddleware, Provider, auth_manager_for_provider,
+    cached_credential_headers,
 };
 use provider_config::ModelProviderInfo;
 use test_support::TokenScript;
@@ -34,7 +35,9 @@ fn provider(server: &MockServer, script: &TokenScript) -> ModelProviderInfo {
 
 fn middleware_client(info: &ModelProviderInfo) -> reqwest_middleware::ClientWithMiddleware {
     reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthMiddleware::for_provider("corp", info).unwrap())
+        .with(AuthMiddleware::for_provider(
+            &Provider::from_config("corp", info.clone(), None).unwrap(),
+        ))
         .build()
 }
 
@@ -124,7 +127,9 @@ fn tower_client(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http::<Full<Bytes>>();
     let client = tower::ServiceBuilder::new()
-        .layer(AuthLayer::for_provider("corp", info).unwrap())
+        .layer(AuthLayer::for_provider(
+            &Provider::from_config("corp", info.clone(), None).unwrap(),
+        ))
         .service(hyper_client);
     let request = http::Request::get(format!("{}/v1/models", server.uri()))
         .body(Full::new(Bytes::new()))

@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt as _};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use provider_auth::{AuthError, AuthRetry, RequestAuth};
+use provider_auth::{AuthError, RequestAuth, Verdict};
 
 use crate::TRACING_TARGET;
 use crate::error::{ProxyErrorCode, answer, token_unavailable};
@@ -69,7 +69,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
         );
     };
     if let Some(key) = request.extensions().get::<crate::keys::ScopedKey>()
-        && !key.allows(&route.id, rest)
+        && !key.allows(route.id(), rest)
     {
         shared
             .refused
@@ -77,7 +77,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
         // The key's name, never the key; the path only.
         tracing::info!(
             target: TRACING_TARGET,
-            provider = %route.id,
+            provider = %route.id(),
             key = %key.name,
             method = %request.method(),
             path = %format!("/{rest}"),
@@ -87,7 +87,8 @@ pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
             ProxyErrorCode::KeyOutOfScope,
             format!(
                 "the client key `{}` does not reach provider `{}` at this path",
-                key.name, route.id
+                key.name,
+                route.id()
             ),
         );
     }
@@ -110,7 +111,7 @@ async fn for_route(
             ProxyErrorCode::InvalidPath,
             format!(
                 "the path has a `.` or `..` segment (perhaps percent-encoded, or with a `;` parameter), a control character or a character outside ASCII; this proxy forwards only plain paths under /{}/",
-                route.id
+                route.id()
             ),
         );
     }
@@ -139,7 +140,7 @@ async fn for_route(
     // Path only: the query may hold a key, header values are never logged.
     tracing::info!(
         target: TRACING_TARGET,
-        provider = %route.id,
+        provider = %route.id(),
         method = %method,
         path = %format!("/{rest}"),
         status = response.status().as_u16(),
@@ -241,7 +242,7 @@ async fn forward(
         route.count(|c| &c.errors);
         let detail = format!(
             "provider `{}`: the gateway URL is not a valid HTTP URI",
-            route.id
+            route.id()
         );
         return (answer(ProxyErrorCode::UpstreamUnreachable, detail), false);
     };
@@ -272,7 +273,7 @@ async fn forward(
             );
         }
     };
-    let mut auth = RequestAuth::new(route.auth.clone());
+    let mut auth = route.provider.request();
     let mut replayed = false;
     loop {
         let credential = match auth.credential_headers().await {
@@ -308,7 +309,7 @@ async fn forward(
         *upstream.uri_mut() = uri.clone();
         *upstream.headers_mut() = attempt;
         let send = route.http.request(upstream);
-        let idle = route.info.stream_idle_timeout();
+        let idle = route.info().stream_idle_timeout();
         let answered = match &progress {
             Some(progress) => within_silence(send, idle, progress).await,
             None => tokio::time::timeout(idle, send).await,
@@ -321,7 +322,8 @@ async fn forward(
                         ProxyErrorCode::UpstreamTimeout,
                         format!(
                             "provider `{}`: the gateway sent no answer within {} ms (stream_idle_timeout_ms)",
-                            route.id, route.info.stream_idle_timeout_ms
+                            route.id(),
+                            route.info().stream_idle_timeout_ms
                         ),
                     ),
                     replayed,
@@ -342,34 +344,31 @@ async fn forward(
             }
             Ok(Ok(response)) => response,
         };
-        if route.info.is_reauth_status(response.status().as_u16()) {
+        let status = response.status().as_u16();
+        if route.provider.is_reauth_status(status) {
             route.count(|c| &c.upstream_auth_failures);
-            match &payload {
-                Payload::Buffered { .. } if !replayed => match auth.on_unauthorized().await {
-                    Ok(AuthRetry::Retry) => {
-                        replayed = true;
-                        route.count(|c| &c.replays);
-                        continue;
-                    }
-                    // A static key, or the breaker holds runs back: the 401 goes back.
-                    Ok(_) | Err(AuthError::Rejected { .. }) => {}
-                    Err(e) => {
-                        route.count(|c| &c.errors);
-                        return (token_unavailable(&e), replayed);
-                    }
-                },
-                Payload::Buffered { .. } => {}
-                // Cannot be replayed: the 401 goes back, and the report makes the client's
-                // own retry find a fresh token.
-                Payload::Streaming(_) => {
-                    tokio::spawn(async move {
-                        let _ = auth.on_unauthorized().await;
-                    });
-                    return (pass_back(route, response, None).await, replayed);
-                }
+            // Cannot be replayed: the 401 goes back, and the report makes the client's own
+            // retry find a fresh token.
+            if matches!(payload, Payload::Streaming(_)) {
+                tokio::spawn(async move {
+                    let _ = auth.after_status(status).await;
+                });
+                return (pass_back(route, response, None).await, replayed);
             }
-        } else if response.status().is_success() {
-            auth.on_success();
+        }
+        match auth.after_status(status).await {
+            Ok(Verdict::Retry) => {
+                replayed = true;
+                route.count(|c| &c.replays);
+                continue;
+            }
+            // An answer, a static key, a second rejection, or the breaker holds runs back:
+            // the answer goes back as it came.
+            Ok(_) | Err(AuthError::Rejected { .. }) => {}
+            Err(e) => {
+                route.count(|c| &c.errors);
+                return (token_unavailable(&e), replayed);
+            }
         }
         return (pass_back(route, response, Some(&auth)).await, replayed);
     }
@@ -390,7 +389,7 @@ fn unreachable_message(route: &Route, root: &dyn std::error::Error) -> String {
     // The host only: the URL's query may hold a key.
     format!(
         "provider `{}`: cannot reach {}:{}: {root}",
-        route.id,
+        route.id(),
         route.base.host_str().unwrap_or_default(),
         route.base.port_or_known_default().unwrap_or_default()
     )
@@ -585,7 +584,7 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 async fn read_error_body(route: &Route, mut body: Incoming) -> Vec<u8> {
-    let deadline = Instant::now() + route.info.request_timeout();
+    let deadline = Instant::now() + route.info().request_timeout();
     let mut raw = Vec::new();
     while raw.len() < MAX_ERROR_BODY {
         match tokio::time::timeout_at(deadline.into(), body.frame()).await {

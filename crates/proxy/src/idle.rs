@@ -32,7 +32,7 @@ pub(crate) struct IdleBounded {
 
 impl IdleBounded {
     pub(crate) fn new(body: Incoming, route: Arc<Route>) -> Self {
-        let idle = route.info.stream_idle_timeout();
+        let idle = route.info().stream_idle_timeout();
         Self {
             body,
             route,
@@ -73,7 +73,7 @@ impl Body for IdleBounded {
                 this.route.count(|c| &c.errors);
                 tracing::warn!(
                     target: TRACING_TARGET,
-                    provider = %this.route.id,
+                    provider = %this.route.id(),
                     idle_ms = this.idle.as_millis(),
                     "the gateway went silent mid-answer; the answer is cut"
                 );

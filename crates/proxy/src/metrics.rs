@@ -88,17 +88,22 @@ impl Collector for ProxyCollector {
             (
                 "modelauth_command_runs",
                 "Token command runs (a token read from the shared store is not a run).",
-                |r| r.auth.stats().map_or(0, |s| s.command_runs),
+                |r| r.provider.manager().stats().map_or(0, |s| s.command_runs),
             ),
             (
                 "modelauth_command_failures",
                 "Token command runs that failed.",
-                |r| r.auth.stats().map_or(0, |s| s.failures),
+                |r| r.provider.manager().stats().map_or(0, |s| s.failures),
             ),
             (
                 "modelauth_command_runs_after_401",
                 "Token command runs started by an auth failure.",
-                |r| r.auth.stats().map_or(0, |s| s.refreshes_after_401),
+                |r| {
+                    r.provider
+                        .manager()
+                        .stats()
+                        .map_or(0, |s| s.refreshes_after_401)
+                },
             ),
         ];
         for (name, help, value) in counters {
@@ -115,7 +120,7 @@ impl Collector for ProxyCollector {
                 "modelauth_token_age_seconds",
                 "Seconds since the cached token was obtained (absent without one).",
                 |r, now| {
-                    let status = r.auth.token_status()?;
+                    let status = r.provider.manager().token_status()?;
                     Some(
                         now.duration_since(status.obtained_at)
                             .unwrap_or_default()
@@ -126,7 +131,15 @@ impl Collector for ProxyCollector {
             (
                 "modelauth_token_expires_in_seconds",
                 "Seconds before the cached token is no longer used (absent without one, or when it is kept until a 401).",
-                |r, _| Some(r.auth.token_status()?.expires_in?.as_secs_f64()),
+                |r, _| {
+                    Some(
+                        r.provider
+                            .manager()
+                            .token_status()?
+                            .expires_in?
+                            .as_secs_f64(),
+                    )
+                },
             ),
             (
                 "modelauth_streams_in_flight",

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, header};
-use provider_auth::{AuthManager, RequestAuth, Scrubber};
+use provider_auth::{Provider, RequestAuth, Scrubber};
 use provider_config::ModelProviderInfo;
 
 #[derive(Debug, Default)]
@@ -27,17 +27,16 @@ pub(crate) struct Counters {
 
 /// A provider as the request handlers see it.
 pub(crate) struct Route {
-    pub(crate) id: String,
-    pub(crate) info: ModelProviderInfo,
+    /// The provider: id, settings, auth manager, headers, scrubbed values, re-auth statuses.
+    pub(crate) provider: Provider,
     /// `base_url` with the provider's `query_params`, parsed once at bind.
     pub(crate) base: url::Url,
     /// `base` without its query or a trailing `/`: what every upstream URL starts with.
     pub(crate) base_prefix: String,
     /// The provider's `query_params`, as `base` writes them (`None` when it has none).
     pub(crate) base_query: Option<String>,
-    pub(crate) auth: Arc<dyn AuthManager>,
+    /// The provider's headers, checked at bind.
     pub(crate) headers: http::HeaderMap,
-    pub(crate) header_secrets: Vec<String>,
     pub(crate) http: crate::upstream::UpstreamClient,
     pub(crate) counters: Counters,
     pub(crate) unavailable: Option<String>,
@@ -47,6 +46,16 @@ pub(crate) struct Route {
 }
 
 impl Route {
+    /// The provider id.
+    pub(crate) fn id(&self) -> &str {
+        self.provider.id()
+    }
+
+    /// The provider's settings.
+    pub(crate) fn info(&self) -> &ModelProviderInfo {
+        self.provider.info()
+    }
+
     pub(crate) fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) {
         counter(&self.counters).fetch_add(1, Ordering::Relaxed);
     }
@@ -69,16 +78,8 @@ impl Route {
     /// when there is no request): every recent token, the credential the request sent, and
     /// every configured header value. Built once per credential generation.
     pub(crate) fn scrubber(&self, auth: Option<&RequestAuth>) -> Arc<Scrubber> {
-        let fresh;
-        let auth = match auth {
-            Some(auth) => auth,
-            None => {
-                fresh = RequestAuth::new(self.auth.clone());
-                &fresh
-            }
-        };
-        let Some(generation) = auth.sent_generation() else {
-            return Arc::new(auth.scrubber_with(&self.header_secrets));
+        let Some(generation) = auth.and_then(RequestAuth::sent_generation) else {
+            return Arc::new(self.provider.scrubber(auth));
         };
         let mut last = match self.last_scrubber.lock() {
             Ok(last) => last,
@@ -89,7 +90,7 @@ impl Route {
         {
             return scrubber.clone();
         }
-        let scrubber = Arc::new(auth.scrubber_with(&self.header_secrets));
+        let scrubber = Arc::new(self.provider.scrubber(auth));
         *last = Some((generation, scrubber.clone()));
         scrubber
     }

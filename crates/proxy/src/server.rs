@@ -12,7 +12,7 @@ use crate::body::{Body, Response};
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use provider_auth::AuthManager;
+use provider_auth::{AuthManager, Provider};
 use provider_config::ModelProviderInfo;
 use serde::Serialize;
 
@@ -460,25 +460,26 @@ impl Proxy {
                 provider: p.id.clone(),
                 detail,
             };
-            let headers =
-                provider_auth::provider_headers(&p.info).map_err(|e| problem(e.to_string()))?;
-            let base = p
-                .info
+            let provider = Provider::new(&p.id, p.info, p.auth);
+            let headers = provider
+                .headers()
+                .map_err(|e| problem(e.to_string()))?
+                .clone();
+            let base = provider
+                .info()
                 .endpoint_url("")
                 .map_err(|e| problem(e.to_string()))?;
-            let http = crate::upstream::client(p.info.connect_timeout()).map_err(problem)?;
+            let http =
+                crate::upstream::client(provider.info().connect_timeout()).map_err(problem)?;
             let mut without_query = base.clone();
             without_query.set_query(None);
             let base_prefix = without_query.as_str().trim_end_matches('/').to_owned();
             let base_query = base.query().filter(|q| !q.is_empty()).map(str::to_owned);
             let route = Route {
-                id: p.id.clone(),
-                header_secrets: provider_auth::configured_header_values(&p.info),
-                info: p.info,
+                provider,
                 base,
                 base_prefix,
                 base_query,
-                auth: p.auth,
                 headers,
                 http,
                 counters: Counters::default(),
@@ -799,12 +800,14 @@ fn readiness(shared: &Shared) -> Response {
             continue;
         }
         // No cache: a static key, or no credential at all.
-        if route.auth.stats().is_none() || route.auth.token_status().is_some() {
+        if route.provider.manager().stats().is_none()
+            || route.provider.manager().token_status().is_some()
+        {
             continue;
         }
         not_ready.insert(id.as_str(), "no usable token yet; fetching one".to_owned());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let auth = route.auth.clone();
+            let auth = route.provider.manager().clone();
             runtime.spawn(async move {
                 let _ = auth.credential().await;
             });
@@ -871,7 +874,7 @@ fn collect_stats(shared: &Shared) -> BTreeMap<String, ProviderStats> {
                     requests: load(&c.requests),
                     replays: load(&c.replays),
                     upstream_auth_failures: load(&c.upstream_auth_failures),
-                    command_runs: r.auth.stats().map_or(0, |s| s.command_runs),
+                    command_runs: r.provider.manager().stats().map_or(0, |s| s.command_runs),
                     errors: load(&c.errors),
                 },
             )

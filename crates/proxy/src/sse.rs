@@ -81,7 +81,7 @@ impl Body for ScrubbedEvents {
                     route.count(|c| &c.errors);
                     tracing::warn!(
                         target: TRACING_TARGET,
-                        provider = %route.id,
+                        provider = %route.id(),
                         "the gateway sent an SSE event of more than 4 MiB; the stream is cut"
                     );
                     return Poll::Ready(Some(Err(e.into())));

@@ -70,7 +70,7 @@ pub(crate) async fn relay(route: &Arc<Route>, request: Request, rest: &str) -> R
     {
         extra.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
-    let client = RealtimeClient::new(&route.id, route.info.clone(), route.auth.clone());
+    let client = RealtimeClient::for_provider(route.provider.clone());
     let open = match client.connect_socket(&url, &extra).await {
         Ok(open) => open,
         Err(e) => return handshake_failure(route, e),
@@ -165,7 +165,7 @@ fn handshake_failure(route: &Route, e: RealtimeError) -> Response {
     route.count(|c| &c.errors);
     match e {
         RealtimeError::Handshake { status, body, .. } => {
-            if route.info.is_reauth_status(status) {
+            if route.provider.is_reauth_status(status) {
                 route.count(|c| &c.upstream_auth_failures);
             }
             // The body is already a scrubbed excerpt.

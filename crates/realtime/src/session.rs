@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures::{SinkExt as _, StreamExt as _};
 use http::header;
-use provider_auth::{AuthManager, AuthRetry, RequestAuth, Scrubber};
+use provider_auth::{AuthManager, Provider, RequestAuth, Scrubber, Verdict};
 use provider_config::ModelProviderInfo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -45,10 +45,7 @@ impl RealtimeEvent {
 /// Connects realtime sessions for one provider.
 #[derive(Debug, Clone)]
 pub struct RealtimeClient {
-    provider: Arc<str>,
-    info: ModelProviderInfo,
-    auth: Arc<dyn AuthManager>,
-    host: String,
+    provider: Provider,
 }
 
 /// An open websocket to the gateway (plain or TLS).
@@ -85,23 +82,14 @@ pub struct RealtimeSession {
 
 impl RealtimeClient {
     /// A client for `provider_id` using `auth` (the same manager the HTTP client uses).
+    /// Reads the variables of `env_http_headers` now.
     pub fn new(provider_id: &str, info: ModelProviderInfo, auth: Arc<dyn AuthManager>) -> Self {
-        let host = Url::parse(&info.base_url)
-            .ok()
-            .and_then(|u| {
-                let host = u.host_str()?.to_owned();
-                Some(match u.port_or_known_default() {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host,
-                })
-            })
-            .unwrap_or_else(|| info.base_url.clone());
-        Self {
-            provider: provider_id.into(),
-            info,
-            auth,
-            host,
-        }
+        Self::for_provider(Provider::new(provider_id, info, auth))
+    }
+
+    /// A client for `provider`, set up once and shared with the HTTP client and the proxy.
+    pub fn for_provider(provider: Provider) -> Self {
+        Self { provider }
     }
 
     /// Opens a session for `model`: `RealtimeClient::new(...).connect(model)` in one call.
@@ -127,7 +115,8 @@ impl RealtimeClient {
     /// The websocket URL: base_url's host and path + `/realtime?model=M`, ws or wss.
     pub fn url(&self, model: &str) -> Result<Url, RealtimeError> {
         let mut url = self
-            .info
+            .provider
+            .info()
             .endpoint_url("realtime")
             .map_err(|e| self.config_error(e.to_string()))?;
         url.query_pairs_mut().append_pair("model", model);
@@ -135,7 +124,7 @@ impl RealtimeClient {
         url.set_scheme(scheme).map_err(|()| {
             self.config_error(format!(
                 "cannot make a websocket URL from `{}`",
-                self.info.base_url
+                self.provider.info().base_url
             ))
         })?;
         Ok(url)
@@ -143,7 +132,7 @@ impl RealtimeClient {
 
     fn config_error(&self, detail: String) -> RealtimeError {
         RealtimeError::Config {
-            provider: self.provider.clone(),
+            provider: self.provider.shared_id(),
             detail,
         }
     }
@@ -154,7 +143,7 @@ impl RealtimeClient {
             .connect_socket(&url, &http::HeaderMap::new())
             .await?
             .socket;
-        tracing::debug!(target: "realtime", provider = %self.provider, model, "realtime session opened");
+        tracing::debug!(target: "realtime", provider = %self.provider.id(), model, "realtime session opened");
         Ok(socket)
     }
 
@@ -169,7 +158,7 @@ impl RealtimeClient {
         url: &Url,
         extra_headers: &http::HeaderMap,
     ) -> Result<OpenSocket, RealtimeError> {
-        let mut auth = RequestAuth::new(self.auth.clone());
+        let mut auth = self.provider.request();
         let mut auth_rejections = 0;
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
@@ -181,7 +170,9 @@ impl RealtimeClient {
                 .into_client_request()
                 .map_err(|e| self.config_error(format!("invalid websocket request: {e}")))?;
             // The same headers as every HTTP request (one place builds them).
-            let base = provider_auth::provider_headers(&self.info)
+            let base = self
+                .provider
+                .headers()
                 .map_err(|e| self.config_error(e.to_string()))?;
             let headers = request.headers_mut();
             for (name, value) in base.iter().chain(extra_headers) {
@@ -191,20 +182,33 @@ impl RealtimeClient {
                 headers.insert(name, value);
             }
             let connect = self.open_socket(request, config, url);
-            let result =
-                match tokio::time::timeout(self.info.websocket_connect_timeout(), connect).await {
-                    Err(_) => {
-                        return Err(RealtimeError::ConnectTimeout {
-                            provider: self.provider.clone(),
-                            host: self.host.clone(),
-                            timeout_ms: self.info.websocket_connect_timeout_ms,
-                        });
-                    }
-                    Ok(result) => result,
-                };
+            let result = match tokio::time::timeout(
+                self.provider.info().websocket_connect_timeout(),
+                connect,
+            )
+            .await
+            {
+                Err(_) => {
+                    return Err(RealtimeError::ConnectTimeout {
+                        provider: self.provider.shared_id(),
+                        host: self.provider.host().to_owned(),
+                        timeout_ms: self.provider.info().websocket_connect_timeout_ms,
+                    });
+                }
+                Ok(result) => result,
+            };
+            // The handshake's answer: 101 Switching Protocols, or the status refusing it.
+            let status = match &result {
+                Ok(_) => 101,
+                Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+                Err(e) => return Err(self.connection_error(e)),
+            };
+            if self.provider.is_reauth_status(status) {
+                auth_rejections += 1;
+            }
+            let verdict = auth.after_status(status).await?;
             match result {
                 Ok((socket, protocol)) => {
-                    auth.on_success();
                     return Ok(OpenSocket {
                         socket,
                         protocol,
@@ -212,7 +216,14 @@ impl RealtimeClient {
                     });
                 }
                 Err(tungstenite::Error::Http(response)) => {
-                    let status = response.status().as_u16();
+                    let after_fresh_token = match verdict {
+                        Verdict::Retry => {
+                            tracing::debug!(target: "realtime", provider = %self.provider.id(), "handshake 401: reconnecting with a newer token");
+                            continue;
+                        }
+                        Verdict::Rejected { after_fresh_token } => after_fresh_token,
+                        _ => false,
+                    };
                     let body = response
                         .body()
                         .as_deref()
@@ -221,20 +232,7 @@ impl RealtimeClient {
                                 .excerpt(&String::from_utf8_lossy(b), EXCERPT_CHARS)
                         })
                         .unwrap_or_default();
-                    if self.info.is_reauth_status(status) {
-                        auth_rejections += 1;
-                        match auth.on_unauthorized().await? {
-                            AuthRetry::Retry => {
-                                tracing::debug!(target: "realtime", provider = %self.provider, "handshake 401: reconnecting with a newer token");
-                                continue;
-                            }
-                            AuthRetry::GiveUp { after_fresh_token } => {
-                                return Err(self.handshake_error(status, body, after_fresh_token));
-                            }
-                            _ => return Err(self.handshake_error(status, body, false)),
-                        }
-                    }
-                    return Err(self.handshake_error(status, body, false));
+                    return Err(self.handshake_error(status, body, after_fresh_token));
                 }
                 Err(e) => return Err(self.connection_error(&e)),
             }
@@ -274,14 +272,9 @@ impl RealtimeClient {
             })
     }
 
-    /// The scrubber for this provider's gateway text: the tokens sent lately (and the one
-    /// `auth` sent), and the configured header values.
+    /// The scrubber for this provider's gateway text (see [`Provider::scrubber`]).
     fn scrubber(&self, auth: Option<&RequestAuth>) -> Scrubber {
-        let headers = provider_auth::configured_header_values(&self.info);
-        match auth {
-            Some(auth) => auth.scrubber_with(&headers),
-            None => RequestAuth::new(self.auth.clone()).scrubber_with(&headers),
-        }
+        self.provider.scrubber(auth)
     }
 
     fn handshake_error(
@@ -291,7 +284,7 @@ impl RealtimeClient {
         auth_after_fresh_token: bool,
     ) -> RealtimeError {
         RealtimeError::Handshake {
-            provider: self.provider.clone(),
+            provider: self.provider.shared_id(),
             status,
             body,
             auth_after_fresh_token,
@@ -300,8 +293,8 @@ impl RealtimeClient {
 
     fn connection_error(&self, e: &tungstenite::Error) -> RealtimeError {
         RealtimeError::Connection {
-            provider: self.provider.clone(),
-            host: self.host.clone(),
+            provider: self.provider.shared_id(),
+            host: self.provider.host().to_owned(),
             message: e.to_string(),
         }
     }
@@ -363,7 +356,7 @@ impl RealtimeSession {
                         })
                         .unwrap_or((1005, String::new()));
                     return Some(Err(RealtimeError::Closed {
-                        provider: self.client.provider.clone(),
+                        provider: self.client.provider.shared_id(),
                         code,
                         reason,
                     }));
@@ -396,7 +389,7 @@ impl RealtimeSession {
 
     fn protocol_error(&self, detail: String) -> RealtimeError {
         RealtimeError::Protocol {
-            provider: self.client.provider.clone(),
+            provider: self.client.provider.shared_id(),
             detail,
         }
     }

@@ -103,10 +103,11 @@ pub fn run(args: Args, ctx: &crate::context::Context) -> Result<(), CliError> {
         timeout_ms,
     } = args;
     let sends = parse_sends(&send)?;
-    let chosen = ctx.provider(provider.as_deref())?;
-    let manager = chosen.manager()?;
+    let client =
+        realtime::RealtimeClient::for_provider(ctx.provider(provider.as_deref())?.handle()?);
     crate::block_on(async {
-        let session = realtime::RealtimeClient::connect(&chosen.id, chosen.info, manager, &model)
+        let session = client
+            .open(&model)
             .await
             .map_err(|e| CliError::from_error("could not open the realtime session", &e))?;
         print_events(

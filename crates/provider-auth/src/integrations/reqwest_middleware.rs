@@ -5,8 +5,7 @@ use std::sync::Arc;
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
-use super::Binding;
-use crate::{AuthError, AuthManager, AuthRetry, RequestAuth};
+use crate::{AuthManager, Provider, RequestAuth, Verdict};
 
 /// A `reqwest_middleware::Middleware` that adds a provider's credential to every request
 /// and retries once with a newer token after a re-auth status. A request whose body is a
@@ -17,31 +16,24 @@ use crate::{AuthError, AuthManager, AuthRetry, RequestAuth};
 /// `reqwest_middleware::Error::Middleware`.
 #[derive(Debug, Clone)]
 pub struct AuthMiddleware {
-    binding: Binding,
+    blank: RequestAuth,
 }
 
 impl AuthMiddleware {
     /// A middleware over `manager`, treating 401 as a rejected token.
     pub fn new(manager: Arc<dyn AuthManager>) -> Self {
         Self {
-            binding: Binding::new(manager),
+            blank: RequestAuth::new(manager),
         }
     }
 
-    /// A middleware for a configured provider: its manager (sharing the process-wide cache
-    /// of its auth config) and its re-auth statuses (`auth.reauth_on`).
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::auth_manager_for_provider`]: an unset `env_key`, an unusable static
-    /// token, or `requires_openai_auth` (there is no base session here).
-    pub fn for_provider(
-        provider_id: &str,
-        info: &provider_config::ModelProviderInfo,
-    ) -> Result<Self, AuthError> {
-        Ok(Self {
-            binding: Binding::for_provider(provider_id, info)?,
-        })
+    /// A middleware for a configured provider (see [`Provider::from_config`]): its manager,
+    /// sharing the process-wide cache of its auth config, and its re-auth statuses
+    /// (`auth.reauth_on`).
+    pub fn for_provider(provider: &Provider) -> Self {
+        Self {
+            blank: provider.request(),
+        }
     }
 }
 
@@ -53,7 +45,7 @@ impl Middleware for AuthMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let mut auth = RequestAuth::new(self.binding.manager.clone());
+        let mut auth = self.blank.clone();
         let mut request = request;
         loop {
             let replay = request.try_clone();
@@ -65,19 +57,12 @@ impl Middleware for AuthMiddleware {
                 request.headers_mut().insert(name, value);
             }
             let response = next.clone().run(request, extensions).await?;
-            let status = response.status().as_u16();
-            if !self.binding.is_reauth(status) {
-                if response.status().is_success() {
-                    auth.on_success();
-                }
-                return Ok(response);
-            }
-            let retry = auth
-                .on_unauthorized()
+            let verdict = auth
+                .after_status(response.status().as_u16())
                 .await
                 .map_err(reqwest_middleware::Error::middleware)?;
-            match (retry, replay) {
-                (AuthRetry::Retry, Some(again)) => request = again,
+            match (verdict, replay) {
+                (Verdict::Retry, Some(again)) => request = again,
                 _ => return Ok(response),
             }
         }

@@ -9,8 +9,7 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::Binding;
-use crate::{AuthError, AuthManager, AuthRetry, RequestAuth};
+use crate::{AuthManager, Provider, RequestAuth, Verdict};
 
 /// The error of an [`AuthService`]: the inner service's, or an [`AuthError`] (no credential
 /// could be had: nothing was sent).
@@ -31,31 +30,24 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// ```
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
-    binding: Binding,
+    blank: RequestAuth,
 }
 
 impl AuthLayer {
     /// A layer over `manager`, treating 401 as a rejected token.
     pub fn new(manager: Arc<dyn AuthManager>) -> Self {
         Self {
-            binding: Binding::new(manager),
+            blank: RequestAuth::new(manager),
         }
     }
 
-    /// A layer for a configured provider: its manager (sharing the process-wide cache of
-    /// its auth config) and its re-auth statuses (`auth.reauth_on`).
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::auth_manager_for_provider`]: an unset `env_key`, an unusable static
-    /// token, or `requires_openai_auth` (there is no base session here).
-    pub fn for_provider(
-        provider_id: &str,
-        info: &provider_config::ModelProviderInfo,
-    ) -> Result<Self, AuthError> {
-        Ok(Self {
-            binding: Binding::for_provider(provider_id, info)?,
-        })
+    /// A layer for a configured provider (see [`Provider::from_config`]): its manager,
+    /// sharing the process-wide cache of its auth config, and its re-auth statuses
+    /// (`auth.reauth_on`).
+    pub fn for_provider(provider: &Provider) -> Self {
+        Self {
+            blank: provider.request(),
+        }
     }
 }
 
@@ -65,7 +57,7 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AuthService {
             inner,
-            binding: self.binding.clone(),
+            blank: self.blank.clone(),
         }
     }
 }
@@ -74,7 +66,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct AuthService<S> {
     inner: S,
-    binding: Binding,
+    blank: RequestAuth,
 }
 
 impl<S, B, RB> Service<Request<B>> for AuthService<S>
@@ -97,9 +89,8 @@ where
         // The service that was made ready serves the first attempt; a clone the retry.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let binding = self.binding.clone();
+        let mut auth = self.blank.clone();
         Box::pin(async move {
-            let mut auth = RequestAuth::new(binding.manager.clone());
             loop {
                 let mut attempt = request.clone();
                 for (name, value) in auth.credential_headers().await? {
@@ -109,15 +100,8 @@ where
                     .await
                     .map_err(Into::into)?;
                 let response = inner.call(attempt).await.map_err(Into::into)?;
-                let status = response.status().as_u16();
-                if !binding.is_reauth(status) {
-                    if response.status().is_success() {
-                        auth.on_success();
-                    }
-                    return Ok(response);
-                }
                 // Retry: the same request again, with the newer credential.
-                if !matches!(auth.on_unauthorized().await?, AuthRetry::Retry) {
+                if auth.after_status(response.status().as_u16()).await? != Verdict::Retry {
                     return Ok(response);
                 }
             }
