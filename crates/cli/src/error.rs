@@ -46,7 +46,8 @@ impl CliError {
     /// A runtime failure from an error value: `context`, the error and its causes, on one
     /// line (`could not start the proxy: cannot listen on ADDR: Address already in use`).
     pub fn from_error(context: &str, err: &(dyn std::error::Error + 'static)) -> Self {
-        CliError::runtime(format!("{context}: {}", with_causes(err)))
+        let advice = login_advice(err).unwrap_or_default();
+        CliError::runtime(format!("{context}: {}{advice}", with_causes(err)))
     }
 
     /// The same error with one more line of detail (a runtime failure), or unchanged.
@@ -109,6 +110,28 @@ impl CliError {
             out.push_str(detail);
         }
         out
+    }
+}
+
+/// How to sign in, for a token command that needs a person at a terminal it could not
+/// have: the library says so; the command that signs in is the CLI's to name.
+fn login_advice(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use provider_auth::AuthError;
+    let auth = err
+        .downcast_ref::<AuthError>()
+        .or_else(|| match err.downcast_ref::<model_client::ClientError>() {
+            Some(model_client::ClientError::Auth(e)) => Some(e),
+            _ => None,
+        })
+        .or_else(|| match err.downcast_ref::<realtime::RealtimeError>() {
+            Some(realtime::RealtimeError::Auth(e)) => Some(e),
+            _ => None,
+        })?;
+    match auth {
+        AuthError::Command { provider, .. } if auth.needs_terminal() => {
+            Some(format!(" with `modelauth login -p {provider}`"))
+        }
+        _ => None,
     }
 }
 

@@ -102,7 +102,7 @@ fn always_without_a_terminal_fails_fast_and_says_to_log_in() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(
         text(&out.stderr),
-        "error: could not obtain a token: provider `corp`: token command `./token.sh` needs a terminal to ask you and this process has no terminal; run `modelauth login -p corp` on a terminal first\n"
+        "error: could not obtain a token: provider `corp`: token command `./token.sh` needs a terminal to ask you and this process has no terminal; sign in on a terminal first with `modelauth login -p corp`\n"
     );
     assert_eq!(s.runs(), 0);
 }
@@ -159,7 +159,9 @@ fn the_proxy_never_prompts_even_on_a_terminal() {
     let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     assert!(
-        answer.contains("this process never prompts; run `modelauth login -p corp`"),
+        answer.contains(
+            "this process never prompts; sign in on a terminal first with `modelauth login -p corp`"
+        ),
         "{answer}"
     );
     assert_eq!(s.runs(), 0, "the helper never ran");

@@ -74,10 +74,7 @@ impl CommandRefresher {
         let needs = |why: &'static str| AuthError::Command {
             provider: self.provider.clone(),
             program: self.auth.command.as_str().into(),
-            failure: CommandFailure::NeedsTerminal {
-                provider: self.provider.to_string(),
-                why,
-            },
+            failure: CommandFailure::NeedsTerminal { why },
         };
         if self.force_terminal {
             return if has_terminal() {

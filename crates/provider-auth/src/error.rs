@@ -142,6 +142,19 @@ impl AuthError {
 }
 
 impl AuthError {
+    /// Whether the token command needs a person at a terminal and could not have one: an
+    /// application can say how its user signs in on a terminal (`modelauth` says `modelauth
+    /// login -p ID`).
+    pub fn needs_terminal(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Command {
+                failure: CommandFailure::NeedsTerminal { .. },
+                ..
+            }
+        )
+    }
+
     /// The same error with a failed command's stderr excerpt cut to its last `max_chars`
     /// characters (where a script's own error message is; the trace before it is left
     /// out): for an answer that leaves the machine's user, such as the proxy's
@@ -247,8 +260,6 @@ pub enum CommandFailure {
     /// It needs the terminal (`auth.interactive = "always"`, or `modelauth login`) and
     /// cannot have it now.
     NeedsTerminal {
-        /// The provider, for the hint.
-        provider: String,
         /// Why not now.
         why: &'static str,
     },
@@ -299,9 +310,9 @@ impl fmt::Display for CommandFailure {
             CommandFailure::InvalidToken { reason } => write!(f, "{reason}"),
             CommandFailure::BadJson { reason } => write!(f, "printed unusable JSON: {reason}"),
             CommandFailure::Io { reason } => write!(f, "could not be read from: {reason}"),
-            CommandFailure::NeedsTerminal { provider, why } => write!(
+            CommandFailure::NeedsTerminal { why } => write!(
                 f,
-                "needs a terminal to ask you and {why}; run `modelauth login -p {provider}` on a terminal first"
+                "needs a terminal to ask you and {why}; sign in on a terminal first"
             ),
         }
     }

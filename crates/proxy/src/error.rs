@@ -143,5 +143,15 @@ const TOKEN_UNAVAILABLE_STDERR_CHARS: usize = 160;
 /// what the command printed on stderr (already scrubbed of every token sent).
 pub(crate) fn token_unavailable(e: &AuthError) -> Response {
     let e = e.clone().with_short_stderr(TOKEN_UNAVAILABLE_STDERR_CHARS);
-    answer(ProxyErrorCode::TokenUnavailable, format!("no token: {e}"))
+    // The proxy runs as `modelauth proxy`: name the command that signs in.
+    let advice = match &e {
+        AuthError::Command { provider, .. } if e.needs_terminal() => {
+            format!(" with `modelauth login -p {provider}`")
+        }
+        _ => String::new(),
+    };
+    answer(
+        ProxyErrorCode::TokenUnavailable,
+        format!("no token: {e}{advice}"),
+    )
 }
