@@ -136,22 +136,24 @@ impl ModelClient {
     }
 
     fn build(provider: Provider, http: reqwest::Client) -> Result<Self, ClientError> {
-        let config_error = |detail: String| ClientError::Config {
-            provider: provider.shared_id(),
-            detail,
-        };
         let url = |path: &str| {
             provider
                 .info()
                 .endpoint_url(path)
-                .map_err(|e| config_error(e.to_string()))
+                .map_err(|source| ClientError::Url {
+                    provider: provider.shared_id(),
+                    source,
+                })
         };
         let models_url = url("models")?;
         let responses_url = url("responses")?;
         let chat_url = url("chat/completions")?;
         let headers = provider
             .headers()
-            .map_err(|e| config_error(e.to_string()))?
+            .map_err(|source| ClientError::Header {
+                provider: provider.shared_id(),
+                source,
+            })?
             .clone();
         if let Some(warning) = provider.info().cleartext_warning() {
             tracing::warn!(target: "model_client", provider = %provider.id(), "{warning}");

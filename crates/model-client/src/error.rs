@@ -80,6 +80,22 @@ pub enum ClientError {
         /// What was wrong.
         detail: String,
     },
+    /// A configured header (`http_headers`, `env_http_headers`) cannot be sent.
+    #[error("provider `{provider}`: cannot send its configured headers")]
+    Header {
+        /// Provider id.
+        provider: Arc<str>,
+        /// Which header, and why (never its value).
+        source: provider_auth::InvalidHeader,
+    },
+    /// `base_url` does not make an endpoint's URL.
+    #[error("provider `{provider}`: cannot make an endpoint's URL")]
+    Url {
+        /// Provider id.
+        provider: Arc<str>,
+        /// Why.
+        source: provider_config::EndpointUrlError,
+    },
     /// The provider config cannot be used to build requests.
     #[error("provider `{provider}`: {detail}")]
     Config {

@@ -12,7 +12,7 @@ pub const USER_AGENT: &str = concat!("modelauth/", env!("CARGO_PKG_VERSION"));
 /// error naming the header, never its value.
 ///
 /// These go only to the configured host: the clients never follow a redirect elsewhere.
-pub fn provider_headers(info: &ModelProviderInfo) -> Result<HeaderMap, InvalidHeader> {
+pub(crate) fn provider_headers(info: &ModelProviderInfo) -> Result<HeaderMap, InvalidHeader> {
     let mut headers = HeaderMap::new();
     headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     for (name, value) in info.extra_headers(|var| std::env::var(var).ok()) {
@@ -51,7 +51,7 @@ const MIN_SECRET_HEADER_VALUE: usize = 8;
 
 /// The values of the configured headers (`http_headers`, `env_http_headers`) long enough to
 /// be keys, for scrubbing gateway text that echoes them.
-pub fn configured_header_values(info: &ModelProviderInfo) -> Vec<String> {
+pub(crate) fn configured_header_values(info: &ModelProviderInfo) -> Vec<String> {
     info.extra_headers(|var| std::env::var(var).ok())
         .into_iter()
         .map(|(_, value)| value)

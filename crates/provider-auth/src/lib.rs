@@ -92,7 +92,7 @@ pub use command::{
 pub use error::{AuthError, CommandFailure, OAuth2Failure, StoreError};
 pub use files::write_private_file;
 pub use format::{format_rfc3339, jwt_not_before, parse_token_output};
-pub use headers::{InvalidHeader, USER_AGENT, configured_header_values, provider_headers};
+pub use headers::{InvalidHeader, USER_AGENT};
 #[cfg(feature = "reqwest-middleware")]
 pub use integrations::AuthMiddleware;
 #[cfg(feature = "tower")]

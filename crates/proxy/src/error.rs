@@ -42,13 +42,15 @@ pub enum ProxyError {
     /// No provider to serve.
     #[error("no provider to serve")]
     NoProviders,
-    /// A provider cannot be served (its headers or client cannot be built).
-    #[error("provider `{provider}`: {detail}")]
+    /// A provider cannot be served: its headers, its URL or its upstream client cannot be
+    /// made.
+    #[error("provider `{provider}` cannot be served")]
     Provider {
         /// Provider id.
         provider: String,
-        /// What is wrong.
-        detail: String,
+        /// Why ([`provider_auth::InvalidHeader`], [`provider_config::EndpointUrlError`],
+        /// [`transport::TlsError`]).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -456,21 +456,21 @@ impl Proxy {
         let unix_socket = matches!(listener, Listener::Unix { .. });
         let mut routes = BTreeMap::new();
         for p in config.providers {
-            let problem = |detail: String| ProxyError::Provider {
+            let problem = |source: Box<dyn std::error::Error + Send + Sync>| ProxyError::Provider {
                 provider: p.id.clone(),
-                detail,
+                source,
             };
             let provider = Provider::new(&p.id, p.info, p.auth);
             let headers = provider
                 .headers()
-                .map_err(|e| problem(e.to_string()))?
+                .map_err(|e| problem(Box::new(e)))?
                 .clone();
             let base = provider
                 .info()
                 .endpoint_url("")
-                .map_err(|e| problem(e.to_string()))?;
-            let http =
-                crate::upstream::client(provider.info().connect_timeout()).map_err(problem)?;
+                .map_err(|e| problem(Box::new(e)))?;
+            let http = crate::upstream::client(provider.info().connect_timeout())
+                .map_err(|e| problem(Box::new(e)))?;
             let mut without_query = base.clone();
             without_query.set_query(None);
             let base_prefix = without_query.as_str().trim_end_matches('/').to_owned();

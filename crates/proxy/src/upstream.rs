@@ -31,12 +31,9 @@ pub(crate) const POOL_MAX_IDLE_PER_HOST: usize = 128;
 pub(crate) type UpstreamClient = Client<Connector, Body>;
 
 /// A client for one provider's gateway.
-pub(crate) fn client(connect_timeout: Duration) -> Result<UpstreamClient, String> {
+pub(crate) fn client(connect_timeout: Duration) -> Result<UpstreamClient, transport::TlsError> {
     // The one TLS configuration; ALPN (`http/1.1`) is set on this copy by the builder below.
-    let tls = transport::tls_config()
-        .map_err(|e| e.to_string())?
-        .as_ref()
-        .clone();
+    let tls = transport::tls_config()?.as_ref().clone();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

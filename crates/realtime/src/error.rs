@@ -63,6 +63,22 @@ pub enum RealtimeError {
         /// What was wrong.
         detail: String,
     },
+    /// A configured header (`http_headers`, `env_http_headers`) cannot be sent.
+    #[error("provider `{provider}`: cannot send its configured headers")]
+    Header {
+        /// Provider id.
+        provider: Arc<str>,
+        /// Which header, and why (never its value).
+        source: provider_auth::InvalidHeader,
+    },
+    /// `base_url` does not make the websocket endpoint's URL.
+    #[error("provider `{provider}`: cannot make the realtime URL")]
+    Url {
+        /// Provider id.
+        provider: Arc<str>,
+        /// Why.
+        source: provider_config::EndpointUrlError,
+    },
     /// The provider config cannot be used for a websocket.
     #[error("provider `{provider}`: {detail}")]
     Config {

@@ -118,7 +118,10 @@ impl RealtimeClient {
             .provider
             .info()
             .endpoint_url("realtime")
-            .map_err(|e| self.config_error(e.to_string()))?;
+            .map_err(|source| RealtimeError::Url {
+                provider: self.provider.shared_id(),
+                source,
+            })?;
         url.query_pairs_mut().append_pair("model", model);
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme).map_err(|()| {
@@ -173,7 +176,10 @@ impl RealtimeClient {
             let base = self
                 .provider
                 .headers()
-                .map_err(|e| self.config_error(e.to_string()))?;
+                .map_err(|source| RealtimeError::Header {
+                    provider: self.provider.shared_id(),
+                    source,
+                })?;
             let headers = request.headers_mut();
             for (name, value) in base.iter().chain(extra_headers) {
                 headers.insert(name, value.clone());

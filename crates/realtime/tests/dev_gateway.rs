@@ -221,16 +221,24 @@ async fn a_configured_header_that_cannot_be_sent_is_an_error_as_over_http() {
     let err = RealtimeClient::connect("dev", info.clone(), auth.clone(), "dev-small")
         .await
         .unwrap_err();
-    assert!(matches!(err, RealtimeError::Config { .. }), "{err}");
+    assert!(matches!(err, RealtimeError::Header { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "provider `dev`: the value of header `x-team` is not a valid header value"
+        "provider `dev`: cannot send its configured headers"
+    );
+    // The cause is carried, typed, not flattened into the message.
+    let cause = std::error::Error::source(&err).expect("a source");
+    assert_eq!(
+        cause.downcast_ref::<provider_auth::InvalidHeader>(),
+        Some(&provider_auth::InvalidHeader::Value {
+            name: "x-team".to_owned()
+        })
     );
     // The HTTP client refuses the same header the same way.
     let http = ModelClient::new("dev", info, auth).unwrap_err();
     assert!(
-        http.to_string()
-            .contains("the value of header `x-team` is not a valid header value"),
+        matches!(&http, model_client::ClientError::Header { source, .. }
+            if source.to_string() == cause.to_string()),
         "{http}"
     );
 }

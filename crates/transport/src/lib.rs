@@ -1,6 +1,6 @@
 //! Reaching a gateway through an HTTP proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
-//! `NO_PROXY`), the same settings the HTTP client (reqwest) honours, with a `CONNECT`
-//! tunnel: one [`connect_tcp`] for the websocket client (`realtime`) and for every upstream
+//! `NO_PROXY`) with a `CONNECT` tunnel, the settings read by the very matcher the HTTP client
+//! (reqwest) uses (`hyper_util::client::proxy::matcher`), so both honour them alike: one [`connect_tcp`] for the websocket client (`realtime`) and for every upstream
 //! connection of the `proxy` crate, so both go the same way.
 //!
 //! A refusal says which proxy and what it answered (`proxy HOST:PORT refused the tunnel
@@ -9,14 +9,11 @@
 //! And the one TLS client configuration ([`tls_config`]): rustls with the platform's trust
 //! store, built once per process, for the websocket client and the proxy alike.
 
-use base64::Engine as _;
-use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-
-use url::Url;
-
-use std::sync::{Arc, OnceLock};
 
 /// Why there is no TLS client configuration: the platform's trust store cannot be loaded.
 /// A leaf: it says what rustls said, so that the string a connection error carries is whole.
@@ -57,7 +54,7 @@ const MAX_CONNECT_ANSWER: usize = 8 * 1024;
 /// port, never its credentials.
 pub async fn connect_tcp(secure: bool, host: &str, port: u16) -> std::io::Result<TcpStream> {
     let host = host.trim_matches(['[', ']']);
-    match proxy_for(secure, host, |var| std::env::var(var).ok()) {
+    match proxy_for(secure, host, &Matcher::from_env()) {
         Some(proxy) => tunnel(&proxy, host, port)
             .await
             .map_err(|e| std::io::Error::other(e.0)),
@@ -65,93 +62,49 @@ pub async fn connect_tcp(secure: bool, host: &str, port: u16) -> std::io::Result
     }
 }
 
-/// The proxy for `host` from `env`, if any: `HTTPS_PROXY` for a secure target, `HTTP_PROXY`
-/// for a plain one (upper or lower case), else `ALL_PROXY`; `NO_PROXY` exempts hosts (`*`,
-/// exact names or IPs, domain suffixes such as `.corp` or `corp`, and address ranges such
-/// as `10.0.0.0/8` or `fd00::/8`).
-fn proxy_for(secure: bool, host: &str, env: impl Fn(&str) -> Option<String>) -> Option<String> {
-    let var = |name: &str| {
-        env(name)
-            .or_else(|| env(&name.to_ascii_lowercase()))
-            .filter(|v| !v.trim().is_empty())
-    };
-    let proxy = if secure {
-        var("HTTPS_PROXY")
+/// The proxy for `host` by `matcher`'s rules (reqwest's, and curl's): `HTTPS_PROXY` for a
+/// secure target, `HTTP_PROXY` for a plain one (upper or lower case), else `ALL_PROXY`;
+/// `NO_PROXY` exempts hosts (`*`, names with their subdomains, addresses and ranges such as
+/// `10.0.0.0/8`); nothing while serving CGI (`REQUEST_METHOD` set).
+fn proxy_for(secure: bool, host: &str, matcher: &Matcher) -> Option<Intercept> {
+    let authority = if host.contains(':') {
+        format!("[{host}]")
     } else {
-        var("HTTP_PROXY")
-    }
-    .or_else(|| var("ALL_PROXY"))?;
-    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
-    let address = host.parse::<IpAddr>().ok();
-    let exempt = var("NO_PROXY").is_some_and(|list| {
-        list.split(',').map(str::trim).any(|entry| {
-            let entry = entry.trim_start_matches("*.").trim_start_matches('.');
-            let entry = entry.trim_matches(['[', ']']).to_ascii_lowercase();
-            entry == "*"
-                || address.is_some_and(|a| in_range(a, &entry))
-                || (!entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}"))))
-        })
-    });
-    (!exempt).then_some(proxy)
-}
-
-/// Whether `address` is in `range`, written `ADDRESS/BITS` (`10.0.0.0/8`, `fd00::/8`).
-fn in_range(address: IpAddr, range: &str) -> bool {
-    let Some((network, bits)) = range.split_once('/') else {
-        return false;
+        host.to_owned()
     };
-    let network = network.trim_matches(['[', ']']).parse::<IpAddr>();
-    let (Ok(network), Ok(bits)) = (network, bits.parse::<u32>()) else {
-        return false;
-    };
-    let (address, network, width) = match (address, network) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => (u128::from(a.to_bits()), u128::from(n.to_bits()), 32),
-        (IpAddr::V6(a), IpAddr::V6(n)) => (a.to_bits(), n.to_bits(), 128),
-        _ => return false,
-    };
-    if bits > width {
-        return false;
-    }
-    // The top `bits` bits of the address's width must agree.
-    let mask = u128::MAX.checked_shl(width - bits).unwrap_or(0) & (u128::MAX >> (128 - width));
-    address & mask == network & mask
+    let target = http::Uri::builder()
+        .scheme(if secure { "https" } else { "http" })
+        .authority(authority)
+        .path_and_query("/")
+        .build()
+        .ok()?;
+    matcher.intercept(&target)
 }
 
 /// Why a tunnel could not be opened. Never holds proxy credentials.
+#[derive(Debug)]
 struct TunnelError(String);
 
-/// The proxy setting as a URL: `http://HOST:PORT`, or `HOST:PORT` alone (taken as http, as
-/// curl does). Any other scheme is refused by name.
-fn proxy_url(setting: &str) -> Result<Url, TunnelError> {
-    let setting = setting.trim();
-    let url = if setting.contains("://") {
-        Url::parse(setting)
-    } else {
-        Url::parse(&format!("http://{setting}"))
-    }
-    .map_err(|_| TunnelError("the proxy setting is not a URL".to_owned()))?;
-    if url.scheme() != "http" {
-        return Err(TunnelError(format!(
-            "proxy scheme `{}` is not supported (use an http:// proxy)",
-            url.scheme()
-        )));
-    }
-    Ok(url)
-}
-
-/// Opens a TCP connection to `target_host:target_port` through the HTTP proxy at `proxy`.
+/// Opens a TCP connection to `target_host:target_port` through the HTTP proxy `proxy`.
 async fn tunnel(
-    proxy: &str,
+    proxy: &Intercept,
     target_host: &str,
     target_port: u16,
 ) -> Result<TcpStream, TunnelError> {
-    let url = proxy_url(proxy)?;
-    let proxy_host = url
-        .host_str()
-        .ok_or_else(|| TunnelError("the proxy URL has no host".to_owned()))?;
-    let proxy_port = url.port_or_known_default().unwrap_or(80);
+    let uri = proxy.uri();
+    let scheme = uri.scheme_str().unwrap_or("http");
+    if scheme != "http" {
+        return Err(TunnelError(format!(
+            "proxy scheme `{scheme}` is not supported (use an http:// proxy)"
+        )));
+    }
+    let proxy_host = uri
+        .host()
+        .ok_or_else(|| TunnelError("the proxy URL has no host".to_owned()))?
+        .trim_matches(['[', ']']);
+    let proxy_port = uri.port_u16().unwrap_or(80);
     let shown = format!("proxy {proxy_host}:{proxy_port}");
-    let mut stream = TcpStream::connect((proxy_host.trim_matches(['[', ']']), proxy_port))
+    let mut stream = TcpStream::connect((proxy_host, proxy_port))
         .await
         .map_err(|e| TunnelError(format!("cannot reach {shown}: {e}")))?;
     let authority = if target_host.contains(':') {
@@ -159,16 +112,15 @@ async fn tunnel(
     } else {
         format!("{target_host}:{target_port}")
     };
-    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
-    if !url.username().is_empty() {
-        let user = percent_decode(url.username());
-        let pass = percent_decode(url.password().unwrap_or_default());
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        request.push_str(&format!("Proxy-Authorization: Basic {basic}\r\n"));
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
+    if let Some(basic) = proxy.basic_auth() {
+        request.extend_from_slice(b"Proxy-Authorization: ");
+        request.extend_from_slice(basic.as_bytes());
+        request.extend_from_slice(b"\r\n");
     }
-    request.push_str("\r\n");
+    request.extend_from_slice(b"\r\n");
     stream
-        .write_all(request.as_bytes())
+        .write_all(&request)
         .await
         .map_err(|e| TunnelError(format!("{shown}: {e}")))?;
     let mut answer = Vec::new();
@@ -201,127 +153,102 @@ async fn tunnel(
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes.get(i), hex) {
-            (Some(b'%'), Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (Some(b), _) => {
-                out.push(*b);
-                i += 1;
-            }
-            (None, _) => break,
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
+    fn matcher(https: &str, http: &str, all: &str, no: &str) -> Matcher {
+        Matcher::builder()
+            .https(https)
+            .http(http)
+            .all(all)
+            .no(no)
+            .build()
+    }
+
+    fn shown(proxy: Option<Intercept>) -> Option<String> {
+        proxy.map(|p| p.uri().to_string())
     }
 
     #[test]
     fn the_proxy_follows_the_scheme_and_no_proxy() {
-        let wss = |env: &dyn Fn(&str) -> Option<String>| proxy_for(true, "gw.corp.example", env);
-        let ws = |env: &dyn Fn(&str) -> Option<String>| proxy_for(false, "127.0.0.1", env);
-        let vars = env(&[
-            ("https_proxy", "http://p:3128"),
-            ("HTTP_PROXY", "http://q:8080"),
-        ]);
-        assert_eq!(wss(&vars).as_deref(), Some("http://p:3128"));
-        assert_eq!(ws(&vars).as_deref(), Some("http://q:8080"));
-        let all = env(&[("ALL_PROXY", "http://a:1")]);
-        assert_eq!(wss(&all).as_deref(), Some("http://a:1"));
+        let both = matcher("http://p:3128", "http://q:8080", "", "");
         assert_eq!(
-            proxy_for(
-                true,
-                "[::1]",
-                env(&[("HTTPS_PROXY", "http://p:3128"), ("NO_PROXY", "::1")])
-            ),
-            None
+            shown(proxy_for(true, "gw.corp.example", &both)).as_deref(),
+            Some("http://p:3128/")
         );
+        assert_eq!(
+            shown(proxy_for(false, "127.0.0.1", &both)).as_deref(),
+            Some("http://q:8080/")
+        );
+        let all = matcher("", "", "http://a:1", "");
+        assert_eq!(
+            shown(proxy_for(true, "gw.corp.example", &all)).as_deref(),
+            Some("http://a:1/")
+        );
+        let v6 = matcher("http://p:3128", "", "", "::1");
+        assert!(proxy_for(true, "::1", &v6).is_none());
         for no_proxy in ["corp.example", ".corp.example", "*", "x, gw.corp.example"] {
-            let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([
-                ("HTTPS_PROXY", "http://p:3128"),
-                ("NO_PROXY", no_proxy),
-            ]));
-            assert_eq!(wss(&env(pairs)), None, "{no_proxy}");
+            let m = matcher("http://p:3128", "", "", no_proxy);
+            assert!(
+                proxy_for(true, "gw.corp.example", &m).is_none(),
+                "{no_proxy}"
+            );
         }
-        let other = env(&[
-            ("HTTPS_PROXY", "http://p:3128"),
-            ("NO_PROXY", "example.org"),
-        ]);
-        assert!(wss(&other).is_some());
-        assert_eq!(wss(&env(&[])), None);
+        let other = matcher("http://p:3128", "", "", "example.org");
+        assert!(proxy_for(true, "gw.corp.example", &other).is_some());
+        assert!(proxy_for(true, "gw.corp.example", &matcher("", "", "", "")).is_none());
     }
 
     #[test]
     fn no_proxy_address_ranges_exempt_the_addresses_in_them() {
-        let vars = |no_proxy: &'static str| {
-            move |name: &str| match name {
-                "HTTPS_PROXY" => Some("http://p:3128".to_owned()),
-                "NO_PROXY" => Some(no_proxy.to_owned()),
-                _ => None,
-            }
-        };
         for (host, no_proxy) in [
             ("10.1.2.3", "10.0.0.0/8"),
             ("10.1.2.3", "localhost, 10.1.2.3/32"),
             ("192.168.7.9", "192.168.0.0/16"),
             ("8.8.8.8", "0.0.0.0/0"),
-            ("[fd00::1]", "fd00::/8"),
-            ("fd12:3456::9", "[fd12:3456::]/32"),
+            ("fd00::1", "fd00::/8"),
         ] {
-            assert_eq!(
-                proxy_for(true, host, vars(no_proxy)),
-                None,
-                "{host} in {no_proxy}"
-            );
+            let m = matcher("http://p:3128", "", "", no_proxy);
+            assert!(proxy_for(true, host, &m).is_none(), "{host} in {no_proxy}");
         }
         for (host, no_proxy) in [
             ("11.1.2.3", "10.0.0.0/8"),
             ("10.1.2.4", "10.1.2.3/32"),
             ("192.169.0.1", "192.168.0.0/16"),
-            ("10.1.2.3", "10.0.0.0/33"),
             ("10.1.2.3", "fd00::/8"),
             ("fe00::1", "fd00::/8"),
             ("gw.corp.example", "10.0.0.0/8"),
+            ("10.1.2.3", "10.0.0.0/33"),
             ("10.1.2.3", "10.0.0.0/x"),
         ] {
+            let m = matcher("http://p:3128", "", "", no_proxy);
             assert!(
-                proxy_for(true, host, vars(no_proxy)).is_some(),
+                proxy_for(true, host, &m).is_some(),
                 "{host} not in {no_proxy}"
             );
         }
     }
 
     #[test]
-    fn a_proxy_setting_without_a_scheme_is_http_and_other_schemes_are_named() {
-        let url = proxy_url("proxy.corp.example:3128").ok().unwrap();
+    fn a_proxy_without_a_scheme_is_http_and_its_credentials_are_basic() {
+        let m = matcher("proxy.corp.example:3128", "", "", "");
         assert_eq!(
-            (url.scheme(), url.host_str(), url.port()),
-            ("http", Some("proxy.corp.example"), Some(3128))
+            shown(proxy_for(true, "gw", &m)).as_deref(),
+            Some("http://proxy.corp.example:3128/")
         );
-        let url = proxy_url(" http://user:pw@10.0.0.1:8080 ").ok().unwrap();
-        assert_eq!((url.host_str(), url.port()), (Some("10.0.0.1"), Some(8080)));
+        let m = matcher("http://a%40b:c%3Ad@10.0.0.1:8080", "", "", "");
+        let proxy = proxy_for(true, "gw", &m).expect("a proxy");
+        // The credentials go in the header only (percent-decoded), never in what is shown.
+        assert_eq!(proxy.uri().to_string(), "http://10.0.0.1:8080/");
+        let basic = proxy.basic_auth().expect("credentials");
+        assert!(basic.is_sensitive());
+        // "a@b:c:d" in base64.
+        assert_eq!(basic.as_bytes(), b"Basic YUBiOmM6ZA==");
+    }
+
+    #[tokio::test]
+    async fn a_proxy_of_another_scheme_is_refused_by_name() {
         for (setting, message) in [
             (
                 "https://proxy.corp.example:3128",
@@ -331,15 +258,11 @@ mod tests {
                 "socks5://127.0.0.1:1080",
                 "proxy scheme `socks5` is not supported (use an http:// proxy)",
             ),
-            ("http://", "the proxy setting is not a URL"),
         ] {
-            assert_eq!(proxy_url(setting).err().unwrap().0, message, "{setting}");
+            let m = matcher(setting, "", "", "");
+            let proxy = proxy_for(true, "gw", &m).expect("a proxy");
+            let err = tunnel(&proxy, "gw", 443).await.expect_err("refused");
+            assert_eq!(err.0, message, "{setting}");
         }
-    }
-
-    #[test]
-    fn percent_decoding_of_proxy_credentials() {
-        assert_eq!(percent_decode("a%40b%3Ac"), "a@b:c");
-        assert_eq!(percent_decode("100%"), "100%");
     }
 }
