@@ -199,7 +199,7 @@ fn a_token_command_still_running_after_the_grace_period_is_killed() {
         "[model_providers.corp]\nname = \"Corp\"\nbase_url = \"http://127.0.0.1:1/v1\"\nauth = { command = \"./token.sh\", timeout_ms = 600000 }\n",
     )
     .unwrap();
-    let (child, lines) = spawn(dir.path(), &[]);
+    let (child, lines) = spawn(dir.path(), &["--shutdown-grace-ms", "300"]);
     let addr = lines[0]
         .strip_prefix("listening on http://")
         .unwrap()

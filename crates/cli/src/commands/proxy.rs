@@ -10,24 +10,6 @@ use crate::auth::manager_for_provider;
 use crate::error::CliError;
 use crate::output::print;
 
-/// The command's flags.
-pub struct Settings {
-    /// `-p`, repeatable; empty: every provider of the config file.
-    pub providers: Vec<String>,
-    /// `--listen`.
-    pub listen: String,
-    /// `--client-key-env`.
-    pub client_key_env: Option<String>,
-    /// `--max-replay-bytes`.
-    pub max_replay_bytes: usize,
-    /// `--socket-mode`, for `--listen unix:PATH`.
-    pub socket_mode: Option<String>,
-    /// The socket systemd passed (`LISTEN_FDS`), served in place of `--listen`.
-    pub inherited: Option<proxy::InheritedListener>,
-    /// `--client-keys`.
-    pub client_keys: Option<std::path::PathBuf>,
-}
-
 /// How often the key file is looked at for a change (a revocation takes effect within a
 /// second).
 const KEYS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -94,7 +76,11 @@ pub fn inherited_listener() -> Result<Option<proxy::InheritedListener>, CliError
 }
 
 /// Serves until a signal; exit 0 after a clean stop.
-pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> {
+pub async fn proxy(
+    config: &Config,
+    settings: Args,
+    inherited: Option<proxy::InheritedListener>,
+) -> Result<(), CliError> {
     let unix = settings.listen.strip_prefix("unix:");
     let listen = match unix {
         Some(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -121,10 +107,10 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
             "--listen unix:PATH: the socket's path is missing".into(),
         ));
     }
-    let ids: Vec<String> = if settings.providers.is_empty() {
+    let ids: Vec<String> = if settings.provider.is_empty() {
         config.toml().model_providers.keys().cloned().collect()
     } else {
-        settings.providers.clone()
+        settings.provider.clone()
     };
     // The proxy's terminal is not its users': no token command ever prompts here.
     provider_auth::disable_prompts();
@@ -137,8 +123,9 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
             Err(e) => ProxyProvider::unavailable(id, info.clone(), e),
         });
     }
-    let mut proxy_config =
-        ProxyConfig::new(listen, providers).with_max_replay_bytes(settings.max_replay_bytes);
+    let mut proxy_config = ProxyConfig::new(listen, providers)
+        .with_max_replay_bytes(settings.max_replay_bytes)
+        .with_shutdown_grace(std::time::Duration::from_millis(settings.shutdown_grace_ms));
     if let Some(path) = &settings.client_keys {
         let keys = proxy::ClientKeys::load(path).map_err(|e| {
             CliError::Usage(format!("--client-keys: {}", crate::error::with_causes(&e)))
@@ -164,7 +151,7 @@ pub async fn proxy(config: &Config, settings: Settings) -> Result<(), CliError> 
     let open_files = proxy::limits::raise_open_file_limit();
     tracing::debug!(target: proxy::TRACING_TARGET, ?open_files, "open-file limit");
     // The library says what is wrong; the command line says which flag mends it.
-    let bound = match settings.inherited {
+    let bound = match inherited {
         Some(listener) => Proxy::bind_inherited(proxy_config, listener).await,
         None => Proxy::bind(proxy_config).await,
     };
@@ -272,30 +259,21 @@ pub struct Args {
     /// Largest request body buffered to replay after a 401.
     #[arg(long, value_name = "N", default_value_t = proxy::DEFAULT_MAX_REPLAY_BYTES)]
     pub max_replay_bytes: usize,
+    /// On SIGINT or SIGTERM, how long requests in flight may go on before the proxy stops
+    /// (and kills any token command still running).
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
 }
+
+/// `--shutdown-grace-ms`'s default: the proxy library's.
+const DEFAULT_SHUTDOWN_GRACE_MS: u64 = proxy::SHUTDOWN_GRACE.as_secs() * 1000;
 
 /// `modelauth proxy`: serve the providers until a signal.
 pub fn run(args: Args, ctx: &crate::context::Context) -> Result<(), CliError> {
-    let Args {
-        provider,
-        listen,
-        socket_mode,
-        client_keys,
-        client_key_env,
-        max_replay_bytes,
-    } = args;
     let config = ctx.config()?;
-    let settings = Settings {
-        providers: provider,
-        listen,
-        client_key_env,
-        max_replay_bytes,
-        socket_mode,
-        inherited: inherited_listener()?,
-        client_keys,
-    };
+    let inherited = inherited_listener()?;
     let runtime = crate::proxy_runtime()?;
-    let result = runtime.block_on(proxy(&config, settings));
+    let result = runtime.block_on(proxy(&config, args, inherited));
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     result
 }
