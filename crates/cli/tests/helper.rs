@@ -958,15 +958,16 @@ fn the_real_codex_and_modelauth_give_every_codex_fixture_the_same_verdict() {
     assert!(checked >= 25, "{checked} fixtures");
 }
 
-/// `token --write FILE --watch`, the token-file sidecar: the gateway's tokens live 8 s; a
-/// reader reads the file every 10 ms for 18 s and never sees a partial token, nor one the
+/// `token --write FILE --watch`, the token-file sidecar: the gateway's tokens live 6 s (the
+/// next is written at 80%, 1.2 s before the last expires); a reader reads the file every
+/// 10 ms for 12 s and never sees a partial token, nor one the
 /// gateway refuses (expired), across at least two rotations; the file is 0600; SIGTERM
 /// ends it with exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_token_file_never_holds_a_partial_or_expired_token() {
     use std::os::unix::fs::PermissionsExt as _;
     let gw =
-        DevGateway::start(GatewayConfig::default().with_token_lifetime(Duration::from_secs(8)))
+        DevGateway::start(GatewayConfig::default().with_token_lifetime(Duration::from_secs(6)))
             .await
             .unwrap();
     // The gateway's JSON answer, so the cache knows each token's expiry.
@@ -1002,7 +1003,7 @@ async fn a_watched_token_file_never_holds_a_partial_or_expired_token() {
         0o600
     );
     let mut seen = std::collections::BTreeSet::new();
-    let until = Instant::now() + Duration::from_secs(18);
+    let until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < until {
         let text = std::fs::read_to_string(&file).unwrap();
         let token = text.trim_end_matches('\n');
@@ -1019,7 +1020,7 @@ async fn a_watched_token_file_never_holds_a_partial_or_expired_token() {
     }
     assert!(
         seen.len() >= 3,
-        "{} tokens in 18 s of 8-s tokens",
+        "{} tokens in 12 s of 6-s tokens",
         seen.len()
     );
     // No temporary file is left beside it.
