@@ -124,13 +124,18 @@ fn config_text() -> impl Strategy<Value = String> {
         })
 }
 
+/// The schema's validator, generated and compiled once for every case.
+static VALIDATOR: std::sync::LazyLock<jsonschema::Validator> = std::sync::LazyLock::new(|| {
+    let schema: serde_json::Value = serde_json::from_str(&config_schema_json()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+});
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn parser_and_schema_agree_on_generated_configs(text in config_text()) {
-        let schema: serde_json::Value = serde_json::from_str(&config_schema_json()).unwrap();
-        let validator = jsonschema::validator_for(&schema).unwrap();
+        let validator = &*VALIDATOR;
         let value: toml::Value = toml::from_str(&text).unwrap();
         let schema_ok = validator.is_valid(&serde_json::to_value(value).unwrap());
         match parse_config_str(&text, Path::new("gen.toml"), None) {
