@@ -775,10 +775,12 @@ async fn scoped_client_keys_reach_only_their_scope_and_are_revoked_within_a_seco
 
 /// The Kubernetes example (`deploy/kubernetes/pod.yaml`), run as its containers would run:
 /// the manifests are parsed (PyYAML), the ConfigMap's config is the config, the projected
-/// service-account token is a gateway token in a file, and the exact command lines of the
-/// two modelauth sidecars and of the readiness probe run against the dev gateway, their
-/// absolute paths moved under a temporary folder. The proxy's socket serves the
-/// application's base URL, the probe passes, and the token file is written.
+/// service-account token is a gateway token in a file, the identity provider's token
+/// endpoint is the dev gateway's, and the exact command lines of the two modelauth sidecars
+/// and of the readiness probe run against the dev gateway, their absolute paths moved under
+/// a temporary folder. The proxy's socket serves the application's base URL (the token sent
+/// as it is) and `corp-sts` (the token exchanged), the probe passes, and the token file is
+/// written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_example_runs_as_written() {
     let Some(python) = sdk::python() else { return };
@@ -830,7 +832,8 @@ async fn the_kubernetes_example_runs_as_written() {
         std::fs::create_dir_all(format!("{}{folder}", root.path().display())).unwrap();
     }
     let config = moved(config_map["data"]["config.toml"].as_str().unwrap())
-        .replace("https://gateway.example.com/openai/v1", &gw.base_url());
+        .replace("https://gateway.example.com/openai/v1", &gw.base_url())
+        .replace("https://sts.example.com/oauth2/token", &gw.token_url());
     std::fs::write(moved("/etc/modelauth/config.toml"), config).unwrap();
     std::fs::write(
         moved("/var/run/secrets/tokens/gateway-token"),
@@ -913,6 +916,26 @@ async fn the_kubernetes_example_runs_as_written() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("dev-small"));
+    // The same gateway with the projected token exchanged: one exchange, then the cache.
+    let minted = gw.counters().tokens_minted;
+    for _ in 0..2 {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--unix-socket", &socket])
+            .arg(base_url.replace("/corp", "/corp-sts") + "/models")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("dev-small"),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        gw.counters().tokens_minted,
+        minted,
+        "the readiness probe's exchange serves"
+    );
     // The token-file sidecar writes the file.
     let writer = command_of(&container("modelauth-token"))
         .stderr(Stdio::null())

@@ -90,8 +90,8 @@ impl Provider {
         &self.inner.manager
     }
 
-    /// The headers of every request and handshake, before the credential (see
-    /// [`provider_headers`]).
+    /// The headers of every request and handshake, before the credential: `User-Agent`,
+    /// then `http_headers` and `env_http_headers`, every configured value marked sensitive.
     ///
     /// # Errors
     ///

@@ -12,7 +12,7 @@ use crate::{AuthManager, Provider, RequestAuth, Verdict};
 /// stream cannot be replayed: its rejection is reported (the next request gets a new token)
 /// and returned as it came.
 ///
-/// An [`AuthError`] (no credential could be had; nothing was sent) comes back as
+/// An [`AuthError`](crate::AuthError) (no credential could be had; nothing was sent) comes back as
 /// `reqwest_middleware::Error::Middleware`.
 #[derive(Debug, Clone)]
 pub struct AuthMiddleware {

@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use crate::{AuthManager, Provider, RequestAuth, Verdict};
 
-/// The error of an [`AuthService`]: the inner service's, or an [`AuthError`] (no credential
+/// The error of an [`AuthService`]: the inner service's, or an [`AuthError`](crate::AuthError) (no credential
 /// could be had: nothing was sent).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
