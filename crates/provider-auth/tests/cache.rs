@@ -77,15 +77,7 @@ async fn refresh_interval_zero_reruns_only_after_401() {
 async fn thousand_concurrent_cold_callers_run_the_command_once() {
     let script = Script::new("sleep 0.3\necho tok-$N");
     let cache = cache(&script.auth_with_refresh(300_000), true);
-    let callers: Vec<_> = (0..1000)
-        .map(|_| {
-            let cache = cache.clone();
-            tokio::spawn(async move { cache.credential().await.map(|c| c.generation) })
-        })
-        .collect();
-    for caller in callers {
-        assert_eq!(caller.await.unwrap().unwrap(), 1);
-    }
+    support::cold_callers_share_the_first_generation(&cache, 1000).await;
     assert_eq!(script.runs(), 1);
     assert_eq!(cache.stats().command_runs, 1);
 }

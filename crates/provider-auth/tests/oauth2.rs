@@ -2,6 +2,8 @@
 //! oidc-provider from npm, started by the test) and hostile token endpoints.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -301,15 +303,7 @@ async fn a_thousand_cold_callers_share_one_exchange() {
     let dir = tempfile::tempdir().unwrap();
     let o = client_credentials(format!("{}/token", servers.mock_issuer()), dir.path());
     let cache = TokenCache::new(Arc::new(refresher(o)), CachePolicy::new(None));
-    let callers: Vec<_> = (0..1000)
-        .map(|_| {
-            let cache = cache.clone();
-            tokio::spawn(async move { cache.credential().await.map(|c| c.generation) })
-        })
-        .collect();
-    for caller in callers {
-        assert_eq!(caller.await.unwrap().unwrap(), 1);
-    }
+    support::cold_callers_share_the_first_generation(&cache, 1000).await;
     assert_eq!(servers.token_requests().len(), 1);
     assert_eq!(cache.stats().command_runs, 1);
 }
