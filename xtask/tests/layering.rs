@@ -8,12 +8,17 @@ use std::path::Path;
 /// Each crate and the workspace crates it may depend on (normal dependencies).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("crates/provider-config", &[]),
-    ("crates/provider-auth", &["provider-config"]),
+    ("crates/provider-auth", &["provider-config", "transport"]),
     ("crates/event-stream", &[]),
     ("crates/transport", &[]),
     (
         "crates/model-client",
-        &["provider-config", "provider-auth", "event-stream"],
+        &[
+            "provider-config",
+            "provider-auth",
+            "event-stream",
+            "transport",
+        ],
     ),
     (
         "crates/realtime",

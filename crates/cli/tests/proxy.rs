@@ -1003,15 +1003,24 @@ async fn an_oauth2_provider_is_served_and_recovers_from_a_revocation() {
 }
 
 /// The one TLS configuration (`transport::tls_config`: rustls with the platform's trust
-/// store, which honours `SSL_CERT_FILE`): the proxy reaches an https gateway and `modelauth
-/// realtime` a wss one when the environment trusts the gateway's certificate, and neither
-/// does when it does not (the certificate's CA is made by the test, so only `SSL_CERT_FILE`
-/// vouches for it).
+/// store, which honours `SSL_CERT_FILE`): the proxy and the HTTP client (`modelauth models`)
+/// reach an https gateway and `modelauth realtime` a wss one when the environment trusts the
+/// gateway's certificate, and none does when it does not (the certificate's CA is made by
+/// the test, so only `SSL_CERT_FILE` vouches for it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_gateway_is_reached_only_with_the_trust_store_the_environment_names() {
     let (gw, dir) = gateway_and_config().await;
     let front = test_support::TlsFront::start(front_target(&gw)).await;
     write_config(dir.path(), &format!("{}/v1", front.url));
+    // A provider whose OAuth2 token endpoint is behind the same front.
+    let mut config = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+    config.push_str(&format!(
+        "[model_providers.sts]\nname = \"STS\"\nbase_url = \"{0}/v1\"\n\
+         [model_providers.sts.auth.oauth2]\ntoken_url = \"{0}/oauth/token\"\n\
+         grant = \"client_credentials\"\nclient_id = \"modelauth\"\nclient_secret_env = \"STS_SECRET\"\n",
+        front.url
+    ));
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &front.certificate_pem).unwrap();
     // Another CA: a trust store that loads, and does not vouch for this gateway.
@@ -1050,11 +1059,53 @@ async fn an_https_gateway_is_reached_only_with_the_trust_store_the_environment_n
             assert!(body.contains("upstream_unreachable"), "{body}");
         }
     }
-    let realtime = |trust: &Path| {
+    let client = |trust: &Path, args: &[&str]| {
         Command::new(BIN)
-            .args([
-                "--config",
-                "config.toml",
+            .args(["--config", "config.toml"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("SSL_CERT_FILE", trust)
+            .env_remove("SSL_CERT_DIR")
+            .env("MODELAUTH_CACHE_DIR", dir.path().join("store"))
+            .env("STS_SECRET", "sts-client-secret-7731")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let trusted = client(&ca, &["models", "-p", "corp"]);
+    assert_eq!(
+        trusted.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("dev-small"));
+    let untrusted = client(&other, &["models", "-p", "corp"]);
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("TLS handshake failed"),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+    // The OAuth2 token endpoint's client too (each run exchanges: no store to read).
+    let trusted = client(&ca, &["--no-shared-cache", "models", "-p", "sts"]);
+    assert_eq!(
+        trusted.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let untrusted = client(&other, &["--no-shared-cache", "models", "-p", "sts"]);
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("token endpoint") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    let realtime = |trust: &Path| {
+        client(
+            trust,
+            &[
                 "realtime",
                 "-p",
                 "corp",
@@ -1064,14 +1115,8 @@ async fn an_https_gateway_is_reached_only_with_the_trust_store_the_environment_n
                 "session.created",
                 "--timeout-ms",
                 "10000",
-            ])
-            .current_dir(dir.path())
-            .env("SSL_CERT_FILE", trust)
-            .env_remove("SSL_CERT_DIR")
-            .env("MODELAUTH_CACHE_DIR", dir.path().join("store"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            ],
+        )
     };
     let trusted = realtime(&ca);
     assert_eq!(

@@ -109,7 +109,14 @@ impl ModelClient {
     /// A client for `provider`, set up once and shared with the websocket client and the
     /// proxy; otherwise as [`ModelClient::new`].
     pub fn for_provider(provider: Provider) -> Result<Self, ClientError> {
+        // The one TLS configuration of the process (the platform's trust store), as the
+        // websocket client and the proxy have it.
+        let tls = transport::tls_config().map_err(|source| ClientError::Tls {
+            provider: provider.shared_id(),
+            source,
+        })?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.as_ref().clone())
             .user_agent(USER_AGENT)
             .connect_timeout(provider.info().connect_timeout())
             .redirect(same_origin_redirects())

@@ -96,6 +96,14 @@ pub enum ClientError {
         /// Why.
         source: provider_config::EndpointUrlError,
     },
+    /// The platform's TLS trust store cannot be loaded.
+    #[error("provider `{provider}`: no TLS client configuration")]
+    Tls {
+        /// Provider id.
+        provider: Arc<str>,
+        /// What rustls said.
+        source: transport::TlsError,
+    },
     /// The provider config cannot be used to build requests.
     #[error("provider `{provider}`: {detail}")]
     Config {

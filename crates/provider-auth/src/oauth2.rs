@@ -125,7 +125,17 @@ impl OAuth2Refresher {
     async fn client(&self) -> Result<&reqwest::Client, AuthError> {
         self.client
             .get_or_try_init(|| async {
+                // The one TLS configuration of the process (the platform's trust store).
+                let tls = transport::tls_config().map_err(|e| {
+                    self.fail(
+                        "(none)",
+                        OAuth2Failure::Unreachable {
+                            reason: e.to_string(),
+                        },
+                    )
+                })?;
                 reqwest::Client::builder()
+                    .tls_backend_preconfigured(tls.as_ref().clone())
                     .redirect(reqwest::redirect::Policy::none())
                     .connect_timeout(Duration::from_millis(
                         provider_config::DEFAULT_CONNECT_TIMEOUT_MS,
